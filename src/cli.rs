@@ -1,0 +1,79 @@
+//! Command-line interface: `matchstream serve | replay | load`.
+//!
+//! Every flag of `serve` can also be set through a `MATCHSTREAM_*` environment variable.
+//! Errors are printed as one line and turn into a non-zero exit status.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Live football-match events pushed to every watcher over WebSocket or TCP.
+#[derive(Debug, Parser)]
+#[command(name = "matchstream", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `matchstream`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+/// Flags of `matchstream serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP + WebSocket listen address.
+    #[arg(long, env = "MATCHSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// TCP line-protocol listen address.
+    #[arg(long, env = "MATCHSTREAM_TCP_LISTEN", default_value = "0.0.0.0:9999")]
+    pub tcp_listen: SocketAddr,
+    /// Worker threads (event loops); default one per CPU. May exceed the CPU count.
+    #[arg(long, env = "MATCHSTREAM_WORKERS")]
+    pub workers: Option<usize>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "MATCHSTREAM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Bearer token for the admin API; a random one is generated and printed when unset.
+    #[arg(long, env = "MATCHSTREAM_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Replay the bundled sample match in a loop.
+    #[arg(long, env = "MATCHSTREAM_DEMO")]
+    pub demo: bool,
+    /// Serve the WebSocket echo endpoint `/1/echo` (for the Autobahn suite).
+    #[arg(long, env = "MATCHSTREAM_ENABLE_ECHO")]
+    pub enable_echo: bool,
+    /// Most connections the whole server accepts at once (over it: 503 / refused).
+    #[arg(long, env = "MATCHSTREAM_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    pub max_connections: usize,
+}
+
+/// Parses `args` and runs the chosen command; returns the process exit status.
+pub fn run<I>(args: I) -> i32
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => crate::server::serve(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("matchstream: error: {e:#}");
+            1
+        }
+    }
+}
