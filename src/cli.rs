@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Load generator and blackbox tester.
+    Load(crate::load::LoadArgs),
 }
 
 /// Flags of `matchstream serve`.
@@ -67,10 +69,11 @@ where
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => crate::server::serve(args),
+        Command::Serve(args) => crate::server::serve(args).map(|()| 0),
+        Command::Load(args) => crate::load::run(args),
     };
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("matchstream: error: {e:#}");
             1

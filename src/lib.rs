@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod domain;
+pub mod load;
 pub mod proto;
 pub mod server;
 pub mod store;

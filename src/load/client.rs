@@ -1,0 +1,173 @@
+//! One load-generator client: a TCP connection from a chosen source address, the client
+//! side of the WebSocket handshake, and a reader of server frames (unmasked) that hands
+//! complete text messages to the caller.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+
+use monoio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::mask::apply_mask;
+use crate::server::sys::{self, Transfer};
+
+/// Connects to `server` from `source` (port chosen by the kernel at connect time, so one
+/// source address serves many destinations).
+pub async fn connect_from(source: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int.
+    unsafe {
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    match socket.connect(&server.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: the descriptor is a connected (or connecting) TCP socket we own; ownership
+    // moves into the std stream.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let stream = TcpStream::from_std(std_stream)?;
+    stream.writable(false).await?;
+    if let Some(e) = socket2::SockRef::from(&stream).take_error()? {
+        return Err(e);
+    }
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Writes all of `bytes`.
+pub async fn send_all(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match sys::send_nonblocking(stream.as_raw_fd(), &[&bytes[done..]])? {
+            Transfer::Done(n) => done += n,
+            Transfer::WouldBlock => stream.writable(false).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads once (waiting for readiness) and appends to `buf`; `Ok(0)` means EOF.
+pub async fn recv_some(stream: &TcpStream, scratch: &mut [u8], buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        match sys::recv_nonblocking(stream.as_raw_fd(), scratch)? {
+            Transfer::Done(n) => {
+                buf.extend_from_slice(&scratch[..n]);
+                return Ok(n);
+            }
+            Transfer::WouldBlock => stream.readable(false).await?,
+        }
+    }
+}
+
+/// The bytes of a client handshake request for `path` on `host`.
+pub fn handshake_request(host: &str, path: &str, key: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Performs the client handshake; returns bytes that arrived after the 101 response.
+pub async fn handshake(
+    stream: &TcpStream,
+    host: &str,
+    path: &str,
+    scratch: &mut [u8],
+) -> io::Result<Vec<u8>> {
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    send_all(stream, &handshake_request(host, path, key)).await?;
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = &buf[..end];
+            if !head.starts_with(b"HTTP/1.1 101") {
+                let line = String::from_utf8_lossy(&head[..head.len().min(80)]).into_owned();
+                return Err(io::Error::other(format!("handshake refused: {line}")));
+            }
+            let expected = crate::proto::handshake::accept_key(key.as_bytes());
+            let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+            if !text.contains(&format!("sec-websocket-accept: {}", expected.to_ascii_lowercase())) {
+                return Err(io::Error::other("handshake: wrong Sec-WebSocket-Accept"));
+            }
+            return Ok(buf.split_off(end + 4));
+        }
+        if buf.len() > 8192 {
+            return Err(io::Error::other("handshake: response head too large"));
+        }
+        if recv_some(stream, scratch, &mut buf).await? == 0 {
+            return Err(io::Error::other("handshake: connection closed"));
+        }
+    }
+}
+
+/// A frame received from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerFrame {
+    /// A text message (servers here never fragment).
+    Text(Vec<u8>),
+    /// A ping to answer.
+    Ping(Vec<u8>),
+    /// A close frame with its code (1005 when none).
+    Close(u16),
+    /// Anything else (pong, binary).
+    Other,
+}
+
+/// Takes one complete frame off the front of `buf`, if there is one.
+pub fn next_frame(buf: &mut Vec<u8>) -> io::Result<Option<ServerFrame>> {
+    let (header, used) = match FrameHeader::parse(buf) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(io::Error::other(format!("bad frame from server: {e}"))),
+    };
+    let len = header.payload_len as usize;
+    if buf.len() < used + len {
+        return Ok(None);
+    }
+    let payload: Vec<u8> = buf[used..used + len].to_vec();
+    buf.drain(..used + len);
+    Ok(Some(match header.opcode {
+        OpCode::Text => ServerFrame::Text(payload),
+        OpCode::Ping => ServerFrame::Ping(payload),
+        OpCode::Close => {
+            let code = if payload.len() >= 2 {
+                u16::from_be_bytes([payload[0], payload[1]])
+            } else {
+                1005
+            };
+            ServerFrame::Close(code)
+        }
+        _ => ServerFrame::Other,
+    }))
+}
+
+/// Encodes a masked client frame.
+pub fn client_frame(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let header = FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode,
+        mask: Some(mask),
+        payload_len: payload.len() as u64,
+    };
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    header.encode(&mut out);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask, 0);
+    out
+}

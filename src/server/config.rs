@@ -1,0 +1,84 @@
+//! Server settings: every limit the runtime enforces, each a named, documented value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::proto::http::HttpLimits;
+use crate::proto::session::WsLimits;
+
+/// Everything a worker needs to know, built once from the command line.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// HTTP + WebSocket listen address (port 0 picks a free port once, shared by all workers).
+    pub listen: SocketAddr,
+    /// TCP line-protocol listen address.
+    pub tcp_listen: SocketAddr,
+    /// Number of worker threads (event loops).
+    pub workers: usize,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Bearer token for admin writes.
+    pub admin_token: String,
+    /// Whether `/1/echo` is served.
+    pub enable_echo: bool,
+    /// Replay the bundled sample match in a loop.
+    pub demo: bool,
+    /// Most connections the whole server holds at once.
+    pub max_connections: usize,
+    /// HTTP request limits (request line, head, header count, body).
+    pub http: HttpLimits,
+    /// WebSocket limits on `/1/ws` (frame and message size; text only).
+    pub ws: WsLimits,
+    /// WebSocket limits on `/1/echo` (the Autobahn suite sends 16 MiB messages and binary).
+    pub echo_ws: WsLimits,
+    /// Time allowed from accept until a complete first request head has arrived.
+    pub handshake_timeout: Duration,
+    /// An idle keep-alive HTTP connection is closed after this long without a request.
+    pub http_idle_timeout: Duration,
+    /// A WebSocket connection silent for this long is sent a ping.
+    pub ws_ping_after: Duration,
+    /// A WebSocket connection silent this long after a ping is considered dead and dropped.
+    pub ws_dead_after: Duration,
+    /// Most bytes queued towards one connection; past it the connection is closed (1008)
+    /// so a slow reader never holds up anyone else.
+    pub max_outbound_bytes: usize,
+    /// How long shutdown waits for connections to finish their close handshakes.
+    pub shutdown_drain: Duration,
+    /// Size of each worker's read scratch buffer.
+    pub read_buffer_bytes: usize,
+    /// Listen backlog of each worker's `SO_REUSEPORT` listener.
+    pub listen_backlog: i32,
+}
+
+impl ServerConfig {
+    /// Default limits around the given addresses; tests and the CLI override fields.
+    pub fn new(listen: SocketAddr, tcp_listen: SocketAddr) -> Self {
+        let echo_ws = WsLimits {
+            max_frame_bytes: 16 << 20,
+            max_message_bytes: 16 << 20,
+            accept_binary: true,
+        };
+        ServerConfig {
+            listen,
+            tcp_listen,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            data_dir: PathBuf::from("./data"),
+            admin_token: String::new(),
+            enable_echo: false,
+            demo: false,
+            max_connections: 1_000_000,
+            http: HttpLimits::default(),
+            ws: WsLimits::default(),
+            echo_ws,
+            handshake_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            ws_ping_after: Duration::from_secs(30),
+            ws_dead_after: Duration::from_secs(30),
+            max_outbound_bytes: 256 << 10,
+            shutdown_drain: Duration::from_secs(3),
+            read_buffer_bytes: 64 << 10,
+            listen_backlog: 4096,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Counters each worker keeps for `/metrics`: written by the owning worker only (relaxed
+//! atomics, no contention), read by whichever worker renders the Prometheus page.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Upper bounds (µs) of the fan-out latency histogram buckets.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
+/// One worker's counters.
+#[derive(Default)]
+pub struct WorkerStats {
+    /// Open connections of any kind.
+    pub connections: AtomicU64,
+    /// Open WebSocket connections.
+    pub websockets: AtomicU64,
+    /// Open TCP line-protocol connections.
+    pub line_connections: AtomicU64,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections refused because `--max-connections` was reached.
+    pub refused: AtomicU64,
+    /// HTTP requests answered.
+    pub http_requests: AtomicU64,
+    /// Frames (or line blocks) queued to clients.
+    pub frames_sent: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_sent: AtomicU64,
+    /// Connections closed because their outbound queue overflowed.
+    pub slow_consumer_closes: AtomicU64,
+    /// Connections closed for a protocol error (bad frame, bad request).
+    pub protocol_errors: AtomicU64,
+    /// Connections dropped because the peer stopped answering pings.
+    pub dead_peers: AtomicU64,
+    /// Events fanned out by this worker.
+    pub events: AtomicU64,
+    /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    /// Sum of fan-out latencies, µs.
+    pub latency_sum_us: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge.
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
+    /// Records one fan-out latency sample.
+    pub fn observe_latency(&self, us: u64) {
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+/// Renders every worker's counters in the Prometheus text format.
+pub fn render(workers: &[WorkerStats], extra: &str) -> String {
+    let mut out = String::with_capacity(4096);
+    let per_worker: [(&str, &str, &str, fn(&WorkerStats) -> &AtomicU64); 12] = [
+        ("matchstream_connections", "gauge", "Open connections", |s| &s.connections),
+        ("matchstream_websockets", "gauge", "Open WebSocket connections", |s| &s.websockets),
+        ("matchstream_line_connections", "gauge", "Open TCP line connections", |s| {
+            &s.line_connections
+        }),
+        ("matchstream_accepted_total", "counter", "Connections accepted", |s| &s.accepted),
+        ("matchstream_refused_total", "counter", "Connections refused at max-connections", |s| {
+            &s.refused
+        }),
+        ("matchstream_http_requests_total", "counter", "HTTP requests answered", |s| {
+            &s.http_requests
+        }),
+        ("matchstream_frames_sent_total", "counter", "Frames queued to clients", |s| {
+            &s.frames_sent
+        }),
+        ("matchstream_bytes_sent_total", "counter", "Bytes written to clients", |s| &s.bytes_sent),
+        (
+            "matchstream_slow_consumer_closes_total",
+            "counter",
+            "Connections closed on outbound queue overflow",
+            |s| &s.slow_consumer_closes,
+        ),
+        (
+            "matchstream_protocol_errors_total",
+            "counter",
+            "Connections closed for a protocol error",
+            |s| &s.protocol_errors,
+        ),
+        ("matchstream_dead_peers_total", "counter", "Peers dropped by keepalive", |s| {
+            &s.dead_peers
+        }),
+        ("matchstream_events_fanned_out_total", "counter", "Events fanned out", |s| &s.events),
+    ];
+    for (name, kind, help, get) in per_worker {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for (i, s) in workers.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(s).load(Relaxed));
+        }
+    }
+    let name = "matchstream_fanout_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from sequencing an event to queueing it on every local watcher.\n# TYPE {name} histogram"
+    );
+    let mut cumulative = 0u64;
+    for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += workers.iter().map(|s| s.latency_buckets[i].load(Relaxed)).sum::<u64>();
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+    }
+    cumulative += workers
+        .iter()
+        .map(|s| s.latency_buckets[LATENCY_BUCKETS_US.len()].load(Relaxed))
+        .sum::<u64>();
+    let sum: u64 = workers.iter().map(|s| s.latency_sum_us.load(Relaxed)).sum();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum {}", sum as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {cumulative}");
+    out.push_str(extra);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_per_worker_and_a_cumulative_histogram() {
+        let stats = [WorkerStats::default(), WorkerStats::default()];
+        WorkerStats::add(&stats[1].connections, 3);
+        stats[0].observe_latency(40);
+        stats[1].observe_latency(300);
+        stats[1].observe_latency(10_000_000);
+        let text = render(&stats, "");
+        assert!(text.contains("matchstream_connections{worker=\"1\"} 3"));
+        assert!(text.contains("matchstream_fanout_latency_seconds_bucket{le=\"0.00005\"} 1"));
+        assert!(text.contains("matchstream_fanout_latency_seconds_bucket{le=\"0.0005\"} 2"));
+        assert!(text.contains("matchstream_fanout_latency_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("matchstream_fanout_latency_seconds_count 3"));
+    }
+}

@@ -1,0 +1,249 @@
+//! A connection's outbound side as the rest of its worker sees it: a bounded queue of
+//! pre-encoded, shared frames plus the means to wake the connection's task.
+//!
+//! Fan-out is a push of the same [`Bytes`] onto each watcher's queue; the connection task
+//! writes them with one `sendmsg` per wake-up. The queue is bounded in bytes: a watcher that
+//! does not read is closed (1008) instead of holding memory or anyone else back.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::task::Waker;
+
+use bytes::Bytes;
+
+use crate::proto::frame::{encode_close, encode_frame, OpCode};
+
+/// What the connection's task must do beyond writing its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseMode {
+    /// Keep going.
+    Open,
+    /// Write everything queued (a close frame is last), then end the connection.
+    AfterFlush,
+    /// Drop the queue and end the connection now (a slow consumer, a dead peer).
+    Now,
+}
+
+/// The worker-visible handle of one connection.
+pub struct Outbox {
+    queue: RefCell<VecDeque<Bytes>>,
+    sent_of_head: Cell<usize>,
+    queued_bytes: Cell<usize>,
+    limit: usize,
+    kicked: Cell<bool>,
+    close: Cell<CloseMode>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// A push that would exceed the queue bound; the connection is being closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+impl Outbox {
+    /// An empty outbox holding at most `limit` queued bytes.
+    pub fn new(limit: usize) -> Self {
+        Outbox {
+            queue: RefCell::new(VecDeque::new()),
+            sent_of_head: Cell::new(0),
+            queued_bytes: Cell::new(0),
+            limit,
+            kicked: Cell::new(false),
+            close: Cell::new(CloseMode::Open),
+            waker: RefCell::new(None),
+        }
+    }
+
+    /// Queues `frame`; on overflow the connection is marked to close at once.
+    pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
+        if self.close.get() != CloseMode::Open {
+            return Ok(());
+        }
+        let total = self.queued_bytes.get() + frame.len();
+        if total > self.limit {
+            self.close_now();
+            return Err(Overflow);
+        }
+        self.queued_bytes.set(total);
+        self.queue.borrow_mut().push_back(frame);
+        self.kick();
+        Ok(())
+    }
+
+    /// Queues a WebSocket close frame and asks the task to end once it is written.
+    pub fn close_after_flush(&self, code: u16, reason: &str) {
+        if self.close.get() != CloseMode::Open {
+            return;
+        }
+        let mut frame = Vec::with_capacity(4 + reason.len());
+        encode_close(&mut frame, code, reason);
+        self.push_raw_and_close(Bytes::from(frame));
+    }
+
+    /// Queues final bytes (a close frame, an `ERROR:` line) and ends after writing them.
+    pub fn push_raw_and_close(&self, bytes: Bytes) {
+        if self.close.get() != CloseMode::Open {
+            return;
+        }
+        self.queued_bytes.set(self.queued_bytes.get() + bytes.len());
+        self.queue.borrow_mut().push_back(bytes);
+        self.close.set(CloseMode::AfterFlush);
+        self.kick();
+    }
+
+    /// Asks the task to end once everything already queued is written.
+    pub fn finish_after_flush(&self) {
+        if self.close.get() == CloseMode::Open {
+            self.close.set(CloseMode::AfterFlush);
+            self.kick();
+        }
+    }
+
+    /// Drops whatever is queued and asks the task to end now.
+    pub fn close_now(&self) {
+        self.queue.borrow_mut().clear();
+        self.queued_bytes.set(0);
+        self.sent_of_head.set(0);
+        self.close.set(CloseMode::Now);
+        self.kick();
+    }
+
+    /// Queues a ping frame (keepalive).
+    pub fn push_ping(&self) {
+        let mut frame = Vec::with_capacity(2);
+        encode_frame(&mut frame, OpCode::Ping, b"");
+        let _ = self.push(Bytes::from(frame));
+    }
+
+    /// The close state the task must act on.
+    pub fn close_mode(&self) -> CloseMode {
+        self.close.get()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    /// Whether anything is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
+    /// Takes the kick flag (set by pushes and close requests since the last take).
+    pub fn take_kick(&self) -> bool {
+        self.kicked.replace(false)
+    }
+
+    /// Remembers the task's waker for the next kick.
+    pub fn register(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        match slot.as_ref() {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn kick(&self) {
+        if !self.kicked.replace(true) {
+            if let Some(w) = self.waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    /// Calls `write` with the unwritten bytes (at most `max` slices) and records how many it
+    /// took. Returns the count written, or `write`'s error.
+    pub fn write_with<E>(
+        &self,
+        max: usize,
+        write: impl FnOnce(&[&[u8]]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let mut queue = self.queue.borrow_mut();
+        let mut slices: [&[u8]; crate::server::sys::MAX_IOVECS] =
+            [&[]; crate::server::sys::MAX_IOVECS];
+        let max = max.min(slices.len());
+        let mut count = 0;
+        for (i, frame) in queue.iter().take(max).enumerate() {
+            slices[i] = if i == 0 {
+                &frame[self.sent_of_head.get()..]
+            } else {
+                &frame[..]
+            };
+            count += 1;
+        }
+        let mut written = write(&slices[..count])?;
+        let total = written;
+        while written > 0 {
+            let head_left = queue[0].len() - self.sent_of_head.get();
+            if written >= head_left {
+                written -= head_left;
+                queue.pop_front();
+                self.sent_of_head.set(0);
+            } else {
+                self.sent_of_head.set(self.sent_of_head.get() + written);
+                written = 0;
+            }
+        }
+        self.queued_bytes.set(self.queued_bytes.get() - total);
+        if queue.is_empty() && queue.capacity() > 8 {
+            *queue = VecDeque::new();
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(outbox: &Outbox, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !outbox.is_empty() {
+            outbox
+                .write_with(64, |slices| {
+                    let mut left = chunk;
+                    for s in slices {
+                        let n = s.len().min(left);
+                        out.extend_from_slice(&s[..n]);
+                        left -= n;
+                    }
+                    Ok::<_, ()>(chunk - left)
+                })
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let outbox = Outbox::new(1024);
+        outbox.push(Bytes::from_static(b"hello ")).unwrap();
+        outbox.push(Bytes::from_static(b"world")).unwrap();
+        assert_eq!(outbox.queued_bytes(), 11);
+        assert_eq!(drain(&outbox, 4), b"hello world");
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn overflow_closes_and_drops_the_queue() {
+        let outbox = Outbox::new(10);
+        outbox.push(Bytes::from_static(b"123456")).unwrap();
+        assert_eq!(outbox.push(Bytes::from_static(b"789012")), Err(Overflow));
+        assert_eq!(outbox.close_mode(), CloseMode::Now);
+        assert!(outbox.is_empty());
+        assert!(outbox.take_kick());
+    }
+
+    #[test]
+    fn close_after_flush_queues_a_close_frame_last() {
+        let outbox = Outbox::new(1024);
+        outbox.push(Bytes::from_static(b"x")).unwrap();
+        outbox.close_after_flush(1000, "bye");
+        let bytes = drain(&outbox, 100);
+        assert_eq!(&bytes[..1], b"x");
+        assert_eq!(bytes[1], 0x88, "FIN + close opcode");
+        assert_eq!(outbox.close_mode(), CloseMode::AfterFlush);
+        outbox.push(Bytes::from_static(b"late")).unwrap();
+        assert!(outbox.is_empty(), "nothing is queued after the close frame");
+    }
+}

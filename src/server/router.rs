@@ -1,0 +1,86 @@
+//! Maps a parsed request to a response or a WebSocket upgrade.
+
+use std::rc::Rc;
+
+use super::metrics;
+use super::worker::Worker;
+use super::ws::WsMode;
+use crate::proto::handshake::{accept_handshake, is_upgrade_request, HandshakePolicy};
+use crate::proto::http::Request;
+use crate::proto::response::{write_json_error, write_response};
+
+/// The outcome of routing one request.
+pub enum Routed {
+    /// Bytes of a complete HTTP response; close afterwards unless `keep_alive`.
+    Response {
+        /// The response bytes.
+        bytes: Vec<u8>,
+        /// Whether the connection stays open.
+        keep_alive: bool,
+    },
+    /// Switch to WebSocket after writing `response` (the 101).
+    Upgrade {
+        /// The 101 response bytes.
+        response: Vec<u8>,
+        /// What the WebSocket connection serves.
+        mode: WsMode,
+    },
+}
+
+fn json(status: u16, body: &str, keep_alive: bool) -> Routed {
+    let mut bytes = Vec::with_capacity(128 + body.len());
+    write_response(&mut bytes, status, "application/json", &[], body.as_bytes(), keep_alive);
+    Routed::Response { bytes, keep_alive }
+}
+
+fn error(status: u16, message: &str, keep_alive: bool) -> Routed {
+    let mut bytes = Vec::with_capacity(128);
+    write_json_error(&mut bytes, status, message, keep_alive);
+    Routed::Response { bytes, keep_alive }
+}
+
+fn upgrade(request: &Request, mode: WsMode) -> Routed {
+    match accept_handshake(request, &HandshakePolicy::default()) {
+        Ok(response) => Routed::Upgrade { response, mode },
+        Err(e) => {
+            let mut bytes = Vec::new();
+            e.write_response(&mut bytes);
+            Routed::Response {
+                bytes,
+                keep_alive: false,
+            }
+        }
+    }
+}
+
+/// Routes `request`.
+pub async fn route(worker: &Rc<Worker>, request: &Request) -> Routed {
+    let keep_alive = request.keep_alive;
+    let config = &worker.shared.config;
+    let method = request.method.as_str();
+    match request.path() {
+        "/healthz" => match method {
+            "GET" | "HEAD" => json(200, r#"{"status":"ok"}"#, keep_alive),
+            _ => error(405, "method not allowed", keep_alive),
+        },
+        "/metrics" => match method {
+            "GET" => {
+                let text = metrics::render(&worker.shared.stats, "");
+                let mut bytes = Vec::with_capacity(text.len() + 128);
+                write_response(
+                    &mut bytes,
+                    200,
+                    "text/plain; version=0.0.4",
+                    &[],
+                    text.as_bytes(),
+                    keep_alive,
+                );
+                Routed::Response { bytes, keep_alive }
+            }
+            _ => error(405, "method not allowed", keep_alive),
+        },
+        "/1/echo" if config.enable_echo => upgrade(request, WsMode::Echo),
+        "/1/ws" if is_upgrade_request(request) => upgrade(request, WsMode::Watch),
+        _ => error(404, "not found", keep_alive),
+    }
+}

@@ -1,0 +1,212 @@
+//! The I/O loop of a connection after its HTTP phase: waits on io_uring readiness for reads
+//! (no buffer pinned while idle), reads into the worker's scratch buffer, hands the bytes to
+//! a sans-I/O handler, and writes the outbound queue with non-blocking `sendmsg`, waiting for
+//! write readiness only when the socket is full.
+
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::metrics::WorkerStats;
+use super::outbox::CloseMode;
+use super::sys::{self, Transfer};
+use super::worker::{ConnState, Worker};
+
+/// How long a connection that sent its close frame waits for the peer's.
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The protocol side of a driven connection.
+pub trait Handler {
+    /// Bytes arrived (borrowed from the worker's scratch buffer); replies go to the outbox.
+    fn on_data(&mut self, data: &[u8], state: &ConnState);
+    /// The peer closed its side (EOF).
+    fn on_eof(&mut self, _state: &ConnState) {}
+    /// Whether the protocol is finished once the outbox is flushed (close handshake done).
+    fn finished(&self) -> bool;
+}
+
+enum Wake {
+    Kick,
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Timeout,
+}
+
+/// Writes what the outbox holds until it is empty or the socket is full.
+/// Returns `Ok(true)` when everything was written.
+fn flush(worker: &Worker, fd: i32, state: &ConnState) -> io::Result<bool> {
+    while !state.outbox.is_empty() {
+        let res = state
+            .outbox
+            .write_with(sys::MAX_IOVECS, |slices| match sys::send_nonblocking(fd, slices) {
+                Ok(Transfer::Done(n)) => Ok(n),
+                Ok(Transfer::WouldBlock) => Ok(0),
+                Err(e) => Err(e),
+            })?;
+        if res == 0 {
+            return Ok(false);
+        }
+        WorkerStats::add(&worker.stats().bytes_sent, res as u64);
+    }
+    Ok(true)
+}
+
+/// Drives `stream` with `handler` until either side ends the connection.
+pub async fn drive<H: Handler>(
+    worker: &Rc<Worker>,
+    stream: &TcpStream,
+    state: &Rc<ConnState>,
+    handler: &mut H,
+) {
+    let fd = stream.as_raw_fd();
+    let mut readable = pin!(stream.readable(false));
+    let mut writable = pin!(stream.writable(false));
+    let mut write_blocked = false;
+    let mut read_open = true;
+    let mut close_deadline: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
+    loop {
+        match state.outbox.close_mode() {
+            CloseMode::Now => return,
+            CloseMode::Open | CloseMode::AfterFlush => {}
+        }
+        if !write_blocked {
+            match flush(worker, fd, state) {
+                Ok(true) => {}
+                Ok(false) => write_blocked = true,
+                Err(_) => return,
+            }
+        }
+        if !write_blocked && state.outbox.close_mode() == CloseMode::AfterFlush {
+            if handler.finished() || !read_open {
+                return;
+            }
+            if close_deadline.is_none() {
+                close_deadline = Some(Box::pin(monoio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
+            }
+        }
+        let wake = poll_fn(|cx| {
+            if state.outbox.take_kick() {
+                return Poll::Ready(Wake::Kick);
+            }
+            if read_open {
+                if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::Readable(r));
+                }
+            }
+            if write_blocked {
+                if let Poll::Ready(r) = writable.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::Writable(r));
+                }
+            }
+            if let Some(deadline) = close_deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timeout);
+                }
+            }
+            state.outbox.register(cx.waker());
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Kick => {}
+            Wake::Timeout => return,
+            Wake::Writable(r) => {
+                if r.is_err() {
+                    return;
+                }
+                writable.set(stream.writable(false));
+                write_blocked = false;
+            }
+            Wake::Readable(r) => {
+                if r.is_err() {
+                    return;
+                }
+                readable.set(stream.readable(false));
+                let mut scratch = worker.scratch.borrow_mut();
+                match sys::recv_nonblocking(fd, &mut scratch) {
+                    Ok(Transfer::Done(0)) => {
+                        read_open = false;
+                        drop(scratch);
+                        handler.on_eof(state);
+                        if state.outbox.close_mode() == CloseMode::Open {
+                            // The peer vanished without a close handshake.
+                            return;
+                        }
+                    }
+                    Ok(Transfer::Done(n)) => {
+                        state.keepalive.borrow_mut().on_activity(worker.now_ms());
+                        handler.on_data(&scratch[..n], state);
+                    }
+                    Ok(Transfer::WouldBlock) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
+/// What [`read_more`] found.
+pub enum ReadMore {
+    /// This many bytes were appended.
+    Data(usize),
+    /// The peer closed, the worker asked the connection to close, or an error occurred.
+    Closed,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Waits (until `deadline`) for bytes and appends them to `buf`: the HTTP phase's read.
+pub async fn read_more(
+    worker: &Rc<Worker>,
+    stream: &TcpStream,
+    state: &ConnState,
+    deadline: Instant,
+    buf: &mut Vec<u8>,
+) -> ReadMore {
+    let mut readable = pin!(stream.readable(false));
+    let mut sleep = pin!(monoio::time::sleep_until(deadline.into()));
+    let ready = poll_fn(|cx| {
+        if state.outbox.take_kick() && state.outbox.close_mode() != CloseMode::Open {
+            return Poll::Ready(Err(ReadMore::Closed));
+        }
+        if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+            return Poll::Ready(r.map_err(|_| ReadMore::Closed));
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(ReadMore::TimedOut));
+        }
+        state.outbox.register(cx.waker());
+        Poll::Pending
+    })
+    .await;
+    if let Err(outcome) = ready {
+        return outcome;
+    }
+    let mut scratch = worker.scratch.borrow_mut();
+    match sys::recv_nonblocking(stream.as_raw_fd(), &mut scratch) {
+        Ok(Transfer::Done(0)) | Err(_) => ReadMore::Closed,
+        Ok(Transfer::Done(n)) => {
+            buf.extend_from_slice(&scratch[..n]);
+            ReadMore::Data(n)
+        }
+        Ok(Transfer::WouldBlock) => ReadMore::Data(0),
+    }
+}
+
+/// Writes all of `bytes` (a response), waiting for write readiness as needed.
+pub async fn write_all(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match sys::send_nonblocking(stream.as_raw_fd(), &[&bytes[done..]])? {
+            Transfer::Done(n) => done += n,
+            Transfer::WouldBlock => stream.writable(false).await?,
+        }
+    }
+    Ok(())
+}

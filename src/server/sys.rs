@@ -1,0 +1,153 @@
+//! Thin, audited wrappers over the few system calls the runtime makes directly.
+//!
+//! Readiness comes from io_uring (`readable()` / `writable()` poll operations); the data
+//! itself moves with non-blocking `recv` / `sendmsg` into the worker's scratch buffer and out
+//! of shared, pre-encoded frames. That way an idle connection pins no buffer and one frame's
+//! bytes serve every watcher on the worker.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Gives the calling thread a private file-descriptor table (`unshare(CLONE_FILES)`).
+pub fn unshare_fd_table() -> io::Result<()> {
+    // SAFETY: unshare only affects the calling thread's own kernel task state.
+    let rc = unsafe { libc::unshare(libc::CLONE_FILES) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Outcome of one non-blocking transfer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// This many bytes moved (0 on `recv` means the peer closed).
+    Done(usize),
+    /// The socket is not ready; wait for readiness.
+    WouldBlock,
+}
+
+/// Reads what is available from `fd` into `buf` without blocking.
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(Transfer::Done(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Most slices handed to one `sendmsg` call.
+pub const MAX_IOVECS: usize = 64;
+
+/// Writes as much of `slices` (in order) as the socket takes, without blocking.
+pub fn send_nonblocking(fd: RawFd, slices: &[&[u8]]) -> io::Result<Transfer> {
+    let count = slices.len().min(MAX_IOVECS);
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOVECS];
+    for (v, s) in iov.iter_mut().zip(slices) {
+        v.iov_base = s.as_ptr() as *mut _;
+        v.iov_len = s.len();
+    }
+    // SAFETY: msghdr is plain old data; an all-zero value is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = count as _;
+    loop {
+        // SAFETY: every iovec points into a live slice of `slices` for the whole call and the
+        // kernel only reads from them.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(Transfer::Done(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and threads it spawns later), so the
+/// main thread can take them with [`wait_for_shutdown_signal`].
+pub fn block_shutdown_signals() -> io::Result<()> {
+    let set = shutdown_sigset();
+    // SAFETY: `set` is an initialised signal set; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Waits until SIGINT or SIGTERM arrives; returns the signal number.
+pub fn wait_for_shutdown_signal() -> i32 {
+    let set = shutdown_sigset();
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: both pointers are to live, initialised locals.
+        let rc = unsafe { libc::sigwait(&set, &mut sig) };
+        if rc == 0 {
+            return sig;
+        }
+    }
+}
+
+fn shutdown_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before sigaddset reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn recv_reports_would_block_then_data_then_eof() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::WouldBlock);
+        a.write_all(b"hi").unwrap();
+        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::Done(2));
+        drop(a);
+        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::Done(0));
+    }
+
+    #[test]
+    fn send_gathers_slices_in_order() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let n = send_nonblocking(a.as_raw_fd(), &[b"ab", b"", b"cde"]).unwrap();
+        assert_eq!(n, Transfer::Done(5));
+        let mut buf = [0u8; 8];
+        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::Done(5));
+        assert_eq!(&buf[..5], b"abcde");
+    }
+}

@@ -1,0 +1,330 @@
+//! One worker: a pinned thread with a private fd table running a monoio io_uring loop that
+//! owns its listeners, its connection slab and its subscription tables.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use slab::Slab;
+
+use super::config::ServerConfig;
+use super::inbox::{InboxReceiver, InboxSender};
+use super::metrics::WorkerStats;
+use super::outbox::Outbox;
+use super::replies::ReplyTable;
+use super::signal::LocalSignal;
+use super::sys;
+use crate::proto::keepalive::{Keepalive, KeepaliveAction};
+
+/// State shared by every worker of the process (read-mostly; no lock on the hot path).
+pub struct Shared {
+    /// The settings.
+    pub config: ServerConfig,
+    /// Each worker's counters, indexed by worker.
+    pub stats: Vec<WorkerStats>,
+    /// Each worker's inbox, indexed by worker.
+    pub inboxes: Vec<InboxSender<WorkerMsg>>,
+    /// Open connections across all workers (checked against `max_connections`).
+    pub connections: AtomicUsize,
+}
+
+/// A message to a worker from another thread.
+pub enum WorkerMsg {
+    /// Stop accepting, close every connection (1001) and exit after a bounded drain.
+    Shutdown,
+}
+
+/// What a connection is doing now (for shutdown and keepalive sweeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// Reading HTTP requests.
+    Http,
+    /// A WebSocket (echo or watcher).
+    WebSocket,
+    /// A TCP line-protocol watcher.
+    Line,
+}
+
+/// The part of a connection that its worker (not only its task) touches.
+pub struct ConnState {
+    /// Outbound queue and wake-up.
+    pub outbox: Outbox,
+    /// What the connection is.
+    pub kind: Cell<ConnKind>,
+    /// WebSocket keepalive (idle ping, dead-peer detection).
+    pub keepalive: RefCell<Keepalive>,
+}
+
+/// The per-thread worker.
+pub struct Worker {
+    /// Index of this worker.
+    pub index: usize,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// Live connections of this worker.
+    pub conns: RefCell<Slab<Rc<ConnState>>>,
+    /// The read scratch buffer every connection of this worker reads into.
+    pub scratch: RefCell<Vec<u8>>,
+    /// Fired when shutdown begins.
+    pub shutdown: LocalSignal,
+    /// Answers from the sequencer awaited by connection tasks.
+    pub replies: ReplyTable<()>,
+    origin: Instant,
+}
+
+impl Worker {
+    /// This worker's counters.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.shared.stats[self.index]
+    }
+
+    /// Milliseconds since the worker started (the keepalive clock).
+    pub fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// A fresh keepalive tracker using the configured intervals.
+    pub fn new_keepalive(&self) -> Keepalive {
+        let c = &self.shared.config;
+        Keepalive::new(
+            c.ws_ping_after.as_millis() as u64,
+            c.ws_dead_after.as_millis() as u64,
+            self.now_ms(),
+        )
+    }
+}
+
+/// Addresses a worker actually bound (port 0 resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    /// HTTP + WebSocket.
+    pub http: SocketAddr,
+    /// TCP line protocol.
+    pub tcp: SocketAddr,
+}
+
+/// Runs worker `index` on the current thread until shutdown: pins it, unshares its fd
+/// table, builds its io_uring runtime and binds its `SO_REUSEPORT` listeners. `bound` is
+/// told the resolved addresses once the listeners exist.
+pub fn run_worker(
+    index: usize,
+    shared: Arc<Shared>,
+    mut inbox: InboxReceiver<WorkerMsg>,
+    addrs: BoundAddrs,
+    bound: std::sync::mpsc::Sender<io::Result<BoundAddrs>>,
+) {
+    if let Some(cores) = core_affinity::get_core_ids() {
+        if !cores.is_empty() {
+            core_affinity::set_for_current(cores[index % cores.len()]);
+        }
+    }
+    if let Err(e) = sys::unshare_fd_table() {
+        let _ = bound.send(Err(e));
+        return;
+    }
+    let mut runtime = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = bound.send(Err(e));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match bind_listeners(&shared.config, addrs) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = bound.send(Err(e));
+                return;
+            }
+        };
+        let _ = bound.send(Ok(BoundAddrs {
+            http: listeners.0.local_addr().unwrap_or(addrs.http),
+            tcp: listeners.1.local_addr().unwrap_or(addrs.tcp),
+        }));
+        let worker = Rc::new(Worker {
+            index,
+            scratch: RefCell::new(vec![0; shared.config.read_buffer_bytes]),
+            shared,
+            conns: RefCell::new(Slab::new()),
+            shutdown: LocalSignal::default(),
+            replies: ReplyTable::default(),
+            origin: Instant::now(),
+        });
+        monoio::spawn(accept_loop(worker.clone(), listeners.0, ConnKind::Http));
+        monoio::spawn(accept_loop(worker.clone(), listeners.1, ConnKind::Line));
+        monoio::spawn(keepalive_sweep(worker.clone()));
+        serve_inbox(&worker, &mut inbox).await;
+        drain(&worker).await;
+    });
+}
+
+fn bind_listeners(
+    config: &ServerConfig,
+    addrs: BoundAddrs,
+) -> io::Result<(TcpListener, TcpListener)> {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(config.listen_backlog);
+    let http = TcpListener::bind_with_config(addrs.http, &opts)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.http)))?;
+    let tcp = TcpListener::bind_with_config(addrs.tcp, &opts).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.tcp))
+    })?;
+    Ok((http, tcp))
+}
+
+/// Handles inbox messages until a shutdown message arrives.
+async fn serve_inbox(worker: &Rc<Worker>, inbox: &mut InboxReceiver<WorkerMsg>) {
+    let Some(reader) = inbox.take_reader() else {
+        return;
+    };
+    let reader = match monoio::net::UnixStream::from_std(reader) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(worker = worker.index, "inbox: {e}");
+            return;
+        }
+    };
+    let mut sink = [0u8; 256];
+    loop {
+        if reader.readable(false).await.is_err() {
+            return;
+        }
+        while let Ok(sys::Transfer::Done(n)) = sys::recv_nonblocking(reader.as_raw_fd(), &mut sink)
+        {
+            if n < sink.len() {
+                break;
+            }
+        }
+        inbox.rearm();
+        while let Some(msg) = inbox.try_recv() {
+            match msg {
+                WorkerMsg::Shutdown => {
+                    worker.shutdown.fire();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections until shutdown, enforcing `max_connections`.
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) {
+    loop {
+        let accepted = {
+            let mut accept = pin!(listener.accept());
+            let mut stop = pin!(worker.shutdown.wait());
+            poll_fn(|cx| {
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                accept.as_mut().poll(cx).map(Some)
+            })
+            .await
+        };
+        let stream = match accepted {
+            None => return,
+            Some(Ok((stream, _peer))) => stream,
+            Some(Err(e)) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!(worker = worker.index, "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let shared = &worker.shared;
+        if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            WorkerStats::add(&worker.stats().refused, 1);
+            refuse(&stream, kind);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let state = Rc::new(ConnState {
+            outbox: Outbox::new(shared.config.max_outbound_bytes),
+            kind: Cell::new(kind),
+            keepalive: RefCell::new(worker.new_keepalive()),
+        });
+        let id = worker.conns.borrow_mut().insert(state.clone());
+        WorkerStats::add(&worker.stats().accepted, 1);
+        WorkerStats::add(&worker.stats().connections, 1);
+        monoio::spawn(connection_task(worker.clone(), stream, id, state, kind));
+    }
+}
+
+/// Tells a connection over the limit why it is refused (best effort) and drops it.
+fn refuse(stream: &TcpStream, kind: ConnKind) {
+    let mut out = Vec::new();
+    match kind {
+        ConnKind::Line => crate::proto::line::encode_error(&mut out, "server full"),
+        _ => crate::proto::response::write_json_error(&mut out, 503, "server full", false),
+    }
+    let _ = sys::send_nonblocking(stream.as_raw_fd(), &[&out]);
+}
+
+async fn connection_task(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    id: usize,
+    state: Rc<ConnState>,
+    kind: ConnKind,
+) {
+    match kind {
+        ConnKind::Line => Box::pin(super::line::serve(&worker, stream, &state)).await,
+        _ => Box::pin(super::http::serve(&worker, stream, &state)).await,
+    }
+    worker.conns.borrow_mut().remove(id);
+    worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    WorkerStats::sub(&worker.stats().connections, 1);
+}
+
+/// Every second: pings idle WebSockets, drops dead ones.
+async fn keepalive_sweep(worker: Rc<Worker>) {
+    let mut ticker = monoio::time::interval(Duration::from_secs(1));
+    while !worker.shutdown.is_fired() {
+        ticker.tick().await;
+        let now = worker.now_ms();
+        for (_, conn) in worker.conns.borrow().iter() {
+            if conn.kind.get() != ConnKind::WebSocket {
+                continue;
+            }
+            let action = conn.keepalive.borrow_mut().poll(now);
+            match action {
+                KeepaliveAction::SendPing => conn.outbox.push_ping(),
+                KeepaliveAction::Dead => {
+                    WorkerStats::add(&worker.stats().dead_peers, 1);
+                    conn.outbox.close_now();
+                }
+                KeepaliveAction::Wait { .. } => {}
+            }
+        }
+    }
+}
+
+/// After shutdown began: asks every connection to close, then waits (bounded) for them.
+async fn drain(worker: &Rc<Worker>) {
+    for (_, conn) in worker.conns.borrow().iter() {
+        match conn.kind.get() {
+            ConnKind::WebSocket => conn.outbox.close_after_flush(1001, "server shutting down"),
+            ConnKind::Http | ConnKind::Line => conn.outbox.close_now(),
+        }
+    }
+    let deadline = Instant::now() + worker.shared.config.shutdown_drain;
+    while !worker.conns.borrow().is_empty() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,89 @@
+//! The WebSocket phase: the sans-I/O session driven by the connection loop.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+
+use super::metrics::WorkerStats;
+use super::stream::{drive, Handler};
+use super::worker::{ConnKind, ConnState, Worker};
+use crate::proto::frame::{encode_frame, OpCode};
+use crate::proto::session::{WsEvent, WsSession};
+
+/// What a WebSocket connection serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsMode {
+    /// `/1/echo`: every message comes back (the Autobahn suite's peer).
+    Echo,
+    /// `/1/ws`: match watchers.
+    Watch,
+}
+
+struct WsHandler<'a> {
+    worker: &'a Rc<Worker>,
+    session: WsSession,
+    mode: WsMode,
+}
+
+impl Handler for WsHandler<'_> {
+    fn on_data(&mut self, data: &[u8], state: &ConnState) {
+        let mut events = Vec::new();
+        self.session.receive(data, &mut events);
+        for event in events {
+            match event {
+                WsEvent::Text(text) => match self.mode {
+                    WsMode::Echo => self.echo(OpCode::Text, text.as_bytes(), state),
+                    WsMode::Watch => {}
+                },
+                WsEvent::Binary(data) => self.echo(OpCode::Binary, &data, state),
+                WsEvent::Send(bytes) => {
+                    let _ = state.outbox.push(Bytes::from(bytes));
+                }
+                WsEvent::Closed => state.outbox.finish_after_flush(),
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.session.is_closed()
+    }
+}
+
+impl WsHandler<'_> {
+    fn echo(&self, opcode: OpCode, payload: &[u8], state: &ConnState) {
+        let mut frame = Vec::with_capacity(payload.len() + 10);
+        encode_frame(&mut frame, opcode, payload);
+        WorkerStats::add(&self.worker.stats().frames_sent, 1);
+        let _ = state.outbox.push(Bytes::from(frame));
+    }
+}
+
+/// Runs a WebSocket connection; `leftover` holds bytes that arrived after the handshake.
+pub async fn serve(
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+    state: &Rc<ConnState>,
+    mode: WsMode,
+    leftover: Vec<u8>,
+) {
+    let config = &worker.shared.config;
+    let limits = match mode {
+        WsMode::Echo => config.echo_ws.clone(),
+        WsMode::Watch => config.ws.clone(),
+    };
+    state.kind.set(ConnKind::WebSocket);
+    state.keepalive.borrow_mut().on_activity(worker.now_ms());
+    WorkerStats::add(&worker.stats().websockets, 1);
+    let mut handler = WsHandler {
+        worker,
+        session: WsSession::new(limits),
+        mode,
+    };
+    if !leftover.is_empty() {
+        handler.on_data(&leftover, state);
+    }
+    drop(leftover);
+    drive(worker, &stream, state, &mut handler).await;
+    WorkerStats::sub(&worker.stats().websockets, 1);
+}
