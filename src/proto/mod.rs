@@ -16,7 +16,7 @@
 //!   reassembly, control frames, the close handshake; it turns input into [`WsEvent`]s and
 //!   holds no heap buffer while idle.
 //! * [`keepalive`] — ping/dead timers and deadlines on a caller-supplied clock.
-//! * [`line`](self::line) — the seed's TCP line protocol.
+//! * [`line`](mod@line) — the seed's TCP line protocol.
 //!
 //! Parsers share one shape: `parse(buf) -> Result<Option<(T, consumed)>, Error>`, where
 //! `Ok(None)` means "need more bytes, nothing consumed", and every size limit is checked
