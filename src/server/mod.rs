@@ -1,5 +1,7 @@
 //! The runtime shell: monoio worker threads around the sans-I/O protocol core.
 
+pub mod limits;
+
 use crate::cli::ServeArgs;
 
 /// Runs the server until SIGTERM/SIGINT.
