@@ -157,7 +157,7 @@ meets() {
 # merge MODE CURRENT TARGET -> the value apply writes: never lowers a ge key that is already
 # higher (per field), never raises an le key that is already lower.
 merge() {
-  local mode=$1 have want out=() i
+  local mode=$1 have want fields=() i
   read -r -a have <<<"$2"
   read -r -a want <<<"$3"
   if [ "${#have[@]}" -ne "${#want[@]}" ]; then
@@ -169,12 +169,12 @@ merge() {
       for i in "${!want[@]}"; do
         if { [ "$mode" = ge ] && [ "${have[$i]}" -gt "${want[$i]}" ]; } ||
           { [ "$mode" = le ] && [ "${have[$i]}" -lt "${want[$i]}" ]; }; then
-          out+=("${have[$i]}")
+          fields+=("${have[$i]}")
         else
-          out+=("${want[$i]}")
+          fields+=("${want[$i]}")
         fi
       done
-      echo "${out[*]}"
+      echo "${fields[*]}"
       ;;
     range)
       local lo=${want[0]} hi=${want[1]}
