@@ -95,15 +95,15 @@ recommend() {
 
 # Lines "KEY<TAB>VALUE" of the profile, in file order.
 profile_entries() {
-  local line key value
+  local line key value fields
   while IFS= read -r line || [ -n "$line" ]; do
     line=${line%%#*}
     [[ $line == *=* ]] || continue
     key=${line%%=*}
     value=${line#*=}
-    key=$(echo "$key" | xargs)
-    value=$(echo "$value" | xargs)
-    [ -n "$key" ] && printf '%s\t%s\n' "$key" "$value"
+    read -r key <<<"$key"
+    read -r -a fields <<<"$value"
+    if [ -n "$key" ]; then printf '%s\t%s\n' "$key" "${fields[*]}"; fi
   done <"$PROFILE"
 }
 
