@@ -25,6 +25,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
+pub mod limits;
+
 use crate::cli::ServeArgs;
 use config::ServerConfig;
 use inbox::inbox;
