@@ -40,8 +40,23 @@ pub async fn connect_from(source: IpAddr, server: SocketAddr) -> io::Result<TcpS
     let std_stream = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
     let stream = TcpStream::from_std(std_stream)?;
     stream.writable(false).await?;
-    if let Some(e) = socket2::SockRef::from(&stream).take_error()? {
-        return Err(e);
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live local `err`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
     }
     let _ = stream.set_nodelay(true);
     Ok(stream)
@@ -60,7 +75,11 @@ pub async fn send_all(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Reads once (waiting for readiness) and appends to `buf`; `Ok(0)` means EOF.
-pub async fn recv_some(stream: &TcpStream, scratch: &mut [u8], buf: &mut Vec<u8>) -> io::Result<usize> {
+pub async fn recv_some(
+    stream: &TcpStream,
+    scratch: &mut [u8],
+    buf: &mut Vec<u8>,
+) -> io::Result<usize> {
     loop {
         match sys::recv_nonblocking(stream.as_raw_fd(), scratch)? {
             Transfer::Done(n) => {
@@ -100,7 +119,10 @@ pub async fn handshake(
             }
             let expected = crate::proto::handshake::accept_key(key.as_bytes());
             let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-            if !text.contains(&format!("sec-websocket-accept: {}", expected.to_ascii_lowercase())) {
+            if !text.contains(&format!(
+                "sec-websocket-accept: {}",
+                expected.to_ascii_lowercase()
+            )) {
                 return Err(io::Error::other("handshake: wrong Sec-WebSocket-Accept"));
             }
             return Ok(buf.split_off(end + 4));

@@ -144,11 +144,18 @@ pub fn run(args: LoadArgs) -> io::Result<i32> {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap_or_default())?;
     }
-    Ok(if failed == 0 && still_open == args.clients as u64 { 0 } else { 1 })
+    Ok(if failed == 0 && still_open == args.clients as u64 {
+        0
+    } else {
+        1
+    })
 }
 
 fn idle_thread(

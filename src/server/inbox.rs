@@ -104,12 +104,20 @@ mod tests {
             assert!(tx.send(i));
         }
         let mut buf = [0u8; 16];
-        assert_eq!(reader.read(&mut buf).unwrap(), 1, "one wake-up byte for five messages");
+        assert_eq!(
+            reader.read(&mut buf).unwrap(),
+            1,
+            "one wake-up byte for five messages"
+        );
         rx.rearm();
         let got: Vec<u32> = std::iter::from_fn(|| rx.try_recv()).collect();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
         tx.send(9);
-        assert_eq!(reader.read(&mut buf).unwrap(), 1, "re-armed: the next message wakes again");
+        assert_eq!(
+            reader.read(&mut buf).unwrap(),
+            1,
+            "re-armed: the next message wakes again"
+        );
     }
 
     #[test]

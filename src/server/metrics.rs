@@ -64,26 +64,66 @@ impl WorkerStats {
     }
 }
 
+/// A counter's name, type, help text and accessor.
+type CounterDef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerStats) -> &AtomicU64,
+);
+
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [(&str, &str, &str, fn(&WorkerStats) -> &AtomicU64); 12] = [
-        ("matchstream_connections", "gauge", "Open connections", |s| &s.connections),
-        ("matchstream_websockets", "gauge", "Open WebSocket connections", |s| &s.websockets),
-        ("matchstream_line_connections", "gauge", "Open TCP line connections", |s| {
-            &s.line_connections
-        }),
-        ("matchstream_accepted_total", "counter", "Connections accepted", |s| &s.accepted),
-        ("matchstream_refused_total", "counter", "Connections refused at max-connections", |s| {
-            &s.refused
-        }),
-        ("matchstream_http_requests_total", "counter", "HTTP requests answered", |s| {
-            &s.http_requests
-        }),
-        ("matchstream_frames_sent_total", "counter", "Frames queued to clients", |s| {
-            &s.frames_sent
-        }),
-        ("matchstream_bytes_sent_total", "counter", "Bytes written to clients", |s| &s.bytes_sent),
+    let per_worker: [CounterDef; 12] = [
+        (
+            "matchstream_connections",
+            "gauge",
+            "Open connections",
+            |s| &s.connections,
+        ),
+        (
+            "matchstream_websockets",
+            "gauge",
+            "Open WebSocket connections",
+            |s| &s.websockets,
+        ),
+        (
+            "matchstream_line_connections",
+            "gauge",
+            "Open TCP line connections",
+            |s| &s.line_connections,
+        ),
+        (
+            "matchstream_accepted_total",
+            "counter",
+            "Connections accepted",
+            |s| &s.accepted,
+        ),
+        (
+            "matchstream_refused_total",
+            "counter",
+            "Connections refused at max-connections",
+            |s| &s.refused,
+        ),
+        (
+            "matchstream_http_requests_total",
+            "counter",
+            "HTTP requests answered",
+            |s| &s.http_requests,
+        ),
+        (
+            "matchstream_frames_sent_total",
+            "counter",
+            "Frames queued to clients",
+            |s| &s.frames_sent,
+        ),
+        (
+            "matchstream_bytes_sent_total",
+            "counter",
+            "Bytes written to clients",
+            |s| &s.bytes_sent,
+        ),
         (
             "matchstream_slow_consumer_closes_total",
             "counter",
@@ -96,10 +136,18 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "Connections closed for a protocol error",
             |s| &s.protocol_errors,
         ),
-        ("matchstream_dead_peers_total", "counter", "Peers dropped by keepalive", |s| {
-            &s.dead_peers
-        }),
-        ("matchstream_events_fanned_out_total", "counter", "Events fanned out", |s| &s.events),
+        (
+            "matchstream_dead_peers_total",
+            "counter",
+            "Peers dropped by keepalive",
+            |s| &s.dead_peers,
+        ),
+        (
+            "matchstream_events_fanned_out_total",
+            "counter",
+            "Events fanned out",
+            |s| &s.events,
+        ),
     ];
     for (name, kind, help, get) in per_worker {
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
@@ -114,8 +162,15 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     );
     let mut cumulative = 0u64;
     for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-        cumulative += workers.iter().map(|s| s.latency_buckets[i].load(Relaxed)).sum::<u64>();
-        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        cumulative += workers
+            .iter()
+            .map(|s| s.latency_buckets[i].load(Relaxed))
+            .sum::<u64>();
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1e6
+        );
     }
     cumulative += workers
         .iter()

@@ -42,10 +42,8 @@ impl<T> ReplyTable<T> {
     pub fn fulfil(&self, ticket: u64, value: T) {
         let mut slots = self.slots.borrow_mut();
         if let Some(slot) = slots.get_mut(&ticket) {
-            if let Slot::Waiting(waker) = std::mem::replace(slot, Slot::Ready(value)) {
-                if let Some(w) = waker {
-                    w.wake();
-                }
+            if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Ready(value)) {
+                w.wake();
             }
         }
     }

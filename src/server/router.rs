@@ -29,7 +29,14 @@ pub enum Routed {
 
 fn json(status: u16, body: &str, keep_alive: bool) -> Routed {
     let mut bytes = Vec::with_capacity(128 + body.len());
-    write_response(&mut bytes, status, "application/json", &[], body.as_bytes(), keep_alive);
+    write_response(
+        &mut bytes,
+        status,
+        "application/json",
+        &[],
+        body.as_bytes(),
+        keep_alive,
+    );
     Routed::Response { bytes, keep_alive }
 }
 

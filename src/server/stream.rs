@@ -3,7 +3,7 @@
 //! a sans-I/O handler, and writes the outbound queue with non-blocking `sendmsg`, waiting for
 //! write readiness only when the socket is full.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
@@ -42,12 +42,13 @@ enum Wake {
 /// Returns `Ok(true)` when everything was written.
 fn flush(worker: &Worker, fd: i32, state: &ConnState) -> io::Result<bool> {
     while !state.outbox.is_empty() {
-        let res = state
-            .outbox
-            .write_with(sys::MAX_IOVECS, |slices| match sys::send_nonblocking(fd, slices) {
-                Ok(Transfer::Done(n)) => Ok(n),
-                Ok(Transfer::WouldBlock) => Ok(0),
-                Err(e) => Err(e),
+        let res =
+            state.outbox.write_with(sys::MAX_IOVECS, |slices| {
+                match sys::send_nonblocking(fd, slices) {
+                    Ok(Transfer::Done(n)) => Ok(n),
+                    Ok(Transfer::WouldBlock) => Ok(0),
+                    Err(e) => Err(e),
+                }
             })?;
         if res == 0 {
             return Ok(false);

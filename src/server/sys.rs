@@ -32,14 +32,7 @@ pub enum Transfer {
 pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
     loop {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if n >= 0 {
             return Ok(Transfer::Done(n as usize));
         }
@@ -134,11 +127,20 @@ mod tests {
     fn recv_reports_would_block_then_data_then_eof() {
         let (mut a, b) = UnixStream::pair().unwrap();
         let mut buf = [0u8; 8];
-        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::WouldBlock);
+        assert_eq!(
+            recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(),
+            Transfer::WouldBlock
+        );
         a.write_all(b"hi").unwrap();
-        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::Done(2));
+        assert_eq!(
+            recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(),
+            Transfer::Done(2)
+        );
         drop(a);
-        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::Done(0));
+        assert_eq!(
+            recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(),
+            Transfer::Done(0)
+        );
     }
 
     #[test]
@@ -147,7 +149,10 @@ mod tests {
         let n = send_nonblocking(a.as_raw_fd(), &[b"ab", b"", b"cde"]).unwrap();
         assert_eq!(n, Transfer::Done(5));
         let mut buf = [0u8; 8];
-        assert_eq!(recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(), Transfer::Done(5));
+        assert_eq!(
+            recv_nonblocking(b.as_raw_fd(), &mut buf).unwrap(),
+            Transfer::Done(5)
+        );
         assert_eq!(&buf[..5], b"abcde");
     }
 }

@@ -2,7 +2,7 @@
 //! owns its listeners, its connection slab and its subscription tables.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -181,9 +181,8 @@ fn bind_listeners(
         .backlog(config.listen_backlog);
     let http = TcpListener::bind_with_config(addrs.http, &opts)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.http)))?;
-    let tcp = TcpListener::bind_with_config(addrs.tcp, &opts).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.tcp))
-    })?;
+    let tcp = TcpListener::bind_with_config(addrs.tcp, &opts)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.tcp)))?;
     Ok((http, tcp))
 }
 
@@ -212,12 +211,19 @@ async fn serve_inbox(worker: &Rc<Worker>, inbox: &mut InboxReceiver<WorkerMsg>) 
         }
         inbox.rearm();
         while let Some(msg) = inbox.try_recv() {
-            match msg {
-                WorkerMsg::Shutdown => {
-                    worker.shutdown.fire();
-                    return;
-                }
+            if handle_message(worker, msg) {
+                return;
             }
+        }
+    }
+}
+
+/// Handles one inbox message; true when the worker must begin shutting down.
+fn handle_message(worker: &Rc<Worker>, msg: WorkerMsg) -> bool {
+    match msg {
+        WorkerMsg::Shutdown => {
+            worker.shutdown.fire();
+            true
         }
     }
 }

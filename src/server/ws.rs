@@ -69,8 +69,8 @@ pub async fn serve(
 ) {
     let config = &worker.shared.config;
     let limits = match mode {
-        WsMode::Echo => config.echo_ws.clone(),
-        WsMode::Watch => config.ws.clone(),
+        WsMode::Echo => config.echo_ws,
+        WsMode::Watch => config.ws,
     };
     state.kind.set(ConnKind::WebSocket);
     state.keepalive.borrow_mut().on_activity(worker.now_ms());
