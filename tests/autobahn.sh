@@ -45,7 +45,7 @@ cat >"$work/fuzzingclient.json" <<JSON
 }
 JSON
 rm -rf "$work/reports"
-(cd "$work" && timeout 1200 "$wstest_home/bin/wstest" -m fuzzingclient -s fuzzingclient.json \
+(cd "$work" && PYTHONUSERBASE=$wstest_home timeout 1200 "$wstest_home/bin/wstest" -m fuzzingclient -s fuzzingclient.json \
   >"$work/wstest.log" 2>&1) || { tail -20 "$work/wstest.log"; exit 1; }
 
 python3 tests/autobahn_compare.py "$work/reports/index.json" autobahn/expected-results.json

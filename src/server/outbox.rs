@@ -29,7 +29,7 @@ pub struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
     sent_of_head: Cell<usize>,
     queued_bytes: Cell<usize>,
-    limit: usize,
+    limit: Cell<usize>,
     kicked: Cell<bool>,
     close: Cell<CloseMode>,
     waker: RefCell<Option<Waker>>,
@@ -46,11 +46,16 @@ impl Outbox {
             queue: RefCell::new(VecDeque::new()),
             sent_of_head: Cell::new(0),
             queued_bytes: Cell::new(0),
-            limit,
+            limit: Cell::new(limit),
             kicked: Cell::new(false),
             close: Cell::new(CloseMode::Open),
             waker: RefCell::new(None),
         }
+    }
+
+    /// Changes the queue bound (the echo endpoint echoes messages larger than the default).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.set(limit);
     }
 
     /// Queues `frame`; on overflow the connection is marked to close at once.
@@ -59,7 +64,7 @@ impl Outbox {
             return Ok(());
         }
         let total = self.queued_bytes.get() + frame.len();
-        if total > self.limit {
+        if total > self.limit.get() {
             self.close_now();
             return Err(Overflow);
         }

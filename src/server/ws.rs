@@ -72,6 +72,10 @@ pub async fn serve(
         WsMode::Echo => config.echo_ws,
         WsMode::Watch => config.ws,
     };
+    if mode == WsMode::Echo {
+        // An echo answer is as large as the message it echoes; allow a few in flight.
+        state.outbox.set_limit(4 * limits.max_message_bytes + 4096);
+    }
     state.kind.set(ConnKind::WebSocket);
     state.keepalive.borrow_mut().on_activity(worker.now_ms());
     WorkerStats::add(&worker.stats().websockets, 1);
