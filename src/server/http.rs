@@ -10,11 +10,27 @@ use super::metrics::WorkerStats;
 use super::router::{route, Routed};
 use super::stream::{read_more, write_all, ReadMore};
 use super::worker::{ConnState, Worker};
+use super::ws::WsMode;
 use crate::proto::http::parse_request;
 use crate::proto::response::write_json_error;
 
-/// Serves HTTP requests on `stream` until it closes, times out, or upgrades.
-pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, state: &Rc<ConnState>) {
+/// A connection that switched to WebSocket: what the WebSocket phase starts from.
+pub struct Upgraded {
+    /// The socket.
+    pub stream: TcpStream,
+    /// What the WebSocket serves.
+    pub mode: WsMode,
+    /// Bytes that arrived after the handshake request.
+    pub leftover: Vec<u8>,
+}
+
+/// Serves HTTP requests on `stream` until it closes, times out, or upgrades; an upgrade is
+/// returned so that this phase's state is freed before the long-lived WebSocket phase.
+pub async fn serve(
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+    state: &Rc<ConnState>,
+) -> Option<Upgraded> {
     let config = &worker.shared.config;
     let mut inbuf: Vec<u8> = Vec::new();
     let mut request_started = Instant::now();
@@ -28,16 +44,19 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, state: &Rc<ConnState>
                     match route(worker, &request).await {
                         Routed::Response { bytes, keep_alive } => {
                             if write_all(&stream, &bytes).await.is_err() || !keep_alive {
-                                return;
+                                return None;
                             }
                         }
                         Routed::Upgrade { response, mode } => {
                             if write_all(&stream, &response).await.is_err() {
-                                return;
+                                return None;
                             }
                             let leftover = std::mem::take(&mut inbuf);
-                            super::ws::serve(worker, stream, state, mode, leftover).await;
-                            return;
+                            return Some(Upgraded {
+                                stream,
+                                mode,
+                                leftover,
+                            });
                         }
                     }
                     served_one = true;
@@ -49,7 +68,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, state: &Rc<ConnState>
                     let mut out = Vec::new();
                     write_json_error(&mut out, e.status(), &e.to_string(), false);
                     let _ = write_all(&stream, &out).await;
-                    return;
+                    return None;
                 }
             }
         }
@@ -63,14 +82,14 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, state: &Rc<ConnState>
         };
         match read_more(worker, &stream, state, request_started + budget, &mut inbuf).await {
             ReadMore::Data(_) => {}
-            ReadMore::Closed => return,
+            ReadMore::Closed => return None,
             ReadMore::TimedOut => {
                 if !inbuf.is_empty() {
                     let mut out = Vec::new();
                     write_json_error(&mut out, 408, "request timed out", false);
                     let _ = write_all(&stream, &out).await;
                 }
-                return;
+                return None;
             }
         }
     }

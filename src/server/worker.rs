@@ -291,7 +291,19 @@ async fn connection_task(
 ) {
     match kind {
         ConnKind::Line => Box::pin(super::line::serve(&worker, stream, &state)).await,
-        _ => Box::pin(super::http::serve(&worker, stream, &state)).await,
+        _ => {
+            let upgraded = Box::pin(super::http::serve(&worker, stream, &state)).await;
+            if let Some(up) = upgraded {
+                Box::pin(super::ws::serve(
+                    &worker,
+                    up.stream,
+                    &state,
+                    up.mode,
+                    up.leftover,
+                ))
+                .await;
+            }
+        }
     }
     worker.conns.borrow_mut().remove(id);
     worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -332,5 +344,26 @@ async fn drain(worker: &Rc<Worker>) {
     let deadline = Instant::now() + worker.shared.config.shutdown_drain;
     while !worker.conns.borrow().is_empty() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_state_stays_small() {
+        let sizes = [
+            ("ConnState", std::mem::size_of::<ConnState>()),
+            (
+                "WsSession",
+                std::mem::size_of::<crate::proto::session::WsSession>(),
+            ),
+            ("Keepalive", std::mem::size_of::<Keepalive>()),
+            ("Outbox", std::mem::size_of::<Outbox>()),
+            ("TcpStream", std::mem::size_of::<TcpStream>()),
+        ];
+        eprintln!("{sizes:?}");
+        assert!(std::mem::size_of::<ConnState>() <= 256, "{sizes:?}");
     }
 }
