@@ -27,5 +27,6 @@
 pub mod cli;
 pub mod domain;
 pub mod proto;
+pub mod sequencer;
 pub mod server;
 pub mod store;
