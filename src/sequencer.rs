@@ -192,8 +192,31 @@ pub enum Broadcast {
 }
 
 enum Msg {
-    Request(Request, ReplyFn),
+    Request(Request, Pending),
     Stop(mpsc::Sender<()>),
+}
+
+/// A reply closure that is called exactly once: with the answer, or with a 503 when the
+/// request is dropped unanswered (queued while the sequencer stopped).
+struct Pending {
+    watch: bool,
+    reply: Option<ReplyFn>,
+}
+
+impl Pending {
+    fn answer(mut self, reply: Reply) {
+        if let Some(f) = self.reply.take() {
+            f(reply);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(f) = self.reply.take() {
+            f(stopped_reply(self.watch));
+        }
+    }
 }
 
 /// The sequencer's constructor; the running sequencer is reached through its handle.
@@ -251,14 +274,16 @@ impl Sequencer {
 }
 
 impl SequencerHandle {
-    /// Queues a request; never blocks. `reply` is called once on the sequencer thread when
-    /// the request is done (or at once, here, with a 503 when the sequencer has stopped).
+    /// Queues a request; never blocks. `reply` is called exactly once: on the sequencer
+    /// thread when the request is done, or with a 503 (a `NotFound` "sequencer stopped" for a
+    /// watch) when the sequencer has stopped — then possibly on the calling thread.
     pub fn submit(&self, request: Request, reply: ReplyFn) {
-        if let Err(mpsc::SendError(Msg::Request(request, reply))) =
-            self.tx.send(Msg::Request(request, reply))
-        {
-            reply(stopped_reply(&request));
-        }
+        let pending = Pending {
+            watch: matches!(request, Request::Watch { .. }),
+            reply: Some(reply),
+        };
+        // When the thread is gone the message comes back and dropping it answers 503.
+        let _ = self.tx.send(Msg::Request(request, pending));
     }
 
     /// Stops the thread after the requests already queued, and waits until it has closed
@@ -271,16 +296,17 @@ impl SequencerHandle {
     }
 }
 
-fn stopped_reply(request: &Request) -> Reply {
+fn stopped_reply(watch: bool) -> Reply {
     const STOPPED: &str = "sequencer stopped";
-    match request {
-        Request::Watch { .. } => Reply::Watch(WatchReply::NotFound {
+    if watch {
+        Reply::Watch(WatchReply::NotFound {
             error: error_message(STOPPED),
-        }),
-        _ => Reply::Api(ApiReply {
+        })
+    } else {
+        Reply::Api(ApiReply {
             status: 503,
             body: error_body(STOPPED),
-        }),
+        })
     }
 }
 

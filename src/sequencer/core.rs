@@ -82,9 +82,9 @@ impl Core {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>) {
         while let Ok(msg) = rx.recv() {
             match msg {
-                Msg::Request(request, reply) => {
+                Msg::Request(request, pending) => {
                     let answer = self.handle(request);
-                    reply(answer);
+                    pending.answer(answer);
                 }
                 Msg::Stop(done) => {
                     // Dropping the core closes the store before the caller is released.

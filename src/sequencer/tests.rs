@@ -512,3 +512,29 @@ fn handles_and_broadcasts_are_shareable() {
     shareable::<SequencerHandle>();
     shareable::<Broadcast>();
 }
+
+#[test]
+fn requests_racing_a_shutdown_are_all_answered() {
+    let (h, _) = start(Box::new(MemoryStore::new()));
+    let (tx, rx) = mpsc::channel();
+    let submitter = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                let tx = tx.clone();
+                h.submit(Request::ListMatches, Box::new(move |r| tx.send(r).unwrap()));
+            }
+        })
+    };
+    h.shutdown();
+    submitter.join().unwrap();
+    for _ in 0..200 {
+        match rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("every request is answered")
+        {
+            Reply::Api(a) => assert!(a.status == 200 || a.status == 503, "{a:?}"),
+            Reply::Watch(w) => panic!("{w:?}"),
+        }
+    }
+}
