@@ -28,5 +28,6 @@ pub mod cli;
 pub mod domain;
 pub mod load;
 pub mod proto;
+pub mod sequencer;
 pub mod server;
 pub mod store;

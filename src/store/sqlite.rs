@@ -1,0 +1,231 @@
+//! The embedded store: one SQLite database (`matchstream.db`) in WAL mode under `--data-dir`.
+//!
+//! Durability: every write is one transaction and the call returns only once it is
+//! committed with `synchronous=FULL`, so an acknowledged event survives `kill -9` of the
+//! process *and* a power loss or kernel crash. In WAL mode, `synchronous=NORMAL` would also
+//! survive a process crash (the committed frames sit in the OS page cache) but it syncs the
+//! WAL only at checkpoints, so the last transactions before a power loss could roll back:
+//! events already acknowledged (and pushed to watchers) would vanish. `FULL` fsyncs the WAL
+//! at every commit, which is what "acknowledged only once durable" means.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+
+use super::{Result, Snapshot, Store, StoreError, StoredMatch};
+use crate::domain::{Event, EventKind, Match, Team};
+
+/// The database file name inside the data directory.
+pub const DB_FILE: &str = "matchstream.db";
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, index `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = ["
+    CREATE TABLE teams (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        division TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE matches (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        last_ts INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        mid TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (mid, seq)
+    ) WITHOUT ROWID;
+"];
+
+/// How hard SQLite syncs a commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: survives power loss (the default; see the module doc).
+    Full,
+    /// fsync only at checkpoints: survives a process crash, not a power loss. Benchmarks only.
+    Normal,
+}
+
+/// The SQLite-backed [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating when needed) `data_dir/matchstream.db` with `synchronous=FULL`.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(data_dir, Synchronous::Full)
+    }
+
+    /// Opens with an explicit sync level.
+    pub fn open_with(data_dir: &Path, sync: Synchronous) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut conn = Connection::open(data_dir.join(DB_FILE))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "journal_mode is {mode}, not wal"
+            )));
+        }
+        let level = match sync {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", level)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for version in found..SCHEMA_VERSION {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl Store for SqliteStore {
+    fn load_all(&mut self) -> Result<Snapshot> {
+        let mut teams = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, division FROM teams ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Team {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                division: r.get(2)?,
+            })
+        })?;
+        for team in rows {
+            teams.push(team?);
+        }
+
+        let mut matches = Vec::new();
+        let mut index = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, state, last_ts FROM matches ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let json: String = row.get(1)?;
+            let mut state: Match =
+                serde_json::from_str(&json).map_err(|e| corrupt(&format!("match {id}"), e))?;
+            state.last_ts = row.get(2)?;
+            index.insert(id, matches.len());
+            matches.push(StoredMatch {
+                state,
+                events: Vec::new(),
+            });
+        }
+
+        let mut stmt = self
+            .conn
+            .prepare("SELECT mid, seq, ts, kind, data FROM events ORDER BY mid, seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let mid: String = row.get(0)?;
+            let seq: i64 = row.get(1)?;
+            let kind: String = row.get(3)?;
+            let data: String = row.get(4)?;
+            let at = || format!("event {mid}#{seq}");
+            let event = Event {
+                seq: u64::try_from(seq).map_err(|e| corrupt(&at(), e))?,
+                ts: row.get(2)?,
+                kind: kind.parse::<EventKind>().map_err(|e| corrupt(&at(), e))?,
+                data: serde_json::from_str(&data).map_err(|e| corrupt(&at(), e))?,
+            };
+            let Some(&i) = index.get(&mid) else {
+                return Err(corrupt(&at(), "belongs to no match"));
+            };
+            matches[i].events.push(event);
+        }
+        Ok(Snapshot { teams, matches })
+    }
+
+    fn put_team(&mut self, team: &Team) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO teams (id, name, division) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET name = ?2, division = ?3",
+            )?
+            .execute(params![team.id, team.name, team.division])?;
+        Ok(())
+    }
+
+    fn create_match(&mut self, m: &Match) -> Result<()> {
+        let state = serde_json::to_string(m).map_err(|e| corrupt("match", e))?;
+        self.conn
+            .prepare_cached("INSERT INTO matches (id, state, last_ts) VALUES (?1, ?2, ?3)")?
+            .execute(params![m.id, state, m.last_ts])?;
+        Ok(())
+    }
+
+    fn append_event(&mut self, mid: &str, event: &Event, state: &Match) -> Result<()> {
+        let data = event.data.to_string();
+        let state_json = serde_json::to_string(state).map_err(|e| corrupt("match", e))?;
+        let seq = i64::try_from(event.seq).map_err(|e| corrupt("seq", e))?;
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO events (mid, seq, ts, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![mid, seq, event.ts, event.kind.as_str(), data])?;
+        let updated = tx
+            .prepare_cached("UPDATE matches SET state = ?2, last_ts = ?3 WHERE id = ?1")?
+            .execute(params![mid, state_json, state.last_ts])?;
+        if updated != 1 {
+            // Dropping `tx` rolls the event insert back.
+            return Err(StoreError::NoSuchMatch(mid.to_owned()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_match(&mut self, mid: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached("DELETE FROM events WHERE mid = ?1")?
+            .execute([mid])?;
+        tx.prepare_cached("DELETE FROM matches WHERE id = ?1")?
+            .execute([mid])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// The current `PRAGMA synchronous` value (0 off, 1 normal, 2 full, 3 extra).
+    pub fn synchronous_level(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -1,0 +1,201 @@
+//! Tests of the SQLite store (and, through the same scenario, the memory store).
+
+use super::*;
+use crate::domain::MatchScript;
+use crate::store::MemoryStore;
+
+/// Teams and the sample match, with its first `n` events applied and appended.
+fn play_sample(store: &mut dyn Store, n: usize) -> (Match, Vec<Event>) {
+    let script = MatchScript::sample();
+    store.put_team(&script.home).unwrap();
+    store.put_team(&script.visit).unwrap();
+    let mut m = Match::new(
+        &script.home,
+        &script.visit,
+        &script.start_date,
+        &script.stadium,
+    )
+    .unwrap();
+    store.create_match(&m).unwrap();
+    let mut events = Vec::new();
+    for (i, (kind, data)) in script.events().take(n).enumerate() {
+        let ts = 1_000 + i as i64;
+        let data = m.apply(kind, data, ts).unwrap();
+        let event = Event {
+            seq: m.seq,
+            ts,
+            kind,
+            data,
+        };
+        store.append_event(&m.id, &event, &m).unwrap();
+        events.push(event);
+    }
+    (m, events)
+}
+
+fn check_snapshot(store: &mut dyn Store, m: &Match, events: &[Event]) {
+    let snap = store.load_all().unwrap();
+    let ids: Vec<&str> = snap.teams.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["elp", "tig"]);
+    assert_eq!(snap.matches.len(), 1);
+    assert_eq!(&snap.matches[0].state, m);
+    assert_eq!(snap.matches[0].events, events);
+}
+
+#[test]
+fn open_creates_a_wal_database_with_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("nested/data");
+    let mut store = SqliteStore::open(&data_dir).unwrap();
+    assert!(data_dir.join(DB_FILE).exists());
+    assert_eq!(store.synchronous_level().unwrap(), 2);
+    let mode: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(store.load_all().unwrap(), Snapshot::default());
+    let normal = SqliteStore::open_with(&data_dir, Synchronous::Normal).unwrap();
+    assert_eq!(normal.synchronous_level().unwrap(), 1);
+}
+
+#[test]
+fn reopen_restores_everything_and_seq_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut m, events) = {
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        play_sample(&mut store, 10)
+    };
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    check_snapshot(&mut store, &m, &events);
+    assert_eq!(m.seq, 10);
+    assert_eq!(m.last_ts, 1_009);
+
+    let data = m
+        .apply(
+            EventKind::Comment,
+            &serde_json::json!({"text": "go on"}),
+            5_000,
+        )
+        .unwrap();
+    let next = Event {
+        seq: 11,
+        ts: 5_000,
+        kind: EventKind::Comment,
+        data,
+    };
+    store.append_event(&m.id, &next, &m).unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let snap = store.load_all().unwrap();
+    assert_eq!(snap.matches[0].state.seq, 11);
+    assert_eq!(snap.matches[0].state.last_ts, 5_000);
+    assert_eq!(snap.matches[0].events.last(), Some(&next));
+}
+
+#[test]
+fn a_failed_append_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let (m, events) = play_sample(&mut store, 3);
+    // The same seq again: the primary key refuses it, the state is not touched.
+    let mut later = m.clone();
+    later.home_score = 9;
+    assert!(matches!(
+        store.append_event(&m.id, &events[2], &later),
+        Err(StoreError::Sqlite(_))
+    ));
+    // An unknown match: the event insert is rolled back.
+    let stray = Event {
+        seq: 1,
+        ..events[0].clone()
+    };
+    assert!(matches!(
+        store.append_event("nope-x-2011-01-01", &stray, &m),
+        Err(StoreError::NoSuchMatch(_))
+    ));
+    check_snapshot(&mut store, &m, &events);
+    let stray_rows: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE mid = 'nope-x-2011-01-01'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stray_rows, 0);
+}
+
+#[test]
+fn put_team_replaces_and_duplicate_match_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let (m, _) = play_sample(&mut store, 0);
+    let renamed = Team::new("elp", "Estudiantes LP", "Primera B").unwrap();
+    store.put_team(&renamed).unwrap();
+    assert!(store.create_match(&m).is_err());
+    let snap = store.load_all().unwrap();
+    assert_eq!(snap.teams[0], renamed);
+    assert_eq!(snap.teams.len(), 2);
+}
+
+#[test]
+fn delete_removes_the_match_and_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let (m, _) = play_sample(&mut store, 5);
+    store.delete_match(&m.id).unwrap();
+    store.delete_match(&m.id).unwrap();
+    let snap = store.load_all().unwrap();
+    assert!(snap.matches.is_empty());
+    assert_eq!(snap.teams.len(), 2);
+    // The same id can be created again and starts over at seq 1.
+    let (m2, events) = play_sample(&mut store, 2);
+    assert_eq!(m2.id, m.id);
+    drop(store);
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    check_snapshot(&mut store, &m2, &events);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.conn.pragma_update(None, "user_version", 7).unwrap();
+    }
+    match SqliteStore::open(dir.path()) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (7, SCHEMA_VERSION));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupt_rows_are_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    play_sample(&mut store, 2);
+    store
+        .conn
+        .execute("UPDATE events SET kind = 'status' WHERE seq = 2", [])
+        .unwrap();
+    assert!(matches!(store.load_all(), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn memory_store_behaves_the_same() {
+    let mut store = MemoryStore::new();
+    let (m, events) = play_sample(&mut store, 12);
+    check_snapshot(&mut store, &m, &events);
+    let switch = store.failure_switch();
+    switch.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        store.delete_match(&m.id),
+        Err(StoreError::Unavailable)
+    ));
+    switch.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.delete_match(&m.id).unwrap();
+    assert!(store.load_all().unwrap().matches.is_empty());
+}
