@@ -1,244 +1,210 @@
 //! `matchstream load`: the load generator and blackbox tester.
 //!
-//! Clients are spread over load threads, each with a private fd table (like the server's
+//! Watchers are spread over load threads, each with a private fd table (like the server's
 //! workers) and its own monoio runtime, and over source addresses 127.0.0.2… so neither the
-//! per-process open-files limit nor the ~28K ephemeral ports per address pair get in the way.
+//! per-process open-files limit nor the ~28K ephemeral ports per address pair get in the way
+//! ([`plan`] works out how many of each, and says so, before anything starts).
+//!
+//! A run: create the teams and matches ([`drive::setup`]), connect every watcher at the ramp
+//! rate and wait for its status, post the match's events on schedule ([`drive::publish`],
+//! each send time recorded), and check that every watcher got every event exactly once, in
+//! order, then `stop` and a clean close ([`verify`]). Latency is measured publish → each
+//! watcher ([`stats`]); the server's RSS and CPU come from `/proc/PID` ([`procfs`]). The end:
+//! a summary table, a JSON report ([`report`]) and an SVG chart ([`svg`]). The exit status is
+//! 0 only when every watcher got everything.
+//!
+//! Modes: driving a match (`--replay SCRIPT` at `--speed`, or `--every-ms T` numbered
+//! comments), watching a match someone else drives (`--match ID` alone), `--raw` against any
+//! pub/sub WebSocket server, `--idle` (hold connections, measure memory), and
+//! `--ramp-until-failure`.
 
 pub mod client;
+pub mod drive;
+pub mod http;
+mod idle;
+pub mod plan;
 pub mod procfs;
+mod ramp;
+pub mod report;
+mod run;
+pub mod stats;
+pub mod svg;
+pub mod verify;
+pub mod watch;
 
-use std::cell::Cell;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::json;
 
-use crate::proto::frame::OpCode;
-
-/// Clients one load thread holds at most (below the 20,000 open-files limit of this box,
-/// with room for the thread's own descriptors).
-pub const CLIENTS_PER_THREAD: usize = 18_000;
-/// Connections per source address (below the ~28K ephemeral ports of one address pair).
-pub const CLIENTS_PER_SOURCE: usize = 20_000;
+pub use watch::Protocol;
 
 /// Flags of `matchstream load`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// The server, `http://HOST:PORT` (WebSocket at `/1/ws` there).
+    /// The server, `http://HOST:PORT` (WebSocket at `--path` there, admin API, /1/checkin).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// Number of clients.
+    /// Watch this match (someone else drives it unless --replay / --every-ms).
+    #[arg(long = "match")]
+    pub match_id: Option<String>,
+    /// Number of watchers.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
-    /// WebSocket path to connect to.
+    /// Wire: WebSocket or the TCP line protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+    pub protocol: Protocol,
+    /// WebSocket path.
     #[arg(long, default_value = "/1/ws")]
     pub path: String,
-    /// Load threads (each with a private fd table); default: enough for the clients.
+    /// Drive the match: replay this script (`sample` for the bundled one).
     #[arg(long)]
-    pub threads: Option<usize>,
-    /// Handshakes in flight per load thread.
-    #[arg(long, default_value_t = 128)]
-    pub concurrency: usize,
-    /// Seconds to hold the connections open once all are connected (idle mode).
-    #[arg(long, default_value_t = 5)]
-    pub hold: u64,
+    pub replay: Option<String>,
+    /// Replay speed (pauses divided by it).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Drive the match: post `start`, `--events` numbered comments and `stop`, one every T ms.
+    #[arg(long)]
+    pub every_ms: Option<u64>,
+    /// Numbered events to post with --every-ms (and in --raw mode).
+    #[arg(long, default_value_t = 60)]
+    pub events: usize,
+    /// Matches to drive at once (watcher i watches match i mod N).
+    #[arg(long, default_value_t = 1)]
+    pub matches: usize,
+    /// Admin token for creating and driving the match.
+    #[arg(long, env = "MATCHSTREAM_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Idle mode: connect, hold `--hold` seconds, measure memory; no match.
+    #[arg(long)]
+    pub idle: bool,
     /// PID of the server, to read its memory and CPU use.
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Where to write the JSON report.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Where to write the SVG chart (default: the report's path with `.svg`).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Raw mode (other servers).
+    #[command(flatten)]
+    pub raw: Box<RawArgs>,
+    /// How the load is spread and paced.
+    #[command(flatten)]
+    pub tuning: Box<TuningArgs>,
+    /// `--ramp-until-failure`.
+    #[command(flatten)]
+    pub steps: Box<StepArgs>,
 }
 
-/// Counters shared by all load threads.
-#[derive(Default)]
-struct Progress {
-    connected: AtomicU64,
-    failed: AtomicU64,
-    finished_connecting: AtomicU64,
-    stop: AtomicBool,
+/// Raw mode: drive any pub/sub WebSocket server.
+#[derive(Debug, Clone, Args)]
+pub struct RawArgs {
+    /// Raw mode for other servers: subscribe at --subscribe (ws://…), publish numbered
+    /// payloads `{"n":K,"run":R}` by POST to --publish (http://…).
+    #[arg(long = "raw", requires_all = ["subscribe", "publish"])]
+    pub enabled: bool,
+    /// Raw mode: the subscribe URL.
+    #[arg(long)]
+    pub subscribe: Option<String>,
+    /// Raw mode: the publish URL.
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// Raw mode: a text message to send after the handshake (a subscribe command).
+    #[arg(long)]
+    pub subscribe_message: Option<String>,
 }
 
-fn server_addr(server: &str) -> io::Result<(SocketAddr, String)> {
+/// How the load is spread and paced, and how long the harness waits.
+#[derive(Debug, Clone, Args)]
+pub struct TuningArgs {
+    /// TCP line-protocol address `HOST:PORT` (default: asked from GET /1/checkin).
+    #[arg(long)]
+    pub tcp_server: Option<String>,
+    /// Seconds to hold the connections open once all are connected (idle mode).
+    #[arg(long, default_value_t = 5)]
+    pub hold: u64,
+    /// New connections per second, all threads together (default: as fast as they go).
+    #[arg(long)]
+    pub ramp: Option<f64>,
+    /// Handshakes in flight per load thread.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Load threads (each with a private fd table); default: enough for the clients.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Source addresses 127.0.0.2…; default: enough for the clients.
+    #[arg(long)]
+    pub sources: Option<usize>,
+    /// Seconds to wait for every watcher to connect and get its status.
+    #[arg(long, default_value_t = 120)]
+    pub connect_timeout: u64,
+    /// Seconds to wait, after the last post, for every watcher to finish.
+    #[arg(long, default_value_t = 15)]
+    pub drain: u64,
+}
+
+/// `--ramp-until-failure`: growing runs until an SLO breaks.
+#[derive(Debug, Clone, Args)]
+pub struct StepArgs {
+    /// Keep adding watchers (runs of --clients, then + --ramp-step each) until an SLO breaks.
+    #[arg(long)]
+    pub ramp_until_failure: bool,
+    /// Watchers added per step of --ramp-until-failure (default: --clients).
+    #[arg(long)]
+    pub ramp_step: Option<usize>,
+    /// Most watchers --ramp-until-failure tries.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_clients: usize,
+    /// SLO of --ramp-until-failure: p99 fan-out latency bound, ms.
+    #[arg(long, default_value_t = 100.0)]
+    pub slo_p99_ms: f64,
+}
+
+impl LoadArgs {
+    /// Whether this is an idle run (explicit, or nothing to watch).
+    pub fn is_idle(&self) -> bool {
+        self.idle
+            || (self.match_id.is_none()
+                && self.replay.is_none()
+                && self.every_ms.is_none()
+                && !self.raw.enabled)
+    }
+}
+
+/// `http://HOST:PORT` → its IPv4 address and `HOST:PORT`.
+pub(crate) fn server_addr(server: &str) -> io::Result<(SocketAddr, String)> {
     let hostport = server
         .trim_start_matches("http://")
         .trim_start_matches("ws://")
         .trim_end_matches('/');
     let addr = hostport
-        .to_socket_addrs()?
+        .to_socket_addrs()
+        .map_err(|e| io::Error::other(format!("cannot resolve {hostport}: {e}")))?
         .find(|a| a.is_ipv4())
         .ok_or_else(|| io::Error::other(format!("cannot resolve {hostport}")))?;
     Ok((addr, hostport.to_string()))
 }
 
-fn source_for(index: usize, clients: usize) -> IpAddr {
-    let sources = clients.div_ceil(CLIENTS_PER_SOURCE).clamp(1, 253);
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % sources) as u8))
-}
-
-/// Runs the load as the flags say; returns the process exit status.
+/// Runs the load as the flags say; returns the process exit status (0: every watcher got
+/// everything).
 pub fn run(args: LoadArgs) -> io::Result<i32> {
-    let (addr, host) = server_addr(&args.server)?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| args.clients.div_ceil(CLIENTS_PER_THREAD).max(1));
-    let progress = Arc::new(Progress::default());
-    let rss_before = args.server_pid.and_then(procfs::rss_bytes);
-    let kernel_before = procfs::tcp_kernel_bytes();
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let (progress, path, host) = (progress.clone(), args.path.clone(), host.clone());
-        let indices: Vec<usize> = (t..args.clients).step_by(threads).collect();
-        let (clients, concurrency) = (args.clients, args.concurrency);
-        handles.push(std::thread::spawn(move || {
-            idle_thread(indices, clients, addr, host, path, concurrency, progress)
-        }));
+    if args.is_idle() {
+        return idle::run(&args);
     }
-    let deadline = started + Duration::from_secs(300);
-    while progress.finished_connecting.load(Ordering::Acquire) < args.clients as u64
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(200));
-        eprint!(
-            "\rconnected {:>7} / {}  failed {:>5}",
-            progress.connected.load(Ordering::Relaxed),
-            args.clients,
-            progress.failed.load(Ordering::Relaxed)
-        );
+    if args.steps.ramp_until_failure {
+        return ramp::run(&args);
     }
-    let connect_secs = started.elapsed().as_secs_f64();
-    eprintln!();
-    let connected = progress.connected.load(Ordering::Acquire);
-    let failed = progress.failed.load(Ordering::Acquire);
-    std::thread::sleep(Duration::from_secs(args.hold));
-    let rss_after = args.server_pid.and_then(procfs::rss_bytes);
-    let kernel_after = procfs::tcp_kernel_bytes();
-    let still_open = progress.connected.load(Ordering::Acquire);
-    progress.stop.store(true, Ordering::Release);
-    for h in handles {
-        let _ = h.join();
+    let result = run::run_once(&args, args.clients, 0)?;
+    if !args.quiet {
+        eprintln!();
     }
-    let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) if connected > 0 => Some(a.saturating_sub(b) as f64 / connected as f64),
-        _ => None,
-    };
-    let report = json!({
-        "mode": "idle",
-        "clients": args.clients,
-        "connected": connected,
-        "connect_failures": failed,
-        "still_open_after_hold": still_open,
-        "connect_seconds": connect_secs,
-        "connect_per_s": connected as f64 / connect_secs,
-        "server_rss_before_bytes": rss_before,
-        "server_rss_after_bytes": rss_after,
-        "server_rss_bytes_per_connection": per_conn(rss_before, rss_after),
-        "kernel_tcp_bytes_per_connection_both_ends": per_conn(kernel_before, kernel_after),
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "version": env!("CARGO_PKG_VERSION"),
-    });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
-    );
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap_or_default())?;
-    }
-    Ok(if failed == 0 && still_open == args.clients as u64 {
-        0
-    } else {
-        1
-    })
-}
-
-fn idle_thread(
-    indices: Vec<usize>,
-    clients: usize,
-    addr: SocketAddr,
-    host: String,
-    path: String,
-    concurrency: usize,
-    progress: Arc<Progress>,
-) {
-    if let Err(e) = crate::server::sys::unshare_fd_table() {
-        eprintln!("load: unshare: {e}");
-    }
-    let mut rt = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .with_entries(4096)
-        .enable_timer()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("load: runtime: {e}");
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let next = Rc::new(Cell::new(0usize));
-        let indices = Rc::new(indices);
-        let ctx = Rc::new((host, path, progress.clone()));
-        for _ in 0..concurrency.max(1) {
-            let (next, indices, ctx) = (next.clone(), indices.clone(), ctx.clone());
-            monoio::spawn(async move {
-                let mut scratch = vec![0u8; 4096];
-                loop {
-                    let i = next.get();
-                    if i >= indices.len() {
-                        return;
-                    }
-                    next.set(i + 1);
-                    let source = source_for(indices[i], clients);
-                    let result = async {
-                        let stream = client::connect_from(source, addr).await?;
-                        client::handshake(&stream, &ctx.0, &ctx.1, &mut scratch).await?;
-                        Ok::<_, io::Error>(stream)
-                    }
-                    .await;
-                    let progress = &ctx.2;
-                    match result {
-                        Ok(stream) => {
-                            progress.connected.fetch_add(1, Ordering::AcqRel);
-                            monoio::spawn(hold(stream, ctx.clone()));
-                        }
-                        Err(e) => {
-                            if progress.failed.fetch_add(1, Ordering::AcqRel) < 5 {
-                                eprintln!("load: client {} from {source}: {e}", indices[i]);
-                            }
-                        }
-                    }
-                    progress.finished_connecting.fetch_add(1, Ordering::AcqRel);
-                }
-            });
-        }
-        while !progress.stop.load(Ordering::Acquire) {
-            monoio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-}
-
-/// Keeps an idle client alive: answers pings, notes when the server closes it.
-async fn hold(stream: monoio::net::TcpStream, ctx: Rc<(String, String, Arc<Progress>)>) {
-    let mut buf = Vec::new();
-    let mut scratch = [0u8; 512];
-    loop {
-        match client::recv_some(&stream, &mut scratch, &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        while let Ok(Some(frame)) = client::next_frame(&mut buf) {
-            if let client::ServerFrame::Ping(p) = frame {
-                let pong = client::client_frame(OpCode::Pong, &p, [1, 2, 3, 4]);
-                let _ = client::send_all(&stream, &pong).await;
-            }
-        }
-    }
-    ctx.2.connected.fetch_sub(1, Ordering::AcqRel);
+    println!("{}", report::summary(&result.report));
+    result.write(&args)?;
+    Ok(if result.passed { 0 } else { 1 })
 }

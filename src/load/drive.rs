@@ -1,0 +1,361 @@
+//! Driving the watched matches: creating the teams and matches through the admin API, then
+//! posting events on a schedule (a replayed script at a speed, or numbered comments every
+//! T ms), or, in `--raw` mode, posting numbered payloads to any publish URL.
+//!
+//! Every post records its send time (nanoseconds since the run's origin) just before the
+//! request goes out, in the match's [`Feed`]; watchers read it to compute fan-out latency.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::http::{Client, Url};
+use crate::domain::{match_id, EventKind, MatchScript};
+
+/// `base` of a feed whose starting number is not known (a passive run).
+pub const UNKNOWN: u64 = u64::MAX;
+
+/// One event the publisher posts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// Time from the start of publishing until this event is due.
+    pub at: Duration,
+    /// Its kind.
+    pub kind: EventKind,
+    /// Its data.
+    pub data: Value,
+}
+
+/// The events of `script` with its pauses divided by `speed`.
+pub fn script_plan(script: &MatchScript, speed: f64) -> Vec<Planned> {
+    let speed = if speed > 0.0 { speed } else { 1.0 };
+    let mut at = Duration::ZERO;
+    let mut out = Vec::new();
+    for step in &script.steps {
+        match step {
+            crate::domain::Step::Sleep { sleep_ms } => {
+                at += Duration::from_secs_f64(*sleep_ms as f64 / 1000.0 / speed)
+            }
+            crate::domain::Step::Event { event, data } => out.push(Planned {
+                at,
+                kind: *event,
+                data: data.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// `start` (with the script's lineups), `count` comments `{"text": "#K"}`, then `stop`, one
+/// every `every`.
+pub fn numbered_plan(script: &MatchScript, every: Duration, count: usize) -> Vec<Planned> {
+    let start = script
+        .events()
+        .find(|(k, _)| *k == EventKind::Start)
+        .map(|(_, d)| d.clone())
+        .unwrap_or_else(|| json!({}));
+    let mut out = vec![Planned {
+        at: Duration::ZERO,
+        kind: EventKind::Start,
+        data: start,
+    }];
+    for k in 1..=count {
+        out.push(Planned {
+            at: every * k as u32,
+            kind: EventKind::Comment,
+            data: json!({ "text": format!("#{k}") }),
+        });
+    }
+    out.push(Planned {
+        at: every * (count as u32 + 1),
+        kind: EventKind::Stop,
+        data: json!({}),
+    });
+    out
+}
+
+/// What the watchers of one match need from the publisher.
+#[derive(Debug)]
+pub struct Feed {
+    /// The match id (or the raw subscribe URL's path).
+    pub id: String,
+    /// The match's `seq` before the first post ([`UNKNOWN`] in a passive run).
+    pub base: AtomicU64,
+    /// Send time of the event numbered `base + 1 + i`, ns since the origin (0 = not sent).
+    pub sent_ns: Box<[AtomicU64]>,
+    /// The last event's number once posted (0 = not known yet).
+    pub final_seq: AtomicU64,
+    /// The kinds to be posted, in order (the TCP line protocol is checked against them).
+    pub kinds: Vec<EventKind>,
+}
+
+impl Feed {
+    /// A feed for `id` that will carry `plan`.
+    pub fn new(id: String, plan: &[Planned]) -> Feed {
+        Feed {
+            id,
+            base: AtomicU64::new(UNKNOWN),
+            sent_ns: plan.iter().map(|_| AtomicU64::new(0)).collect(),
+            final_seq: AtomicU64::new(0),
+            kinds: plan.iter().map(|p| p.kind).collect(),
+        }
+    }
+
+    /// The send time of event `seq`, if it was posted by this run.
+    pub fn sent_at(&self, seq: u64) -> Option<u64> {
+        let base = self.base.load(Ordering::Acquire);
+        if base == UNKNOWN || seq <= base {
+            return None;
+        }
+        let t = self
+            .sent_ns
+            .get((seq - base - 1) as usize)?
+            .load(Ordering::Acquire);
+        (t != 0).then_some(t)
+    }
+}
+
+/// The ids of `count` matches played from `script`: the script's own match, then the same
+/// teams one day later each.
+pub fn match_ids(script: &MatchScript, count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|k| {
+            let date = add_days(&script.start_date, k as i64).unwrap_or(script.start_date.clone());
+            (match_id(&script.home.id, &script.visit.id, &date), date)
+        })
+        .collect()
+}
+
+/// `YYYY-MM-DD` plus `days`.
+pub fn add_days(date: &str, days: i64) -> Option<String> {
+    let mut it = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (it.next()??, it.next()??, it.next()??);
+    let (y, m, d) = civil_from_days(days_from_civil(y, m, d) + days);
+    Some(format!("{y:04}-{m:02}-{d:02}"))
+}
+
+// Howard Hinnant's days_from_civil / civil_from_days.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn expect(resp: &super::http::Response, ok: &[u16], what: &str) -> io::Result<()> {
+    if ok.contains(&resp.status) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{what}: HTTP {} {}",
+            resp.status,
+            resp.text().trim()
+        )))
+    }
+}
+
+/// Creates the teams and the matches of `feeds` (a match that exists already is deleted and
+/// created again: the harness owns its matches) and sets each feed's `base`.
+pub fn setup(
+    server: &Url,
+    token: &str,
+    script: &MatchScript,
+    feeds: &[Feed],
+    dates: &[String],
+) -> io::Result<()> {
+    let mut c = Client::new(server.addr, &server.host, Some(token.to_string()));
+    for t in [&script.home, &script.visit] {
+        let body = json!({ "name": t.name, "division": t.division }).to_string();
+        let r = c.request("PUT", &format!("/1/team/{}", t.id), Some(&body))?;
+        expect(&r, &[200, 201, 204], &format!("PUT /1/team/{}", t.id))?;
+    }
+    for (feed, date) in feeds.iter().zip(dates) {
+        let body = json!({
+            "home": script.home.id, "visit": script.visit.id,
+            "start_date": date, "stadium": script.stadium,
+        })
+        .to_string();
+        let mut r = c.request("POST", "/1/matches", Some(&body))?;
+        if r.status == 409 {
+            let d = c.request("DELETE", &format!("/1/match/{}", feed.id), None)?;
+            expect(
+                &d,
+                &[200, 202, 204],
+                &format!("DELETE /1/match/{} (it existed)", feed.id),
+            )?;
+            r = c.request("POST", "/1/matches", Some(&body))?;
+        }
+        expect(&r, &[200, 201], "POST /1/matches")?;
+        let m = c.request("GET", &format!("/1/match/{}", feed.id), None)?;
+        expect(&m, &[200], &format!("GET /1/match/{}", feed.id))?;
+        let seq = serde_json::from_slice::<Value>(&m.body)
+            .ok()
+            .and_then(|v| v.get("seq").and_then(Value::as_u64))
+            .unwrap_or(0);
+        feed.base.store(seq, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// What the publisher did.
+#[derive(Debug, Default, Clone)]
+pub struct Published {
+    /// Posts acknowledged.
+    pub posts: u64,
+    /// Time from sending each post to its acknowledgement, µs.
+    pub ack_us: Vec<u64>,
+    /// When publishing started and ended, ns since the origin.
+    pub started_ns: u64,
+    /// See `started_ns`.
+    pub ended_ns: u64,
+}
+
+/// Where the publisher posts.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The matchstream admin API: `POST /1/match/{id}/events`.
+    Admin {
+        /// The server.
+        server: Url,
+        /// The admin token.
+        token: String,
+    },
+    /// `--raw`: POST `{"n":K,"run":R}` to this URL.
+    Raw {
+        /// The publish URL.
+        url: Url,
+    },
+}
+
+/// Posts `plan` to every feed on schedule; sets each feed's send times and final number.
+pub fn publish(
+    target: &Target,
+    plan: &[Planned],
+    feeds: &[Feed],
+    origin: Instant,
+) -> io::Result<Published> {
+    let mut c = match target {
+        Target::Admin { server, token } => {
+            Client::new(server.addr, &server.host, Some(token.clone()))
+        }
+        Target::Raw { url } => Client::new(url.addr, &url.host, None),
+    };
+    let run_id = origin.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+    let start = Instant::now();
+    let mut out = Published {
+        started_ns: origin.elapsed().as_nanos() as u64,
+        ..Published::default()
+    };
+    for feed in feeds {
+        if matches!(target, Target::Raw { .. }) {
+            feed.base.store(0, Ordering::Release);
+        }
+    }
+    for (i, p) in plan.iter().enumerate() {
+        if let Some(wait) = (start + p.at).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for feed in feeds {
+            let base = feed.base.load(Ordering::Acquire);
+            let want = base + i as u64 + 1;
+            let (path, body) = match target {
+                Target::Admin { .. } => (
+                    format!("/1/match/{}/events", feed.id),
+                    json!({ "kind": p.kind, "data": p.data }).to_string(),
+                ),
+                Target::Raw { url } => (
+                    url.path.clone(),
+                    json!({ "n": want, "run": run_id }).to_string(),
+                ),
+            };
+            let sent = Instant::now();
+            feed.sent_ns[i].store(origin.elapsed().as_nanos().max(1) as u64, Ordering::Release);
+            let r = c.request("POST", &path, Some(&body))?;
+            out.ack_us.push(sent.elapsed().as_micros() as u64);
+            if let Target::Admin { .. } = target {
+                expect(&r, &[201], &format!("POST {path} ({})", p.kind))?;
+                let seq = serde_json::from_slice::<Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v.get("seq").and_then(Value::as_u64));
+                if seq != Some(want) {
+                    return Err(io::Error::other(format!(
+                        "POST {path}: got seq {seq:?}, expected {want}: someone else posts to this match"
+                    )));
+                }
+            } else {
+                expect(&r, &[200, 201, 202, 204], &format!("POST {path}"))?;
+            }
+            out.posts += 1;
+        }
+    }
+    for feed in feeds {
+        let base = feed.base.load(Ordering::Acquire);
+        feed.final_seq
+            .store(base + plan.len() as u64, Ordering::Release);
+    }
+    out.ended_ns = origin.elapsed().as_nanos() as u64;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_add_across_months_and_years() {
+        assert_eq!(add_days("2011-09-10", 0).unwrap(), "2011-09-10");
+        assert_eq!(add_days("2011-09-30", 1).unwrap(), "2011-10-01");
+        assert_eq!(add_days("2011-12-31", 1).unwrap(), "2012-01-01");
+        assert_eq!(add_days("2012-02-28", 1).unwrap(), "2012-02-29");
+        assert_eq!(add_days("2012-02-28", 366).unwrap(), "2013-02-28");
+    }
+
+    #[test]
+    fn plans_follow_the_script_and_the_speed() {
+        let s = MatchScript::sample();
+        let plan = script_plan(&s, 1000.0);
+        assert_eq!(plan.len(), s.events().count());
+        assert_eq!(plan[0].kind, EventKind::Start);
+        assert!(plan.windows(2).all(|w| w[0].at <= w[1].at));
+        let n = numbered_plan(&s, Duration::from_millis(10), 3);
+        let kinds: Vec<_> = n.iter().map(|p| p.kind).collect();
+        use EventKind::*;
+        assert_eq!(kinds, [Start, Comment, Comment, Comment, Stop]);
+        assert_eq!(n[4].at, Duration::from_millis(40));
+    }
+
+    #[test]
+    fn feeds_know_send_times_only_for_their_own_posts() {
+        let f = Feed::new(
+            "m".into(),
+            &numbered_plan(&MatchScript::sample(), Duration::ZERO, 1),
+        );
+        assert_eq!(f.sent_at(1), None);
+        f.base.store(5, Ordering::Release);
+        f.sent_ns[0].store(42, Ordering::Release);
+        assert_eq!(
+            (f.sent_at(5), f.sent_at(6), f.sent_at(7)),
+            (None, Some(42), None)
+        );
+        assert_eq!(
+            match_ids(&MatchScript::sample(), 2)[1].0,
+            "elp-tig-2011-09-11"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! Idle mode (`--idle`, or no match to watch): open the connections, hold them for `--hold`
+//! seconds and measure what they cost the server (RSS per connection) and the kernel.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::client;
+use super::procfs;
+use super::watch::source_for;
+use super::{server_addr, LoadArgs};
+use crate::proto::frame::OpCode;
+
+/// Counters shared by all load threads.
+#[derive(Default)]
+struct Progress {
+    connected: AtomicU64,
+    failed: AtomicU64,
+    finished_connecting: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Runs the idle mode; returns the process exit status.
+pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
+    let (addr, host) = server_addr(&args.server)?;
+    let plan = super::plan::make(args.clients, args.tuning.threads, args.tuning.sources)
+        .map_err(io::Error::other)?;
+    for note in &plan.notes {
+        eprintln!("load: {note}");
+    }
+    let (threads, sources) = (plan.threads, plan.sources);
+    let progress = Arc::new(Progress::default());
+    let rss_before = args.server_pid.and_then(procfs::rss_bytes);
+    let kernel_before = procfs::tcp_kernel_bytes();
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (progress, path, host) = (progress.clone(), args.path.clone(), host.clone());
+        let indices: Vec<usize> = (t..args.clients).step_by(threads).collect();
+        let concurrency = args.tuning.concurrency;
+        handles.push(std::thread::spawn(move || {
+            idle_thread(indices, sources, addr, host, path, concurrency, progress)
+        }));
+    }
+    let deadline = started + Duration::from_secs(300);
+    while progress.finished_connecting.load(Ordering::Acquire) < args.clients as u64
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        eprint!(
+            "\rconnected {:>7} / {}  failed {:>5}",
+            progress.connected.load(Ordering::Relaxed),
+            args.clients,
+            progress.failed.load(Ordering::Relaxed)
+        );
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    eprintln!();
+    let connected = progress.connected.load(Ordering::Acquire);
+    let failed = progress.failed.load(Ordering::Acquire);
+    std::thread::sleep(Duration::from_secs(args.tuning.hold));
+    let rss_after = args.server_pid.and_then(procfs::rss_bytes);
+    let kernel_after = procfs::tcp_kernel_bytes();
+    let still_open = progress.connected.load(Ordering::Acquire);
+    progress.stop.store(true, Ordering::Release);
+    for h in handles {
+        let _ = h.join();
+    }
+    let per_conn = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) if connected > 0 => Some(a.saturating_sub(b) as f64 / connected as f64),
+        _ => None,
+    };
+    let report = json!({
+        "mode": "idle",
+        "plan": plan,
+        "machine": super::report::machine(),
+        "kernel": super::report::kernel(),
+        "clients": args.clients,
+        "connected": connected,
+        "connect_failures": failed,
+        "still_open_after_hold": still_open,
+        "connect_seconds": connect_secs,
+        "connect_per_s": connected as f64 / connect_secs,
+        "server_rss_before_bytes": rss_before,
+        "server_rss_after_bytes": rss_after,
+        "server_rss_bytes_per_connection": per_conn(rss_before, rss_after),
+        "kernel_tcp_bytes_per_connection_both_ends": per_conn(kernel_before, kernel_after),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap_or_default())?;
+    }
+    Ok(if failed == 0 && still_open == args.clients as u64 {
+        0
+    } else {
+        1
+    })
+}
+
+fn idle_thread(
+    indices: Vec<usize>,
+    sources: usize,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    concurrency: usize,
+    progress: Arc<Progress>,
+) {
+    if let Err(e) = crate::server::sys::unshare_fd_table() {
+        eprintln!("load: unshare: {e}");
+    }
+    let mut rt = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("load: runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let next = Rc::new(Cell::new(0usize));
+        let indices = Rc::new(indices);
+        let ctx = Rc::new((host, path, progress.clone()));
+        for _ in 0..concurrency.max(1) {
+            let (next, indices, ctx) = (next.clone(), indices.clone(), ctx.clone());
+            monoio::spawn(async move {
+                let mut scratch = vec![0u8; 4096];
+                loop {
+                    let i = next.get();
+                    if i >= indices.len() {
+                        return;
+                    }
+                    next.set(i + 1);
+                    let source = source_for(indices[i], sources);
+                    let result = async {
+                        let stream = client::connect_from(source, addr).await?;
+                        client::handshake(&stream, &ctx.0, &ctx.1, &mut scratch).await?;
+                        Ok::<_, io::Error>(stream)
+                    }
+                    .await;
+                    let progress = &ctx.2;
+                    match result {
+                        Ok(stream) => {
+                            progress.connected.fetch_add(1, Ordering::AcqRel);
+                            monoio::spawn(hold(stream, ctx.clone()));
+                        }
+                        Err(e) => {
+                            if progress.failed.fetch_add(1, Ordering::AcqRel) < 5 {
+                                eprintln!("load: client {} from {source}: {e}", indices[i]);
+                            }
+                        }
+                    }
+                    progress.finished_connecting.fetch_add(1, Ordering::AcqRel);
+                }
+            });
+        }
+        while !progress.stop.load(Ordering::Acquire) {
+            monoio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// Keeps an idle client alive: answers pings, notes when the server closes it.
+async fn hold(stream: monoio::net::TcpStream, ctx: Rc<(String, String, Arc<Progress>)>) {
+    let mut buf = Vec::new();
+    let mut scratch = [0u8; 512];
+    loop {
+        match client::recv_some(&stream, &mut scratch, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        while let Ok(Some(frame)) = client::next_frame(&mut buf) {
+            if let client::ServerFrame::Ping(p) = frame {
+                let pong = client::client_frame(OpCode::Pong, &p, [1, 2, 3, 4]);
+                let _ = client::send_all(&stream, &pong).await;
+            }
+        }
+    }
+    ctx.2.connected.fetch_sub(1, Ordering::AcqRel);
+}

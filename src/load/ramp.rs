@@ -1,0 +1,94 @@
+//! `--ramp-until-failure`: runs of growing size (each on fresh matches) until one fails its
+//! SLO: any verification failure, or p99 fan-out latency above `--slo-p99-ms`. Reports
+//! every step and where it broke.
+
+use std::io;
+
+use serde_json::{json, Value};
+
+use super::run::run_once;
+use super::LoadArgs;
+
+/// Runs the steps; exit status 0 when a breaking point was found or `--max-clients` passed.
+pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
+    let step = args.steps.ramp_step.unwrap_or(args.clients).max(1);
+    let mut clients = args.clients.max(1);
+    let mut steps: Vec<Value> = Vec::new();
+    let mut last_ok: Option<usize> = None;
+    let mut broke: Option<(usize, String)> = None;
+    let mut index = 0;
+    let mut last_result = None;
+    while clients <= args.steps.max_clients {
+        eprintln!("load: ramp step {}: {clients} watchers", index + 1);
+        let result = run_once(args, clients, index)?;
+        if !args.quiet {
+            eprintln!();
+        }
+        println!("{}", super::report::summary(&result.report));
+        let slo_ms = result.p99_us / 1000.0;
+        let r = &result.report;
+        steps.push(json!({
+            "clients": clients, "passed": result.passed, "latency_us": r["latency_us"],
+            "connect_per_s": r["connect_per_s"], "lost": r["lost"],
+            "server_rss_bytes_per_connection": r["server_rss_bytes_per_connection"],
+            "server_cpu_us_per_delivery": r["server_cpu_us_per_delivery"],
+        }));
+        let reason = if !result.passed {
+            Some("verification failed (see the step's errors)".to_string())
+        } else if slo_ms > args.steps.slo_p99_ms {
+            Some(format!(
+                "p99 fan-out {slo_ms:.2} ms > {} ms",
+                args.steps.slo_p99_ms
+            ))
+        } else {
+            None
+        };
+        last_result = Some(result);
+        if let Some(reason) = reason {
+            broke = Some((clients, reason));
+            break;
+        }
+        last_ok = Some(clients);
+        clients += step;
+        index += 1;
+    }
+    let summary = json!({
+        "mode": "ramp-until-failure",
+        "slo_p99_ms": args.steps.slo_p99_ms,
+        "steps": steps,
+        "last_passing_clients": last_ok,
+        "breaking_point": broke.as_ref().map(|(c, r)| json!({"clients": c, "reason": r})),
+        "last_step": last_result.as_ref().map(|r| r.report.clone()),
+        "machine": super::report::machine(),
+        "kernel": super::report::kernel(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    match &broke {
+        Some((c, r)) => println!("ramp: broke at {c} watchers: {r}; last passing: {last_ok:?}"),
+        None => println!(
+            "ramp: no SLO broken up to {} watchers",
+            args.steps.max_clients
+        ),
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+        )?;
+    }
+    if let (Some(r), Some(_)) = (&last_result, &args.report) {
+        let svg_args = LoadArgs {
+            report: args.report.clone(),
+            ..args.clone()
+        };
+        let mut svg_only = svg_args;
+        svg_only.report = None;
+        svg_only.svg = args
+            .svg
+            .clone()
+            .or_else(|| args.report.as_ref().map(|p| p.with_extension("svg")));
+        r.write(&svg_only)?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,565 @@
+//! The watchers: one load thread (private fd table, own io_uring runtime) connects its share
+//! of the clients at the ramp rate, a bounded number of handshakes at a time, and runs one
+//! task per connected watcher that checks every message ([`super::verify`]) and records
+//! its latency ([`super::stats`]). A watcher's outcome lives in the thread's table, not in
+//! its task, so a run that is stopped early still accounts for every watcher.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use serde::Deserialize;
+
+use super::client::{self, ServerFrame};
+use super::drive::Feed;
+use super::stats::LatencyStats;
+use super::verify::{align_kind, SeqChecker, Verdict};
+use crate::proto::frame::OpCode;
+use crate::server::sys::{self, Transfer};
+
+/// The wire the watchers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// WebSocket `/1/ws` with the `watch` command.
+    Ws,
+    /// The TCP line protocol.
+    Tcp,
+}
+
+/// What every load thread shares.
+#[derive(Debug)]
+pub struct WatchConfig {
+    /// Which wire.
+    pub protocol: Protocol,
+    /// `--raw`: subscribe by connecting (plus `subscribe_message`); payloads `{"n":K}`.
+    pub raw: bool,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// `Host` header.
+    pub host: String,
+    /// WebSocket path.
+    pub path: String,
+    /// A text message sent after a raw handshake, if any.
+    pub subscribe_message: Option<String>,
+    /// The watched matches.
+    pub feeds: Arc<Vec<Feed>>,
+    /// Total clients (all threads).
+    pub clients: usize,
+    /// Source addresses to spread over.
+    pub sources: usize,
+    /// Handshakes in flight per thread.
+    pub concurrency: usize,
+    /// New connections per second per thread (`None`: as fast as they go).
+    pub rate_per_thread: Option<f64>,
+    /// The run's time origin.
+    pub origin: Instant,
+}
+
+/// Counters the main thread shows and waits on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// TCP connected and handshake done.
+    pub connected: AtomicU64,
+    /// Watchers that got their status (raw: handshake done): ready for events.
+    pub ready: AtomicU64,
+    /// Watchers done for good (finished, failed or closed).
+    pub done: AtomicU64,
+    /// Watchers done without ever getting ready (failed to connect, or no status).
+    pub failed_early: AtomicU64,
+    /// Connect attempts that failed.
+    pub connect_failed: AtomicU64,
+    /// Handshakes that failed.
+    pub handshake_failed: AtomicU64,
+    /// Events received (all watchers).
+    pub deliveries: AtomicU64,
+    /// Watchers currently open.
+    pub open: AtomicU64,
+    /// Set by the main thread: stop now, report what you have.
+    pub stop: AtomicBool,
+}
+
+/// Where a watcher ended up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Not connected yet (the run stopped first).
+    #[default]
+    Pending,
+    /// The TCP connect failed.
+    ConnectFailed,
+    /// The opening handshake failed.
+    HandshakeFailed,
+    /// Connected and watching (the run stopped first, or the connection broke).
+    Watching,
+    /// Saw the end of the match and the server's close.
+    Finished,
+}
+
+/// Everything the report needs about one watcher.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Index into the feeds.
+    pub feed: u32,
+    /// Where it ended.
+    pub phase: Phase,
+    /// The order check.
+    pub checker: SeqChecker,
+    /// The number of the `stop` event, once seen.
+    pub stop_seq: Option<u64>,
+    /// The connection ended before the match did (or with a close code other than 1000).
+    pub unexpected_close: bool,
+    /// What went wrong, short (counted by kind in the report).
+    pub error: Option<String>,
+}
+
+/// What a load thread hands back.
+#[derive(Debug)]
+pub struct ThreadResult {
+    /// One per watcher of this thread.
+    pub outcomes: Vec<Outcome>,
+    /// Latency aggregates.
+    pub stats: LatencyStats,
+}
+
+struct Ctx {
+    cfg: Arc<WatchConfig>,
+    progress: Arc<Progress>,
+    indices: Vec<usize>,
+    outcomes: RefCell<Vec<Outcome>>,
+    stats: RefCell<LatencyStats>,
+    scratch: RefCell<Vec<u8>>,
+    done: Cell<usize>,
+}
+
+impl Ctx {
+    fn now_ns(&self) -> u64 {
+        self.cfg.origin.elapsed().as_nanos() as u64
+    }
+
+    fn finish(&self, slot: usize, phase: Phase) {
+        let mut o = self.outcomes.borrow_mut();
+        o[slot].phase = phase;
+        if !o[slot].checker.has_status() {
+            self.progress.failed_early.fetch_add(1, Ordering::AcqRel);
+        }
+        drop(o);
+        self.done.set(self.done.get() + 1);
+        self.progress.done.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn fail(&self, slot: usize, error: String) {
+        let mut o = self.outcomes.borrow_mut();
+        if o[slot].error.is_none() {
+            o[slot].error = Some(error);
+        }
+    }
+}
+
+/// The source address of client `index` of `clients` spread over `sources` addresses.
+pub fn source_for(index: usize, sources: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % sources.max(1)) as u8))
+}
+
+/// Runs one load thread for the clients `indices` (global numbers).
+pub fn run_thread(
+    cfg: Arc<WatchConfig>,
+    progress: Arc<Progress>,
+    indices: Vec<usize>,
+) -> ThreadResult {
+    let lens: Vec<usize> = cfg.feeds.iter().map(|f| f.sent_ns.len()).collect();
+    let outcomes = indices
+        .iter()
+        .map(|&i| Outcome {
+            feed: (i % cfg.feeds.len().max(1)) as u32,
+            ..Outcome::default()
+        })
+        .collect();
+    let ctx = Rc::new(Ctx {
+        cfg,
+        progress,
+        indices,
+        outcomes: RefCell::new(outcomes),
+        stats: RefCell::new(LatencyStats::new(&lens)),
+        scratch: RefCell::new(vec![0; 64 * 1024]),
+        done: Cell::new(0),
+    });
+    if let Err(e) = crate::server::sys::unshare_fd_table() {
+        eprintln!("load: unshare(CLONE_FILES): {e} (this thread shares the process fd table)");
+    }
+    let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build();
+    match built {
+        Ok(mut rt) => rt.block_on(thread_main(ctx.clone())),
+        Err(e) => {
+            eprintln!("load: io_uring runtime: {e}");
+            for o in ctx.outcomes.borrow_mut().iter_mut() {
+                o.error = Some(format!("runtime: {e}"));
+            }
+        }
+    }
+    let ctx =
+        Rc::try_unwrap(ctx).unwrap_or_else(|_| unreachable!("tasks dropped with the runtime"));
+    ThreadResult {
+        outcomes: ctx.outcomes.into_inner(),
+        stats: ctx.stats.into_inner(),
+    }
+}
+
+async fn thread_main(ctx: Rc<Ctx>) {
+    let next = Rc::new(Cell::new(0usize));
+    let started = Instant::now();
+    for _ in 0..ctx.cfg.concurrency.clamp(1, ctx.indices.len().max(1)) {
+        monoio::spawn(connector(ctx.clone(), next.clone(), started));
+    }
+    while ctx.done.get() < ctx.indices.len() && !ctx.progress.stop.load(Ordering::Acquire) {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Returning drops the runtime and with it every task and connection still open.
+}
+
+/// Takes the next client of the thread, connects it, and hands it to a watcher task.
+async fn connector(ctx: Rc<Ctx>, next: Rc<Cell<usize>>, started: Instant) {
+    loop {
+        let slot = next.get();
+        if slot >= ctx.indices.len() || ctx.progress.stop.load(Ordering::Acquire) {
+            return;
+        }
+        next.set(slot + 1);
+        if let Some(rate) = ctx.cfg.rate_per_thread {
+            let due = started + Duration::from_secs_f64(slot as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                monoio::time::sleep(wait).await;
+            }
+        }
+        let index = ctx.indices[slot];
+        let source = source_for(index, ctx.cfg.sources);
+        let stream = match client::connect_from(source, ctx.cfg.addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.progress.connect_failed.fetch_add(1, Ordering::AcqRel);
+                ctx.fail(
+                    slot,
+                    format!("connect: {}", explain_connect_error(&e, source)),
+                );
+                ctx.finish(slot, Phase::ConnectFailed);
+                continue;
+            }
+        };
+        let leftover = if ctx.cfg.protocol == Protocol::Ws {
+            let mut scratch = vec![0u8; 2048];
+            match client::handshake(&stream, &ctx.cfg.host, &ctx.cfg.path, &mut scratch).await {
+                Ok(rest) => rest,
+                Err(e) => {
+                    ctx.progress.handshake_failed.fetch_add(1, Ordering::AcqRel);
+                    ctx.fail(slot, format!("handshake: {e}"));
+                    ctx.finish(slot, Phase::HandshakeFailed);
+                    continue;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        ctx.progress.connected.fetch_add(1, Ordering::AcqRel);
+        ctx.progress.open.fetch_add(1, Ordering::AcqRel);
+        ctx.outcomes.borrow_mut()[slot].phase = Phase::Watching;
+        monoio::spawn(watcher(ctx.clone(), slot, index, stream, leftover));
+    }
+}
+
+/// Says which harness limit a connect error points at.
+fn explain_connect_error(e: &io::Error, source: IpAddr) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            format!("{e} (harness out of file descriptors: raise ulimit -n or --threads)")
+        }
+        Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => {
+            format!("{e} (harness out of ports from {source}: more --sources)")
+        }
+        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => format!("{e} (kernel out of memory)"),
+        _ => e.to_string(),
+    }
+}
+
+async fn watcher(ctx: Rc<Ctx>, slot: usize, index: usize, stream: TcpStream, leftover: Vec<u8>) {
+    let feed = ctx.outcomes.borrow()[slot].feed as usize;
+    let result = match ctx.cfg.protocol {
+        Protocol::Ws => watch_ws(&ctx, slot, feed, index, &stream, leftover).await,
+        Protocol::Tcp => watch_tcp(&ctx, slot, feed, index, &stream).await,
+    };
+    ctx.progress.open.fetch_sub(1, Ordering::AcqRel);
+    match result {
+        Ok(()) => ctx.finish(slot, Phase::Finished),
+        Err(e) => {
+            ctx.outcomes.borrow_mut()[slot].unexpected_close = true;
+            ctx.fail(slot, e);
+            ctx.finish(slot, Phase::Watching);
+        }
+    }
+}
+
+/// Reads what is there (waiting for readiness) into `buf`; `Ok(false)` at EOF.
+async fn read_more(ctx: &Ctx, stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    loop {
+        let got = {
+            let mut scratch = ctx.scratch.borrow_mut();
+            match sys::recv_nonblocking(stream.as_raw_fd(), &mut scratch)? {
+                Transfer::Done(n) => {
+                    buf.extend_from_slice(&scratch[..n]);
+                    Some(n)
+                }
+                Transfer::WouldBlock => None,
+            }
+        };
+        match got {
+            Some(n) => return Ok(n > 0),
+            None => stream.readable(false).await?,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(rename = "type")]
+    ty: Option<&'a str>,
+    seq: Option<u64>,
+    kind: Option<&'a str>,
+    error: Option<String>,
+    n: Option<u64>,
+}
+
+/// Records one event number: the order check, the latency, the progress count.
+fn on_event(ctx: &Ctx, slot: usize, feed: usize, seq: u64, now_ns: u64) -> Verdict {
+    let verdict = ctx.outcomes.borrow_mut()[slot].checker.event(seq);
+    if matches!(
+        verdict,
+        Verdict::InOrder | Verdict::AfterGap(_) | Verdict::Reordered
+    ) {
+        ctx.progress.deliveries.fetch_add(1, Ordering::Relaxed);
+        let f = &ctx.cfg.feeds[feed];
+        if let Some(sent) = f.sent_at(seq) {
+            let index = (seq - f.base.load(Ordering::Acquire) - 1) as usize;
+            let latency = now_ns.saturating_sub(sent);
+            ctx.stats.borrow_mut().record(feed, index, latency);
+        }
+    }
+    verdict
+}
+
+fn on_status(ctx: &Ctx, slot: usize, seq: u64) {
+    let mut o = ctx.outcomes.borrow_mut();
+    if !o[slot].checker.has_status() {
+        o[slot].checker.status(seq);
+        ctx.progress.ready.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+async fn watch_ws(
+    ctx: &Ctx,
+    slot: usize,
+    feed: usize,
+    index: usize,
+    stream: &TcpStream,
+    mut buf: Vec<u8>,
+) -> Result<(), String> {
+    let mask = (index as u32).wrapping_mul(2_654_435_761).to_be_bytes();
+    let command = if ctx.cfg.raw {
+        on_status(ctx, slot, 0);
+        ctx.cfg.subscribe_message.clone()
+    } else {
+        let mid = &ctx.cfg.feeds[feed].id;
+        Some(
+            serde_json::json!({"command": "watch", "mid": mid, "uid": format!("u{index}")})
+                .to_string(),
+        )
+    };
+    if let Some(text) = command {
+        client::send_all(
+            stream,
+            &client::client_frame(OpCode::Text, text.as_bytes(), mask),
+        )
+        .await
+        .map_err(|e| format!("send watch: {e}"))?;
+    }
+    let final_n = ctx.cfg.feeds[feed].sent_ns.len() as u64;
+    loop {
+        let mut now = ctx.now_ns();
+        while let Some(frame) = client::next_frame(&mut buf).map_err(|e| e.to_string())? {
+            match frame {
+                ServerFrame::Text(payload) => {
+                    let Ok(m) = serde_json::from_slice::<Message>(&payload) else {
+                        return Err("unparsable message".into());
+                    };
+                    if ctx.cfg.raw {
+                        if let Some(n) = m.n {
+                            on_event(ctx, slot, feed, n, now);
+                            if n == final_n {
+                                ctx.outcomes.borrow_mut()[slot].stop_seq = Some(n);
+                            }
+                        }
+                        continue;
+                    }
+                    match (m.ty, m.seq) {
+                        (Some("status"), Some(seq)) => on_status(ctx, slot, seq),
+                        (Some("event"), Some(seq)) => {
+                            on_event(ctx, slot, feed, seq, now);
+                            if m.kind == Some("stop") {
+                                ctx.outcomes.borrow_mut()[slot].stop_seq = Some(seq);
+                            }
+                        }
+                        (Some("error"), _) => {
+                            return Err(format!("server error: {}", m.error.unwrap_or_default()))
+                        }
+                        _ => return Err("unexpected message".into()),
+                    }
+                }
+                ServerFrame::Ping(p) => {
+                    let pong = client::client_frame(OpCode::Pong, &p, mask);
+                    client::send_all(stream, &pong)
+                        .await
+                        .map_err(|e| format!("send pong: {e}"))?;
+                    now = ctx.now_ns();
+                }
+                ServerFrame::Close(code) => {
+                    let reply = client::client_frame(OpCode::Close, &code.to_be_bytes(), mask);
+                    let _ = client::send_all(stream, &reply).await;
+                    let stopped = ctx.outcomes.borrow()[slot].stop_seq.is_some();
+                    return if stopped && code == 1000 {
+                        Ok(())
+                    } else if stopped {
+                        Err(format!("close {code} after stop"))
+                    } else {
+                        Err(format!("close {code} before stop"))
+                    };
+                }
+                ServerFrame::Other => {}
+            }
+        }
+        if ctx.cfg.raw && ctx.outcomes.borrow()[slot].stop_seq.is_some() {
+            let close = client::client_frame(OpCode::Close, &1000u16.to_be_bytes(), mask);
+            let _ = client::send_all(stream, &close).await;
+            return Ok(());
+        }
+        if buf.is_empty() && buf.capacity() > 4096 {
+            buf = Vec::new();
+        }
+        match read_more(ctx, stream, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(if ctx.outcomes.borrow()[slot].stop_seq.is_some() {
+                    "closed after stop without a close frame".into()
+                } else {
+                    "closed before stop".into()
+                })
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+/// One block of the TCP line protocol: its kind and, for a numbered comment, its number.
+fn parse_block(block: &[u8]) -> Result<(String, Option<u64>), String> {
+    let text = String::from_utf8_lossy(block);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    if let Some(reason) = header.strip_prefix("ERROR: ") {
+        return Err(format!("server error: {reason}"));
+    }
+    // `YYYY-MM-DD HH:MM:SS: <kind>:`
+    let kind = header
+        .get(21..)
+        .and_then(|k| k.strip_suffix(':'))
+        .ok_or_else(|| format!("bad block header {header:?}"))?;
+    let number = lines
+        .find_map(|l| l.strip_prefix("\ttext: #"))
+        .and_then(|n| n.trim().parse().ok());
+    Ok((kind.to_string(), number))
+}
+
+async fn watch_tcp(
+    ctx: &Ctx,
+    slot: usize,
+    feed: usize,
+    index: usize,
+    stream: &TcpStream,
+) -> Result<(), String> {
+    let f = &ctx.cfg.feeds[feed];
+    let line = format!("VERSION:1:CONNECT:u{index}:MATCH:{}\r\n", f.id);
+    client::send_all(stream, line.as_bytes())
+        .await
+        .map_err(|e| format!("send connect: {e}"))?;
+    let numbered = f.kinds.iter().filter(|k| k.as_str() == "comment").count() + 2 == f.kinds.len();
+    let mut buf = Vec::new();
+    loop {
+        let now = ctx.now_ns();
+        if buf.starts_with(b"ERROR: ") && buf.ends_with(b"\r\n") {
+            return Err(parse_block(&buf).err().unwrap_or_default());
+        }
+        while let Some(end) = buf.windows(3).position(|w| w == b"\n\r\n") {
+            let block: Vec<u8> = buf.drain(..end + 3).collect();
+            let (kind, number) = parse_block(&block)?;
+            let base = f.base.load(Ordering::Acquire);
+            if kind == "status" {
+                on_status(
+                    ctx,
+                    slot,
+                    if base == super::drive::UNKNOWN {
+                        0
+                    } else {
+                        base
+                    },
+                );
+                continue;
+            }
+            let seq = {
+                let o = ctx.outcomes.borrow();
+                match number {
+                    Some(k) if numbered && base != super::drive::UNKNOWN => base + 1 + k,
+                    _ => {
+                        let start = o[slot].checker.start().unwrap_or(0);
+                        align_kind(&o[slot].checker, &f.kinds, start, &kind)
+                    }
+                }
+            };
+            on_event(ctx, slot, feed, seq, now);
+            if kind == "stop" {
+                ctx.outcomes.borrow_mut()[slot].stop_seq = Some(seq);
+            }
+        }
+        match read_more(ctx, stream, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) if ctx.outcomes.borrow()[slot].stop_seq.is_some() => return Ok(()),
+            Ok(false) => return Err("closed before stop".into()),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_give_their_kind_and_number() {
+        let b = b"2011-09-10 19:00:03: comment:\n\ttext: #12\n\r\n";
+        assert_eq!(parse_block(b).unwrap(), ("comment".into(), Some(12)));
+        let b = b"2011-09-10 19:00:03: goal:\n\tteam: tig\n\r\n";
+        assert_eq!(parse_block(b).unwrap(), ("goal".into(), None));
+        assert!(parse_block(b"ERROR: no such match\r\n")
+            .unwrap_err()
+            .contains("no such match"));
+    }
+
+    #[test]
+    fn sources_cycle_over_the_addresses() {
+        assert_eq!(source_for(0, 3), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(source_for(4, 3), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    }
+}
