@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Play a match script through the admin API.
+    Replay(crate::replay::ReplayArgs),
     /// Load generator and blackbox tester.
     Load(crate::load::LoadArgs),
 }
@@ -70,6 +72,7 @@ where
     };
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(args).map(|()| 0),
+        Command::Replay(args) => crate::replay::run(args),
         Command::Load(args) => crate::load::run(args),
     };
     match result {
