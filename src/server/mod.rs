@@ -27,7 +27,7 @@ use std::io::{self, Write};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub mod limits;
 
@@ -50,6 +50,13 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.demo = args.demo;
     config.max_connections = args.max_connections;
     config.admin_token = args.admin_token.clone().unwrap_or_default();
+    config.max_outbound_bytes = args.max_outbound_bytes;
+    config.ws.max_message_bytes = args.max_message_bytes;
+    config.ws.max_frame_bytes = args.max_message_bytes;
+    config.http.max_body_bytes = args.max_body_bytes;
+    config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
+    config.ws_ping_after = Duration::from_millis(args.ws_ping_after_ms);
+    config.ws_dead_after = Duration::from_millis(args.ws_dead_after_ms);
     config
 }
 

@@ -368,9 +368,12 @@ async fn connection_task(
     WorkerStats::sub(&worker.stats().connections, 1);
 }
 
-/// Every second: pings idle WebSockets, drops dead ones.
+/// Periodically (a quarter of the ping interval, at most every second): pings idle
+/// WebSockets, drops dead ones.
 async fn keepalive_sweep(worker: Rc<Worker>) {
-    let mut ticker = monoio::time::interval(Duration::from_secs(1));
+    let period = (worker.shared.config.ws_ping_after / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut ticker = monoio::time::interval(period);
     while !worker.shutdown.is_fired() {
         ticker.tick().await;
         let now = worker.now_ms();
