@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(used <= 14 && used <= data.len());
         let mut out = Vec::new();
         header.encode(&mut out);
-        assert!(out.len() <= used, "shortest form never longer than the input's");
+        assert!(
+            out.len() <= used,
+            "shortest form never longer than the input's"
+        );
         assert_eq!(FrameHeader::parse(&out), Ok(Some((header, out.len()))));
         for len in 0..out.len() {
             assert_eq!(FrameHeader::parse(&out[..len]), Ok(None));
