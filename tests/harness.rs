@@ -1,0 +1,318 @@
+//! `matchstream load` as a blackbox tester: it fails (non-zero exit, `lost` / `reordered` /
+//! `duplicated` in its report) against a WebSocket server that drops, swaps or repeats an
+//! event, passes against one that does not, and passes against the real `matchstream serve`
+//! with a replayed match (WebSocket and the TCP line protocol).
+//!
+//! The misbehaving server lives in this file: std threads, the crate's own frame encoder and
+//! accept-key function, just enough of `/1/ws` to send a status, numbered events and a close.
+//! Every wait here has a timeout and every child process is killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use matchstream::proto::frame::{encode_close, encode_frame, OpCode};
+use matchstream::proto::handshake::accept_key;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_matchstream");
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the binary with `args`, killed after `limit`.
+fn run_load(args: &[&str], limit: Duration) -> (Output, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let child = Command::new(BIN)
+        .arg("load")
+        .args(args)
+        .arg("--quiet")
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let output = match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // The child is hung: kill it by pid (its handle is in the waiting thread).
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("matchstream load did not finish within {limit:?}");
+        }
+    };
+    let report = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    assert!(dir.path().join("report.svg").exists() || report.is_null());
+    (output, report)
+}
+
+/// A `/1/ws` server that, to every watcher, sends a status with `seq` 0, then events with the
+/// numbers `seqs` (the last one is `stop` when `stop` says so), then a close 1000.
+fn misbehaving_server(seqs: &'static [u64], stop: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || serve_one(conn, seqs, stop));
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn serve_one(conn: TcpStream, seqs: &[u64], stop: bool) {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut key = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("sec-websocket-key:") {
+            key = line[line.len() - v.len()..].trim().to_string();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut w = conn;
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key.as_bytes())
+    );
+    w.write_all(head.as_bytes()).unwrap();
+    // The watch command: one small masked frame; its content does not matter here.
+    let mut first = [0u8; 2];
+    if reader.read_exact(&mut first).is_err() {
+        return;
+    }
+    let mut rest = vec![0u8; (first[1] & 0x7f) as usize + 4];
+    let _ = reader.read_exact(&mut rest);
+    let mut out = Vec::new();
+    let status = json!({"type": "status", "match": "m1", "seq": 0, "ts": 0, "state": {}});
+    encode_frame(&mut out, OpCode::Text, status.to_string().as_bytes());
+    for (i, &seq) in seqs.iter().enumerate() {
+        let kind = if stop && i + 1 == seqs.len() {
+            "stop"
+        } else {
+            "comment"
+        };
+        let event =
+            json!({"type": "event", "match": "m1", "seq": seq, "ts": 0, "kind": kind, "data": {}});
+        encode_frame(&mut out, OpCode::Text, event.to_string().as_bytes());
+    }
+    encode_close(&mut out, 1000, "");
+    let _ = w.write_all(&out);
+    // Wait for the client's close reply (or EOF), bounded by the read timeout.
+    let mut sink = [0u8; 64];
+    let _ = reader.read(&mut sink);
+}
+
+fn watch_args(server: &str) -> Vec<String> {
+    [
+        "--server",
+        server,
+        "--match",
+        "m1",
+        "--clients",
+        "20",
+        "--connect-timeout",
+        "20",
+        "--drain",
+        "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run_against(seqs: &'static [u64]) -> (Output, Value) {
+    run_against_with(seqs, true)
+}
+
+fn run_against_with(seqs: &'static [u64], stop: bool) -> (Output, Value) {
+    let server = misbehaving_server(seqs, stop);
+    let args = watch_args(&server);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_load(&args, Duration::from_secs(60))
+}
+
+#[test]
+fn a_server_that_sends_everything_in_order_passes() {
+    let (out, report) = run_against(&[1, 2, 3, 4, 5]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["deliveries"], 100);
+    assert_eq!(report["events"], 5);
+    assert!(stdout.contains("PASS"), "{stdout}");
+}
+
+#[test]
+fn a_dropped_event_fails_the_run() {
+    let (out, report) = run_against(&[1, 2, 4, 5]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(report["lost"], 20, "{report:#}");
+    assert_eq!(report["reordered"], 0);
+    assert_eq!(report["passed"], false);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+}
+
+#[test]
+fn a_swapped_pair_fails_the_run() {
+    let (out, report) = run_against(&[1, 3, 2, 4, 5]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report["reordered"], 20, "{report:#}");
+    assert_eq!(report["lost"], 0);
+}
+
+#[test]
+fn a_repeated_event_fails_the_run() {
+    let (out, report) = run_against(&[1, 2, 2, 3, 4]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report["duplicated"], 20, "{report:#}");
+}
+
+#[test]
+fn a_close_before_stop_fails_the_run() {
+    let (out, report) = run_against_with(&[1, 2, 3], false);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report["failures"]["unexpected_closes"], 20, "{report:#}");
+    assert!(report["errors"]
+        .to_string()
+        .contains("close 1000 before stop"));
+}
+
+#[test]
+fn a_server_that_is_not_there_fails_clearly() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let server = format!("http://{addr}");
+    let args = watch_args(&server);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (out, report) = run_load(&args, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report["failures"]["connect"], 20, "{report:#}");
+    let errors = report["errors"].to_string();
+    assert!(errors.contains("refused"), "{errors}");
+}
+
+/// The real server on free ports, with a fresh data directory.
+fn start_server(dir: &Path) -> (Guard, String, u32) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--admin-token", "T"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(rest) = line.strip_prefix("matchstream listening http=") {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server printed its listening line");
+    (guard, format!("http://{addr}"), pid)
+}
+
+#[test]
+fn the_real_server_delivers_a_replayed_match_to_every_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, pid) = start_server(dir.path());
+    let pid = pid.to_string();
+    let started = Instant::now();
+    for protocol in ["ws", "tcp"] {
+        let args = [
+            "--server",
+            &url,
+            "--clients",
+            "300",
+            "--replay",
+            "sample",
+            "--speed",
+            "1000",
+            "--admin-token",
+            "T",
+            "--protocol",
+            protocol,
+            "--server-pid",
+            &pid,
+            "--connect-timeout",
+            "30",
+            "--drain",
+            "10",
+        ];
+        let (out, report) = run_load(&args, Duration::from_secs(120));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{protocol}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(report["lost"], 0, "{report:#}");
+        assert_eq!(report["connected"], 300);
+        let events = report["events"].as_u64().unwrap();
+        assert!(events > 20, "{events}");
+        assert_eq!(report["deliveries"].as_u64(), Some(events * 300));
+        assert!(report["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            report["last_delivery_us"].as_array().unwrap().len() as u64,
+            events
+        );
+        assert!(
+            report["server_rss_bytes_per_connection"].is_number(),
+            "{report:#}"
+        );
+        assert!(report["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    }
+    assert!(started.elapsed() < Duration::from_secs(240));
+}
