@@ -143,8 +143,8 @@ pub enum ServerFrame {
     Text(Vec<u8>),
     /// A ping to answer.
     Ping(Vec<u8>),
-    /// A close frame with its code (1005 when none).
-    Close(u16),
+    /// A close frame with its code (1005 when none) and reason.
+    Close(u16, String),
     /// Anything else (pong, binary).
     Other,
 }
@@ -171,7 +171,8 @@ pub fn next_frame(buf: &mut Vec<u8>) -> io::Result<Option<ServerFrame>> {
             } else {
                 1005
             };
-            ServerFrame::Close(code)
+            let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+            ServerFrame::Close(code, reason)
         }
         _ => ServerFrame::Other,
     }))

@@ -9,8 +9,14 @@ use serde_json::{json, Value};
 use super::run::run_once;
 use super::LoadArgs;
 
-/// Runs the steps; exit status 0 when a breaking point was found or `--max-clients` passed.
+/// Runs the steps; exit status 0 when at least one step passed (the breaking point, if
+/// any, is in the report), 1 when even the first failed.
 pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
+    if !args.raw.enabled && args.replay.is_none() && args.every_ms.is_none() {
+        return Err(io::Error::other(
+            "--ramp-until-failure drives its own matches: add --replay SCRIPT or --every-ms T (or --raw)",
+        ));
+    }
     let step = args.steps.ramp_step.unwrap_or(args.clients).max(1);
     let mut clients = args.clients.max(1);
     let mut steps: Vec<Value> = Vec::new();
@@ -77,18 +83,18 @@ pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
             serde_json::to_vec_pretty(&summary).unwrap_or_default(),
         )?;
     }
-    if let (Some(r), Some(_)) = (&last_result, &args.report) {
-        let svg_args = LoadArgs {
-            report: args.report.clone(),
+    // The chart of the last step (the one that broke, or the largest).
+    let svg = args
+        .svg
+        .clone()
+        .or_else(|| args.report.as_ref().map(|p| p.with_extension("svg")));
+    if let (Some(r), Some(svg)) = (&last_result, svg) {
+        let only_svg = LoadArgs {
+            report: None,
+            svg: Some(svg),
             ..args.clone()
         };
-        let mut svg_only = svg_args;
-        svg_only.report = None;
-        svg_only.svg = args
-            .svg
-            .clone()
-            .or_else(|| args.report.as_ref().map(|p| p.with_extension("svg")));
-        r.write(&svg_only)?;
+        r.write(&only_svg)?;
     }
-    Ok(0)
+    Ok(if last_ok.is_some() { 0 } else { 1 })
 }

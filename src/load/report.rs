@@ -11,6 +11,9 @@ use super::drive::{Feed, Published, UNKNOWN};
 use super::stats::{LatencyStats, Percentiles};
 use super::watch::{Outcome, Phase};
 
+/// Failed watchers described one by one in the report.
+const MAX_SAMPLES: usize = 5;
+
 /// What every watcher got, summed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Tally {
@@ -44,6 +47,8 @@ pub struct Tally {
     pub before_status: u64,
     /// Failures by kind (first reason of each watcher).
     pub errors: BTreeMap<String, u64>,
+    /// A few failed watchers in detail, for diagnosis.
+    pub failed_samples: Vec<String>,
 }
 
 impl Tally {
@@ -131,6 +136,20 @@ pub fn tally(feeds: &[Feed], outcomes: &[Outcome]) -> Tally {
         t.lost += c.lost(last);
         t.duplicated += c.duplicated;
         t.reordered += c.reordered;
+        let failed = o.unexpected_close || c.lost(last) + c.duplicated + c.reordered > 0;
+        if failed && t.failed_samples.len() < MAX_SAMPLES {
+            t.failed_samples.push(format!(
+                "match {}: status seq {:?}, last seq {}, of {last}; missing {:?}; duplicated {}, \
+                 reordered {}; {}",
+                feeds[o.feed as usize].id,
+                c.start(),
+                c.last(),
+                &c.missing()[..c.missing().len().min(8)],
+                c.duplicated,
+                c.reordered,
+                o.error.as_deref().unwrap_or("")
+            ));
+        }
     }
     t
 }
@@ -273,6 +292,7 @@ pub fn to_json(data: &RunData) -> Value {
             "publish": data.publish_error,
         },
         "errors": t.errors,
+        "failed_samples": t.failed_samples,
         "latency_us": lat,
         "last_delivery_us": last,
         "last_delivery_summary_us": { "p50": pick(0.5), "p99": pick(0.99), "max": last_sorted.last() },

@@ -427,16 +427,16 @@ async fn watch_ws(
                         .map_err(|e| format!("send pong: {e}"))?;
                     now = ctx.now_ns();
                 }
-                ServerFrame::Close(code) => {
+                ServerFrame::Close(code, reason) => {
                     let reply = client::client_frame(OpCode::Close, &code.to_be_bytes(), mask);
                     let _ = client::send_all(stream, &reply).await;
                     let stopped = ctx.outcomes.borrow()[slot].stop_seq.is_some();
                     return if stopped && code == 1000 {
                         Ok(())
                     } else if stopped {
-                        Err(format!("close {code} after stop"))
+                        Err(format!("close {code} {reason:?} after stop"))
                     } else {
-                        Err(format!("close {code} before stop"))
+                        Err(format!("close {code} {reason:?} before stop"))
                     };
                 }
                 ServerFrame::Other => {}

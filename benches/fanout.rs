@@ -1,0 +1,114 @@
+//! The fan-out hot path, piece by piece: encoding an event once (the WebSocket text frame and
+//! the TCP-line block), queueing those same bytes to 10,000 watchers' outboxes, and the JSON
+//! status snapshot a new watcher gets first (the sample match at full time, full lineups).
+//!
+//! Run: `cargo bench --bench fanout`.
+
+// criterion_group!/criterion_main! generate undocumented items.
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use serde_json::json;
+
+use matchstream::domain::{
+    event_line_fields, event_message, status_message, Event, EventKind, Match, MatchScript,
+};
+use matchstream::proto::line::encode_block;
+use matchstream::server::outbox::Outbox;
+use matchstream::server::watch::text_frame;
+
+/// Watchers on one worker in the queueing bench.
+const WATCHERS: usize = 10_000;
+
+/// The sample match played to the end (every event applied).
+fn played_sample() -> (Match, Vec<Event>) {
+    let s = MatchScript::sample();
+    let mut m = Match::new(&s.home, &s.visit, &s.start_date, &s.stadium).unwrap();
+    let mut events = Vec::new();
+    for (i, (kind, data)) in s.events().enumerate() {
+        let ts = 1_315_681_200_000 + i as i64 * 1000;
+        let data = m.apply(kind, data, ts).unwrap();
+        events.push(Event {
+            seq: i as u64 + 1,
+            ts,
+            kind,
+            data,
+        });
+    }
+    (m, events)
+}
+
+fn encode_once(c: &mut Criterion) {
+    let (m, events) = played_sample();
+    let goal = events
+        .iter()
+        .find(|e| e.kind == EventKind::Goal)
+        .unwrap()
+        .clone();
+    let mut g = c.benchmark_group("encode_event");
+    let frame_len = text_frame(&event_message(&m.id, &goal)).len();
+    g.throughput(Throughput::Bytes(frame_len as u64));
+    g.bench_function("ws_text_frame", |b| {
+        b.iter(|| text_frame(&event_message(black_box(&m.id), black_box(&goal))))
+    });
+    g.bench_function("line_block", |b| {
+        b.iter(|| {
+            let fields = event_line_fields(&goal);
+            let fields: Vec<(&str, String)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            let mut out = Vec::with_capacity(256);
+            encode_block(&mut out, goal.ts, goal.kind.as_str(), &fields);
+            Bytes::from(out)
+        })
+    });
+    g.finish();
+}
+
+fn queue_to_watchers(c: &mut Criterion) {
+    let event = Event {
+        seq: 7,
+        ts: 1,
+        kind: EventKind::Comment,
+        data: json!({"text": "what a save"}),
+    };
+    let frame = text_frame(&event_message("elp-tig-2011-09-10", &event));
+    let mut g = c.benchmark_group("queue_event");
+    g.throughput(Throughput::Elements(WATCHERS as u64));
+    g.bench_function("10k_watchers", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut outboxes: Vec<Outbox> = Vec::new();
+            for i in 0..iters {
+                // Fresh queues every 1000 events, outside the timing, so none overflows.
+                if i % 1000 == 0 {
+                    outboxes = (0..WATCHERS).map(|_| Outbox::new(1 << 20)).collect();
+                }
+                let start = Instant::now();
+                for o in &outboxes {
+                    let _ = o.push(black_box(&frame).clone());
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let (m, _) = played_sample();
+    let mut g = c.benchmark_group("status_snapshot");
+    g.throughput(Throughput::Bytes(status_message(&m).len() as u64));
+    g.bench_function("sample_full_time", |b| {
+        b.iter(|| status_message(black_box(&m)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode_once, queue_to_watchers, snapshot);
+criterion_main!(benches);
