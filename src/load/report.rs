@@ -165,6 +165,8 @@ pub struct ServerUse {
     pub rss_end: Option<u64>,
     /// User + system CPU while events were published and delivered, µs.
     pub cpu_during_delivery_us: Option<u64>,
+    /// The harness's own CPU over the same time, µs (is the harness the bottleneck?).
+    pub harness_cpu_during_delivery_us: Option<u64>,
 }
 
 /// One sample of the run over time.
@@ -266,6 +268,20 @@ pub fn to_json(data: &RunData) -> Value {
         .cpu_during_delivery_us
         .filter(|_| t.deliveries > 0)
         .map(|c| c as f64 / t.deliveries as f64);
+    let harness_cpu_per_delivery = data
+        .server
+        .harness_cpu_during_delivery_us
+        .filter(|_| t.deliveries > 0)
+        .map(|c| c as f64 / t.deliveries as f64);
+    // The best single event: its watchers over the time until the last one had it.
+    let peak_fps = data
+        .latency
+        .per_event
+        .iter()
+        .flatten()
+        .filter(|a| a.last_ns > 0)
+        .map(|a| a.deliveries as f64 / (a.last_ns as f64 / 1e9))
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
     let ack = data.published.map(|p| {
         let mut v = p.ack_us.clone();
         v.sort_unstable();
@@ -303,6 +319,8 @@ pub fn to_json(data: &RunData) -> Value {
         "frames_per_s": window_s.filter(|&w| w > 0.0).map(|w| t.deliveries as f64 / w),
         "server_rss_bytes_per_connection": rss_per_conn,
         "server_cpu_us_per_delivery": cpu_per_delivery,
+        "harness_cpu_us_per_delivery": harness_cpu_per_delivery,
+        "peak_event_frames_per_s": peak_fps,
         "server": data.server,
         "publish": ack,
         "timeline": data.timeline,
@@ -417,7 +435,14 @@ pub fn summary(report: &Value) -> String {
         ),
     );
     if let Some(fps) = f("/frames_per_s") {
-        line(&mut s, "throughput", format!("{fps:.0} frames/s delivered"));
+        let peak = f("/peak_event_frames_per_s").unwrap_or(0.0);
+        line(
+            &mut s,
+            "throughput",
+            format!(
+                "{fps:.0} frames/s over the match, {peak:.0} frames/s within one event's fan-out"
+            ),
+        );
     }
     let rss = f("/server/rss_ready");
     let per = f("/server_rss_bytes_per_connection");
@@ -432,6 +457,13 @@ pub fn summary(report: &Value) -> String {
                 per.map_or("-".into(), |b| format!("{b:.0} B")),
                 cpu.map_or("-".into(), |c| format!("{c:.2} µs"))
             ),
+        );
+    }
+    if let Some(h) = f("/harness_cpu_us_per_delivery") {
+        line(
+            &mut s,
+            "harness",
+            format!("CPU {h:.2} µs per received frame"),
         );
     }
     if let Some(Value::Object(errors)) = report.get("errors") {

@@ -314,6 +314,7 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
     let connect_secs = connect_start.elapsed().as_secs_f64();
     server.rss_ready = args.server_pid.and_then(procfs::rss_bytes);
     let cpu_before = args.server_pid.and_then(procfs::cpu_us);
+    let own_cpu_before = procfs::cpu_us(std::process::id());
     // Phase 2: publish (in its own thread, so this one keeps sampling), then drain.
     let publisher = target.map(|target| {
         let (feeds, events) = (feeds.clone(), events.clone());
@@ -355,6 +356,11 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
         (Some(b), Some(a)) => Some((a.0 + a.1).saturating_sub(b.0 + b.1)),
         _ => None,
     };
+    server.harness_cpu_during_delivery_us =
+        match (own_cpu_before, procfs::cpu_us(std::process::id())) {
+            (Some(b), Some(a)) => Some((a.0 + a.1).saturating_sub(b.0 + b.1)),
+            _ => None,
+        };
     server.rss_end = args.server_pid.and_then(procfs::rss_bytes);
     mon.last_sample = None;
     mon.tick("done");
