@@ -3,10 +3,10 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use monoio::net::TcpStream;
 
 use serde::Deserialize;
 
+use super::http::Upgraded;
 use super::metrics::WorkerStats;
 use super::stream::{drive, Handler};
 use super::watch;
@@ -95,14 +95,12 @@ impl WsHandler<'_> {
 }
 
 /// Runs a WebSocket connection; `leftover` holds bytes that arrived after the handshake.
-pub async fn serve(
-    worker: &Rc<Worker>,
-    stream: TcpStream,
-    conn: usize,
-    state: &Rc<ConnState>,
-    mode: WsMode,
-    leftover: Vec<u8>,
-) {
+pub async fn serve(worker: &Rc<Worker>, up: Upgraded, conn: usize, state: &Rc<ConnState>) {
+    let Upgraded {
+        stream,
+        mode,
+        leftover,
+    } = up;
     let config = &worker.shared.config;
     let limits = match mode {
         WsMode::Echo => config.echo_ws,
