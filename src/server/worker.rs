@@ -356,7 +356,14 @@ async fn connection_task(
         ConnKind::Line => super::line::serve(&worker, stream, id, &state).await,
         _ => {
             if let Some(up) = super::http::serve(&worker, stream, &state).await {
-                monoio::spawn(websocket_task(worker, up, id, state));
+                let task = websocket_task(worker, up, id, state);
+                if id == 0 {
+                    tracing::debug!(
+                        bytes = std::mem::size_of_val(&task),
+                        "WebSocket task future"
+                    );
+                }
+                monoio::spawn(task);
                 return;
             }
         }
@@ -371,7 +378,8 @@ async fn websocket_task(
     id: usize,
     state: Rc<ConnState>,
 ) {
-    super::ws::serve(&worker, up, id, &state).await;
+    let ws = super::ws::start(&worker, up, id, &state);
+    super::ws::run(&worker, ws, &state).await;
     release_connection(&worker, id, &state);
 }
 
