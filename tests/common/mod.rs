@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use matchstream::domain::script::{MatchScript, Step};
 use matchstream::http_client::{HttpClient, Response};
-use matchstream::load::client::{client_frame, handshake_request};
+use matchstream::load::client::{client_frame, handshake_request, next_frame, ServerFrame};
 use matchstream::proto::frame::OpCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -777,5 +777,39 @@ impl RawHttp {
     /// Whether the server closed the connection (EOF or reset within 2 s).
     pub fn is_closed(&mut self) -> bool {
         drain(self.reader.get_mut(), Duration::from_secs(2)).1
+    }
+}
+
+impl RawWs {
+    /// Sends a masked frame of any opcode.
+    pub fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let frame = client_frame(opcode, payload, [9, 8, 7, 6]);
+        let _ = self.stream.write_all(&frame);
+    }
+
+    /// Reads frames until a close frame, EOF or `timeout`; returns the frames read and the
+    /// close code (`None` when the connection ended or timed out without one).
+    pub fn frames_until_close(&mut self, timeout: Duration) -> (Vec<ServerFrame>, Option<u16>) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = std::mem::take(&mut self.leftover);
+        let mut frames = Vec::new();
+        let mut chunk = vec![0u8; 16 << 10];
+        loop {
+            while let Some(frame) = next_frame(&mut buf).expect("valid server frame") {
+                if let ServerFrame::Close(code) = frame {
+                    return (frames, Some(code));
+                }
+                frames.push(frame);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (frames, None);
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return (frames, None),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 }
