@@ -75,7 +75,7 @@ fn pings_are_answered_and_a_client_close_is_echoed() {
         "{frames:?}"
     );
     assert!(
-        frames.iter().any(|f| *f == ServerFrame::Other),
+        frames.contains(&ServerFrame::Other),
         "no pong in {frames:?}"
     );
     let (_, closed) = raw.drain(WAIT);
