@@ -132,9 +132,6 @@ fn slow_or_silent_http_clients_are_cut_off() {
 }
 
 #[test]
-#[ignore = "bug: WebSocket protocol errors (close 1002/1003/1007/1009) are not counted in \
-            matchstream_protocol_errors_total; only src/server/http.rs and src/server/line.rs \
-            increment it, src/server/ws.rs never does"]
 fn websocket_protocol_errors_are_counted_in_metrics() {
     let server = Server::start(&[]);
     post_sample(&server, 1);

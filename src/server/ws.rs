@@ -65,7 +65,12 @@ impl Handler for WsHandler<'_> {
                 WsEvent::Send(bytes) => {
                     let _ = state.outbox.push(Bytes::from(bytes));
                 }
-                WsEvent::Closed => state.outbox.finish_after_flush(),
+                WsEvent::Closed => {
+                    if self.session.failed() {
+                        WorkerStats::add(&self.worker.stats().protocol_errors, 1);
+                    }
+                    state.outbox.finish_after_flush()
+                }
             }
         }
     }
