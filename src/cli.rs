@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Play a match script through the admin API.
+    Replay(crate::replay::ReplayArgs),
     /// Load generator and blackbox tester.
     Load(crate::load::LoadArgs),
 }
@@ -54,6 +56,28 @@ pub struct ServeArgs {
     /// Most connections the whole server accepts at once (over it: 503 / refused).
     #[arg(long, env = "MATCHSTREAM_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub max_connections: usize,
+    /// Most bytes queued towards one connection before it is closed as a slow consumer.
+    #[arg(long, env = "MATCHSTREAM_MAX_OUTBOUND_BYTES", default_value_t = 256 << 10)]
+    pub max_outbound_bytes: usize,
+    /// Largest WebSocket message (and frame) accepted from a watcher, bytes.
+    #[arg(long, env = "MATCHSTREAM_MAX_MESSAGE_BYTES", default_value_t = 64 << 10)]
+    pub max_message_bytes: usize,
+    /// Largest HTTP request body, bytes.
+    #[arg(long, env = "MATCHSTREAM_MAX_BODY_BYTES", default_value_t = 64 << 10)]
+    pub max_body_bytes: usize,
+    /// Time allowed for a complete request head (and WebSocket handshake), ms.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub handshake_timeout_ms: u64,
+    /// A WebSocket silent this long is pinged, ms.
+    #[arg(long, env = "MATCHSTREAM_WS_PING_AFTER_MS", default_value_t = 30_000)]
+    pub ws_ping_after_ms: u64,
+    /// A pinged WebSocket silent this much longer is dropped as dead, ms.
+    #[arg(long, env = "MATCHSTREAM_WS_DEAD_AFTER_MS", default_value_t = 30_000)]
+    pub ws_dead_after_ms: u64,
 }
 
 /// Parses `args` and runs the chosen command; returns the process exit status.
@@ -70,6 +94,7 @@ where
     };
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(args).map(|()| 0),
+        Command::Replay(args) => crate::replay::run(args),
         Command::Load(args) => crate::load::run(args),
     };
     match result {

@@ -25,9 +25,12 @@
 //! `memlock` limit large enough for io_uring rings on kernels older than 5.12.
 
 pub mod cli;
+pub mod demo;
 pub mod domain;
+pub mod http_client;
 pub mod load;
 pub mod proto;
+pub mod replay;
 pub mod sequencer;
 pub mod server;
 pub mod store;

@@ -1,3 +1,4 @@
+<<<<<<< HEAD
 // matchstream — the watcher's page. Plain JS, no build step, no dependencies.
 //
 // Picks a match from GET /1/matches, then follows it over the WebSocket at /1/ws:
@@ -631,3 +632,6 @@
   });
   route();
 })();
+=======
+// matchstream page
+>>>>>>> main

@@ -1,28 +1,53 @@
-//! The seed's TCP line protocol: one `CONNECT` line in, status and event blocks out.
+//! The seed's TCP line protocol: one `CONNECT` line in, the status block and then event
+//! blocks out; closed after `stop`. Anything else from the client: `ERROR: <reason>` and close.
 
 use std::rc::Rc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use monoio::net::TcpStream;
 
-use super::stream::{read_more, write_all, ReadMore};
-use super::worker::{ConnState, Worker};
+use super::metrics::WorkerStats;
+use super::stream::{drive, read_more, write_all, Handler, ReadMore};
+use super::watch;
+use super::worker::{ConnKind, ConnState, Worker};
 use crate::proto::line::{encode_error, parse_connect};
 
 /// Longest `CONNECT` line accepted.
 pub const MAX_CONNECT_LINE: usize = 512;
 
+/// After the `CONNECT` line the client has nothing more to say.
+struct LineHandler;
+
+impl Handler for LineHandler {
+    fn on_data(&mut self, _data: &[u8], state: &ConnState) {
+        let mut out = Vec::new();
+        encode_error(&mut out, "unexpected input after CONNECT");
+        state.outbox.push_raw_and_close(Bytes::from(out));
+    }
+
+    fn on_eof(&mut self, _state: &ConnState) -> bool {
+        // `printf 'VERSION:1:CONNECT:…' | nc` half-closes: keep sending events.
+        true
+    }
+
+    fn finished(&self) -> bool {
+        true
+    }
+}
+
 /// Serves one TCP line-protocol connection.
-pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, state: &Rc<ConnState>) {
+pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, conn: usize, state: &Rc<ConnState>) {
     let deadline = Instant::now() + worker.shared.config.handshake_timeout;
     let mut inbuf = Vec::new();
-    let request = loop {
+    let (request, used) = loop {
         match parse_connect(&inbuf, MAX_CONNECT_LINE) {
-            Ok(Some((request, _))) => break request,
+            Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => {
+                WorkerStats::add(&worker.stats().protocol_errors, 1);
                 let mut out = Vec::new();
-                encode_error(&mut out, &e.to_string());
+                encode_error(&mut out, &e.reason());
                 let _ = write_all(&stream, &out).await;
                 return;
             }
@@ -32,7 +57,16 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, state: &Rc<ConnState>
             ReadMore::Closed | ReadMore::TimedOut => return,
         }
     };
-    let mut out = Vec::new();
-    encode_error(&mut out, &format!("match not found: {}", request.mid));
-    let _ = write_all(&stream, &out).await;
+    if inbuf.len() > used {
+        let mut out = Vec::new();
+        encode_error(&mut out, "unexpected input after CONNECT");
+        let _ = write_all(&stream, &out).await;
+        return;
+    }
+    drop(inbuf);
+    state.kind.set(ConnKind::Line);
+    WorkerStats::add(&worker.stats().line_connections, 1);
+    watch::watch(worker, conn, state, &request.mid, None);
+    drive(worker, &stream, state, &mut LineHandler).await;
+    WorkerStats::sub(&worker.stats().line_connections, 1);
 }

@@ -1,8 +1,10 @@
 //! Counters each worker keeps for `/metrics`: written by the owning worker only (relaxed
 //! atomics, no contention), read by whichever worker renders the Prometheus page.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// Upper bounds (µs) of the fan-out latency histogram buckets.
 pub const LATENCY_BUCKETS_US: [u64; 12] = [
@@ -40,6 +42,9 @@ pub struct WorkerStats {
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Sum of fan-out latencies, µs.
     pub latency_sum_us: AtomicU64,
+    /// Watchers per match on this worker. Locked only when a subscription starts or ends
+    /// (never per event) and when `/metrics` is rendered.
+    pub watchers: Mutex<BTreeMap<Arc<str>, u64>>,
 }
 
 impl WorkerStats {
@@ -51,6 +56,16 @@ impl WorkerStats {
     /// Subtracts `n` from a gauge.
     pub fn sub(counter: &AtomicU64, n: u64) {
         counter.fetch_sub(n, Relaxed);
+    }
+
+    /// Adds `delta` (±1) to the watcher count of `mid`.
+    pub fn set_watchers(&self, mid: &Arc<str>, delta: i64) {
+        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(mid.clone()).or_insert(0);
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            map.remove(mid);
+        }
     }
 
     /// Records one fan-out latency sample.
@@ -180,6 +195,21 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "{name}_sum {}", sum as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {cumulative}");
+    let name = "matchstream_watchers";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Watchers per match.\n# TYPE {name} gauge"
+    );
+    let mut per_match: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+    for s in workers {
+        let map = s.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        for (mid, n) in map.iter() {
+            *per_match.entry(mid.clone()).or_insert(0) += n;
+        }
+    }
+    for (mid, n) in per_match {
+        let _ = writeln!(out, "{name}{{match=\"{mid}\"}} {n}");
+    }
     out.push_str(extra);
     out
 }

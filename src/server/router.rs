@@ -27,7 +27,8 @@ pub enum Routed {
     },
 }
 
-fn json(status: u16, body: &str, keep_alive: bool) -> Routed {
+/// A JSON response.
+pub fn json(status: u16, body: &str, keep_alive: bool) -> Routed {
     let mut bytes = Vec::with_capacity(128 + body.len());
     write_response(
         &mut bytes,
@@ -40,7 +41,8 @@ fn json(status: u16, body: &str, keep_alive: bool) -> Routed {
     Routed::Response { bytes, keep_alive }
 }
 
-fn error(status: u16, message: &str, keep_alive: bool) -> Routed {
+/// A JSON error response `{"error": message}`.
+pub fn error(status: u16, message: &str, keep_alive: bool) -> Routed {
     let mut bytes = Vec::with_capacity(128);
     write_json_error(&mut bytes, status, message, keep_alive);
     Routed::Response { bytes, keep_alive }
@@ -87,7 +89,26 @@ pub async fn route(worker: &Rc<Worker>, request: &Request) -> Routed {
             _ => error(405, "method not allowed", keep_alive),
         },
         "/1/echo" if config.enable_echo => upgrade(request, WsMode::Echo),
-        "/1/ws" if is_upgrade_request(request) => upgrade(request, WsMode::Watch),
-        _ => error(404, "not found", keep_alive),
+        "/1/ws" | "/" if is_upgrade_request(request) => upgrade(request, WsMode::Watch),
+        "/1/ws" => error(426, "this endpoint speaks WebSocket", keep_alive),
+        _ => match super::api::route(worker, request).await {
+            Some(routed) => routed,
+            None => match super::page::asset(request.path()) {
+                Some((content_type, body)) if method == "GET" || method == "HEAD" => {
+                    let mut bytes = Vec::with_capacity(body.len() + 160);
+                    write_response(
+                        &mut bytes,
+                        200,
+                        content_type,
+                        &[("Cache-Control", "no-cache")],
+                        body,
+                        keep_alive,
+                    );
+                    Routed::Response { bytes, keep_alive }
+                }
+                Some(_) => error(405, "method not allowed", keep_alive),
+                None => error(404, "not found", keep_alive),
+            },
+        },
     }
 }

@@ -25,8 +25,10 @@ pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 pub trait Handler {
     /// Bytes arrived (borrowed from the worker's scratch buffer); replies go to the outbox.
     fn on_data(&mut self, data: &[u8], state: &ConnState);
-    /// The peer closed its side (EOF).
-    fn on_eof(&mut self, _state: &ConnState) {}
+    /// The peer closed its sending side (EOF); true to keep writing to it.
+    fn on_eof(&mut self, _state: &ConnState) -> bool {
+        false
+    }
     /// Whether the protocol is finished once the outbox is flushed (close handshake done).
     fn finished(&self) -> bool;
 }
@@ -134,8 +136,8 @@ pub async fn drive<H: Handler>(
                     Ok(Transfer::Done(0)) => {
                         read_open = false;
                         drop(scratch);
-                        handler.on_eof(state);
-                        if state.outbox.close_mode() == CloseMode::Open {
+                        let keep_writing = handler.on_eof(state);
+                        if !keep_writing && state.outbox.close_mode() == CloseMode::Open {
                             // The peer vanished without a close handshake.
                             return;
                         }

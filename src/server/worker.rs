@@ -23,7 +23,9 @@ use super::outbox::Outbox;
 use super::replies::ReplyTable;
 use super::signal::LocalSignal;
 use super::sys;
+use super::watch::{WatchTables, Watching};
 use crate::proto::keepalive::{Keepalive, KeepaliveAction};
+use crate::sequencer::{Broadcast, Reply, SequencerHandle};
 
 /// State shared by every worker of the process (read-mostly; no lock on the hot path).
 pub struct Shared {
@@ -35,12 +37,46 @@ pub struct Shared {
     pub inboxes: Vec<InboxSender<WorkerMsg>>,
     /// Open connections across all workers (checked against `max_connections`).
     pub connections: AtomicUsize,
+    /// The node's sequencer.
+    pub sequencer: SequencerHandle,
+    /// Where the listeners ended up (port 0 resolved), set once all workers listen.
+    pub bound: std::sync::OnceLock<BoundAddrs>,
+}
+
+impl Shared {
+    /// The addresses the server listens on.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.bound.get().copied().unwrap_or(BoundAddrs {
+            http: self.config.listen,
+            tcp: self.config.tcp_listen,
+        })
+    }
 }
 
 /// A message to a worker from another thread.
 pub enum WorkerMsg {
     /// Stop accepting, close every connection (1001) and exit after a bounded drain.
     Shutdown,
+    /// A sequenced event or a cancellation to fan out, with the time it left the sequencer.
+    Broadcast(Broadcast, Instant),
+    /// The sequencer's answer to an API request of one of this worker's connections.
+    Reply {
+        /// The ticket the connection task waits on.
+        ticket: u64,
+        /// The answer.
+        reply: Reply,
+    },
+    /// The sequencer's answer to a watch.
+    WatchReply {
+        /// Slab key of the watching connection.
+        conn: usize,
+        /// Its serial (a reused slab key must not get another connection's answer).
+        serial: u64,
+        /// The match.
+        mid: Arc<str>,
+        /// The answer.
+        reply: Reply,
+    },
 }
 
 /// What a connection is doing now (for shutdown and keepalive sweeps).
@@ -62,6 +98,10 @@ pub struct ConnState {
     pub kind: Cell<ConnKind>,
     /// WebSocket keepalive (idle ping, dead-peer detection).
     pub keepalive: RefCell<Keepalive>,
+    /// Unique per worker, never reused (slab keys are).
+    pub serial: u64,
+    /// The matches this connection watches (or asked to).
+    pub watching: RefCell<Vec<Watching>>,
 }
 
 /// The per-thread worker.
@@ -77,7 +117,10 @@ pub struct Worker {
     /// Fired when shutdown begins.
     pub shutdown: LocalSignal,
     /// Answers from the sequencer awaited by connection tasks.
-    pub replies: ReplyTable<()>,
+    pub replies: ReplyTable<Reply>,
+    /// Subscription tables.
+    pub watch: WatchTables,
+    next_serial: Cell<u64>,
     origin: Instant,
 }
 
@@ -161,6 +204,8 @@ pub fn run_worker(
             conns: RefCell::new(Slab::new()),
             shutdown: LocalSignal::default(),
             replies: ReplyTable::default(),
+            watch: WatchTables::default(),
+            next_serial: Cell::new(0),
             origin: Instant::now(),
         });
         monoio::spawn(accept_loop(worker.clone(), listeners.0, ConnKind::Http));
@@ -223,9 +268,20 @@ fn handle_message(worker: &Rc<Worker>, msg: WorkerMsg) -> bool {
     match msg {
         WorkerMsg::Shutdown => {
             worker.shutdown.fire();
-            true
+            return true;
         }
+        WorkerMsg::Broadcast(broadcast, sent_at) => {
+            super::watch::on_broadcast(worker, broadcast, sent_at)
+        }
+        WorkerMsg::Reply { ticket, reply } => worker.replies.fulfil(ticket, reply),
+        WorkerMsg::WatchReply {
+            conn,
+            serial,
+            mid,
+            reply,
+        } => super::watch::on_watch_reply(worker, conn, serial, &mid, reply),
     }
+    false
 }
 
 /// Accepts connections until shutdown, enforcing `max_connections`.
@@ -260,10 +316,14 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let serial = worker.next_serial.get();
+        worker.next_serial.set(serial + 1);
         let state = Rc::new(ConnState {
             outbox: Outbox::new(shared.config.max_outbound_bytes),
             kind: Cell::new(kind),
             keepalive: RefCell::new(worker.new_keepalive()),
+            serial,
+            watching: RefCell::new(Vec::new()),
         });
         let id = worker.conns.borrow_mut().insert(state.clone());
         WorkerStats::add(&worker.stats().accepted, 1);
@@ -290,29 +350,30 @@ async fn connection_task(
     kind: ConnKind,
 ) {
     match kind {
-        ConnKind::Line => Box::pin(super::line::serve(&worker, stream, &state)).await,
+        ConnKind::Line => Box::pin(super::line::serve(&worker, stream, id, &state)).await,
         _ => {
             let upgraded = Box::pin(super::http::serve(&worker, stream, &state)).await;
             if let Some(up) = upgraded {
+                let (stream, mode, leftover) = (up.stream, up.mode, up.leftover);
                 Box::pin(super::ws::serve(
-                    &worker,
-                    up.stream,
-                    &state,
-                    up.mode,
-                    up.leftover,
+                    &worker, stream, id, &state, mode, leftover,
                 ))
                 .await;
             }
         }
     }
+    super::watch::forget_connection(&worker, &state);
     worker.conns.borrow_mut().remove(id);
     worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
     WorkerStats::sub(&worker.stats().connections, 1);
 }
 
-/// Every second: pings idle WebSockets, drops dead ones.
+/// Periodically (a quarter of the ping interval, at most every second): pings idle
+/// WebSockets, drops dead ones.
 async fn keepalive_sweep(worker: Rc<Worker>) {
-    let mut ticker = monoio::time::interval(Duration::from_secs(1));
+    let period = (worker.shared.config.ws_ping_after / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut ticker = monoio::time::interval(period);
     while !worker.shutdown.is_fired() {
         ticker.tick().await;
         let now = worker.now_ms();

@@ -5,9 +5,13 @@ use std::rc::Rc;
 use bytes::Bytes;
 use monoio::net::TcpStream;
 
+use serde::Deserialize;
+
 use super::metrics::WorkerStats;
 use super::stream::{drive, Handler};
+use super::watch;
 use super::worker::{ConnKind, ConnState, Worker};
+use crate::domain::error_message;
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::session::{WsEvent, WsSession};
 
@@ -22,8 +26,26 @@ pub enum WsMode {
 
 struct WsHandler<'a> {
     worker: &'a Rc<Worker>,
+    conn: usize,
     session: WsSession,
     mode: WsMode,
+}
+
+/// A watcher's command, as sent over `/1/ws`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+enum Command {
+    Watch {
+        mid: String,
+        #[serde(default)]
+        #[allow(dead_code)]
+        uid: Option<String>,
+        #[serde(default)]
+        since: Option<u64>,
+    },
+    Unwatch {
+        mid: String,
+    },
 }
 
 impl Handler for WsHandler<'_> {
@@ -34,7 +56,7 @@ impl Handler for WsHandler<'_> {
             match event {
                 WsEvent::Text(text) => match self.mode {
                     WsMode::Echo => self.echo(OpCode::Text, text.as_bytes(), state),
-                    WsMode::Watch => {}
+                    WsMode::Watch => self.command(&text, state),
                 },
                 WsEvent::Binary(data) => self.echo(OpCode::Binary, &data, state),
                 WsEvent::Send(bytes) => {
@@ -51,6 +73,19 @@ impl Handler for WsHandler<'_> {
 }
 
 impl WsHandler<'_> {
+    fn command(&self, text: &str, state: &ConnState) {
+        match serde_json::from_str::<Command>(text) {
+            Ok(Command::Watch { mid, since, .. }) => {
+                watch::watch(self.worker, self.conn, state, &mid, since)
+            }
+            Ok(Command::Unwatch { mid }) => watch::unwatch(self.worker, self.conn, state, &mid),
+            Err(e) => {
+                let message = error_message(&format!("bad command: {e}"));
+                let _ = state.outbox.push(watch::text_frame(&message));
+            }
+        }
+    }
+
     fn echo(&self, opcode: OpCode, payload: &[u8], state: &ConnState) {
         let mut frame = Vec::with_capacity(payload.len() + 10);
         encode_frame(&mut frame, opcode, payload);
@@ -63,6 +98,7 @@ impl WsHandler<'_> {
 pub async fn serve(
     worker: &Rc<Worker>,
     stream: TcpStream,
+    conn: usize,
     state: &Rc<ConnState>,
     mode: WsMode,
     leftover: Vec<u8>,
@@ -81,6 +117,7 @@ pub async fn serve(
     WorkerStats::add(&worker.stats().websockets, 1);
     let mut handler = WsHandler {
         worker,
+        conn,
         session: WsSession::new(limits),
         mode,
     };
