@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 // matchstream — the watcher's page. Plain JS, no build step, no dependencies.
 //
 // Picks a match from GET /1/matches, then follows it over the WebSocket at /1/ws:
@@ -632,6 +631,3 @@
   });
   route();
 })();
-=======
-// matchstream page
->>>>>>> main
