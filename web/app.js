@@ -43,7 +43,11 @@
   }
 
   async function getJSON(url) {
-    const res = await fetch(url, { cache: 'no-store', headers: { accept: 'application/json' } });
+    const res = await fetch(url, {
+      cache: 'no-store',
+      headers: { accept: 'application/json' },
+      signal: AbortSignal.timeout ? AbortSignal.timeout(5000) : undefined,
+    });
     if (!res.ok) {
       const err = new Error(`${url}: HTTP ${res.status}`);
       err.status = res.status;
@@ -59,7 +63,7 @@
       const entry = { id, name: null, promise: null };
       entry.promise = getJSON(`/1/team/${encodeURIComponent(id)}`)
         .then((t) => { entry.name = (t && t.name) || null; })
-        .catch(() => {});
+        .catch(() => { teamCache.delete(id); });
       teamCache.set(id, entry);
     }
     return teamCache.get(id).promise;
@@ -186,6 +190,7 @@
       attempt: 0, // reconnect attempt (0 = first connect)
       timer: null,
       connectTimer: null,
+      chain: Promise.resolve(),
       ended: false,
       stopped: false,
       skew: 0, // server clock − local clock, learnt from live events
@@ -247,17 +252,19 @@
       if (s.ws !== ws || s.stopped) return;
       ws.send(JSON.stringify({ command: 'watch', mid: s.mid, since: s.lastSeq }));
     };
+    // Messages and the close are handled strictly in arrival order, one at a time (a status
+    // may wait for the team names before anything after it is shown).
     ws.onmessage = (e) => {
       if (s.ws !== ws || s.stopped) return;
       let msg;
       try { msg = JSON.parse(e.data); } catch (_) { return; }
-      onMessage(s, ws, msg);
+      s.chain = s.chain.then(() => { if (!s.stopped) return onMessage(s, ws, msg); });
     };
     ws.onclose = (e) => {
       clearTimeout(s.connectTimer);
       if (s.ws !== ws || s.stopped) return;
       s.ws = null;
-      onClose(s, e);
+      s.chain = s.chain.then(() => { if (!s.stopped) onClose(s, e); });
     };
   }
 
@@ -298,7 +305,7 @@
     } catch (_) { /* the scoreboard is right; the feed stays short */ }
   }
 
-  function onMessage(s, ws, msg) {
+  async function onMessage(s, ws, msg) {
     if (msg.type === 'error') {
       if (/not found/i.test(msg.error || '')) {
         s.stopped = true;
@@ -315,7 +322,8 @@
       s.state.seq = s.state.seq ?? msg.seq ?? 0;
       s.attempt = 0;
       rememberLineups(s, s.state);
-      Promise.all([loadTeam(s.state.home), loadTeam(s.state.visit)]).then(() => { if (w === s) renderAll(s); });
+      await Promise.all([loadTeam(s.state.home), loadTeam(s.state.visit)]);
+      if (s.stopped) return;
       if (s.state.period === 'ended') {
         s.ended = true;
         setConn('ended', 'Ended');
