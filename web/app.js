@@ -491,7 +491,7 @@
       case 'card': {
         const red = d.card === 'red';
         return {
-          cls: red ? 'card red' : 'card yellow',
+          cls: red ? 'booking red' : 'booking yellow',
           text: `${red ? 'Red' : 'Yellow'} card — ${team}, ${playerText(s, side, d.player)}`,
         };
       }

@@ -169,7 +169,7 @@ async function expectText(page, selector, expected, timeoutMs) {
 }
 
 function shot(page, name) {
-  return page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });
+  return page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true, animations: 'disabled' });
 }
 
 // What a person must see once the sample match is over (every check on visible text).
@@ -250,6 +250,7 @@ test('a person picks the sample match and follows it live to the final 1–3', {
 
   // Same page on a phone: readable, nothing sideways.
   await page.setViewportSize({ width: 390, height: 844 });
+  await page.emulateMedia({ colorScheme: 'dark' }); // and the dark theme
   await noHorizontalScroll(page);
   await shot(page, 'final-phone.png');
 
