@@ -308,3 +308,23 @@ test('the page rides out a server restart mid-match: reconnects, resumes, no lin
   assert.deepEqual(problems, []);
   await srv.stop();
 });
+
+test('a cancelled match and an unknown match say so on the page', { timeout: 60000 }, async () => {
+  const srv = await startServer({ dataDir: tempDir('matchstream-data-') });
+  await createMatch(srv);
+  await postEvents(srv, 0, 2, 0);
+  const { page, problems } = await openBrowser({ width: 800, height: 700 });
+
+  await page.goto(`${srv.base}/#/match/no-such-match`);
+  await expectText(page, '#problem-text', /was not found/);
+
+  await page.goto(`${srv.base}/#/match/${MID}`);
+  await expectText(page, '#conn', 'Live');
+  await expectText(page, '#score', '0–1');
+  await admin(srv, 'DELETE', `/1/match/${MID}`);
+  await expectText(page, '#problem-text', 'This match was cancelled.');
+  await expectText(page, '#conn', 'Cancelled');
+
+  assert.deepEqual(problems, []);
+  await srv.stop();
+});
