@@ -71,7 +71,7 @@ pub fn create_match(client: &mut HttpClient, script: &MatchScript) -> io::Result
 
 /// Runs `matchstream replay`; returns the exit status.
 pub fn run(args: ReplayArgs) -> io::Result<i32> {
-    if !(args.speed > 0.0) {
+    if args.speed.is_nan() || args.speed <= 0.0 {
         return Err(io::Error::other("--speed must be above 0"));
     }
     let script = load_script(&args.script)?;

@@ -34,5 +34,8 @@ if [ -x tests/shell.sh ]; then bash tests/shell.sh; fi
 step "Autobahn conformance"
 bash tests/autobahn.sh
 
+step "the web page in headless Chromium"
+bash tests/browser.sh
+
 step "fuzz targets build"
 bash fuzz/build.sh

@@ -107,9 +107,17 @@ pub struct WsSession {
     /// Fail-fast UTF-8 state for a text message in progress.
     utf8: Utf8Validator,
     phase: Phase,
+    /// The session ended because the peer broke a protocol rule.
+    failed: bool,
 }
 
 impl WsSession {
+    /// Whether the session ended because the peer broke a protocol rule (the close code
+    /// sent was 1002, 1003, 1007 or 1009).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// A session for a connection whose handshake has just completed.
     pub fn new(limits: WsLimits) -> Self {
         Self {
@@ -120,6 +128,7 @@ impl WsSession {
             kind: None,
             utf8: Utf8Validator::new(),
             phase: Phase::Open,
+            failed: false,
         }
     }
 
@@ -360,6 +369,7 @@ impl WsSession {
     /// Fails the connection: a close frame with the error's code (unless one was already
     /// sent), then `Closed`.
     fn fail(&mut self, error: ProtocolError, events: &mut Vec<WsEvent>) {
+        self.failed = true;
         if self.phase == Phase::Open {
             let mut out = Vec::with_capacity(32);
             encode_close(&mut out, error.close_code(), &error.to_string());

@@ -1,6 +1,7 @@
 //! The seed's TCP line protocol: one `CONNECT` line in, the status block and then event
 //! blocks out; closed after `stop`. Anything else from the client: `ERROR: <reason>` and close.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -65,6 +66,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, conn: usize, state: &
     }
     drop(inbuf);
     state.kind.set(ConnKind::Line);
+    state.outbox.enable_direct_writes(stream.as_raw_fd());
     WorkerStats::add(&worker.stats().line_connections, 1);
     watch::watch(worker, conn, state, &request.mid, None);
     drive(worker, &stream, state, &mut LineHandler).await;

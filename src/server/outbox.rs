@@ -1,9 +1,11 @@
 //! A connection's outbound side as the rest of its worker sees it: a bounded queue of
 //! pre-encoded, shared frames plus the means to wake the connection's task.
 //!
-//! Fan-out is a push of the same [`Bytes`] onto each watcher's queue; the connection task
-//! writes them with one `sendmsg` per wake-up. The queue is bounded in bytes: a watcher that
-//! does not read is closed (1008) instead of holding memory or anyone else back.
+//! Fan-out hands the same [`Bytes`] to each watcher. While a connection's socket has room
+//! (the common case) the bytes are written at once with a non-blocking `send`, without waking
+//! the connection's task; only what the socket does not take is queued, and the task is woken
+//! to wait for write readiness. The queue is bounded in bytes: a watcher that does not read
+//! is closed instead of holding memory or anyone else back.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -12,6 +14,7 @@ use std::task::Waker;
 use bytes::Bytes;
 
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
+use crate::server::sys::{self, Transfer};
 
 /// What the connection's task must do beyond writing its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub enum CloseMode {
 /// The worker-visible handle of one connection.
 pub struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
+    /// The socket, once direct writes are allowed (`-1` before: everything is queued).
+    fd: Cell<i32>,
     sent_of_head: Cell<usize>,
     queued_bytes: Cell<usize>,
     limit: Cell<usize>,
@@ -44,6 +49,7 @@ impl Outbox {
     pub fn new(limit: usize) -> Self {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
+            fd: Cell::new(-1),
             sent_of_head: Cell::new(0),
             queued_bytes: Cell::new(0),
             limit: Cell::new(limit),
@@ -58,10 +64,35 @@ impl Outbox {
         self.limit.set(limit);
     }
 
-    /// Queues `frame`; on overflow the connection is marked to close at once.
+    /// Lets [`push`](Self::push) write straight to `fd` while nothing is queued.
+    pub fn enable_direct_writes(&self, fd: i32) {
+        self.fd.set(fd);
+    }
+
+    /// Writes `frame` now if the socket takes it, else queues (the rest of) it; on overflow
+    /// the connection is marked to close at once.
     pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
         if self.close.get() != CloseMode::Open {
             return Ok(());
+        }
+        let fd = self.fd.get();
+        if fd >= 0 && self.queue.borrow().is_empty() {
+            match sys::send_nonblocking(fd, &[&frame]) {
+                Ok(Transfer::Done(n)) if n == frame.len() => return Ok(()),
+                Ok(Transfer::Done(n)) => {
+                    self.sent_of_head.set(n);
+                    self.queued_bytes.set(frame.len() - n);
+                    self.queue.borrow_mut().push_back(frame);
+                    self.kick();
+                    return Ok(());
+                }
+                Ok(Transfer::WouldBlock) => {}
+                Err(_) => {
+                    // The peer is gone; the task notices and ends the connection.
+                    self.close_now();
+                    return Ok(());
+                }
+            }
         }
         let total = self.queued_bytes.get() + frame.len();
         if total > self.limit.get() {

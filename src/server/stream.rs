@@ -69,7 +69,8 @@ pub async fn drive<H: Handler>(
 ) {
     let fd = stream.as_raw_fd();
     let mut readable = pin!(stream.readable(false));
-    let mut writable = pin!(stream.writable(false));
+    // Created only while a write waits for room: an idle connection keeps one poll in flight.
+    let mut writable = None;
     let mut write_blocked = false;
     let mut read_open = true;
     let mut close_deadline: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
@@ -103,7 +104,8 @@ pub async fn drive<H: Handler>(
                 }
             }
             if write_blocked {
-                if let Poll::Ready(r) = writable.as_mut().poll(cx) {
+                let pending = writable.get_or_insert_with(|| Box::pin(stream.writable(false)));
+                if let Poll::Ready(r) = pending.as_mut().poll(cx) {
                     return Poll::Ready(Wake::Writable(r));
                 }
             }
@@ -123,7 +125,7 @@ pub async fn drive<H: Handler>(
                 if r.is_err() {
                     return;
                 }
-                writable.set(stream.writable(false));
+                writable = None;
                 write_blocked = false;
             }
             Wake::Readable(r) => {

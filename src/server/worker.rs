@@ -342,6 +342,9 @@ fn refuse(stream: &TcpStream, kind: ConnKind) {
     let _ = sys::send_nonblocking(stream.as_raw_fd(), &[&out]);
 }
 
+/// A connection's first task: the HTTP phase (or the line protocol). An upgrade hands the
+/// socket to a fresh WebSocket task, so none of this phase's state stays allocated for the
+/// long, mostly idle life of a watcher.
 async fn connection_task(
     worker: Rc<Worker>,
     stream: TcpStream,
@@ -350,19 +353,39 @@ async fn connection_task(
     kind: ConnKind,
 ) {
     match kind {
-        ConnKind::Line => Box::pin(super::line::serve(&worker, stream, id, &state)).await,
+        ConnKind::Line => super::line::serve(&worker, stream, id, &state).await,
         _ => {
-            let upgraded = Box::pin(super::http::serve(&worker, stream, &state)).await;
-            if let Some(up) = upgraded {
-                let (stream, mode, leftover) = (up.stream, up.mode, up.leftover);
-                Box::pin(super::ws::serve(
-                    &worker, stream, id, &state, mode, leftover,
-                ))
-                .await;
+            if let Some(up) = super::http::serve(&worker, stream, &state).await {
+                let task = websocket_task(worker, up, id, state);
+                if id == 0 {
+                    tracing::debug!(
+                        bytes = std::mem::size_of_val(&task),
+                        "WebSocket task future"
+                    );
+                }
+                monoio::spawn(task);
+                return;
             }
         }
     }
-    super::watch::forget_connection(&worker, &state);
+    release_connection(&worker, id, &state);
+}
+
+/// A WebSocket connection's task, from the upgrade to the close.
+async fn websocket_task(
+    worker: Rc<Worker>,
+    up: super::http::Upgraded,
+    id: usize,
+    state: Rc<ConnState>,
+) {
+    let ws = super::ws::start(&worker, up, id, &state);
+    super::ws::run(&worker, ws, &state).await;
+    release_connection(&worker, id, &state);
+}
+
+/// Forgets a finished connection: its subscriptions, its slab entry, its counts.
+fn release_connection(worker: &Worker, id: usize, state: &ConnState) {
+    super::watch::forget_connection(worker, state);
     worker.conns.borrow_mut().remove(id);
     worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
     WorkerStats::sub(&worker.stats().connections, 1);

@@ -1,12 +1,15 @@
 //! The WebSocket phase: the sans-I/O session driven by the connection loop.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use monoio::net::TcpStream;
 
 use serde::Deserialize;
 
+use monoio::net::TcpStream;
+
+use super::http::Upgraded;
 use super::metrics::WorkerStats;
 use super::stream::{drive, Handler};
 use super::watch;
@@ -62,7 +65,12 @@ impl Handler for WsHandler<'_> {
                 WsEvent::Send(bytes) => {
                     let _ = state.outbox.push(Bytes::from(bytes));
                 }
-                WsEvent::Closed => state.outbox.finish_after_flush(),
+                WsEvent::Closed => {
+                    if self.session.failed() {
+                        WorkerStats::add(&self.worker.stats().protocol_errors, 1);
+                    }
+                    state.outbox.finish_after_flush()
+                }
             }
         }
     }
@@ -94,37 +102,50 @@ impl WsHandler<'_> {
     }
 }
 
-/// Runs a WebSocket connection; `leftover` holds bytes that arrived after the handshake.
-pub async fn serve(
-    worker: &Rc<Worker>,
+/// The WebSocket side of a connection, ready to be driven.
+pub struct WsConnection<'a> {
     stream: TcpStream,
+    handler: WsHandler<'a>,
+}
+
+/// Sets up a WebSocket connection after its upgrade (and handles bytes that came with the
+/// handshake). Synchronous, so that the long-lived task holds only what [`run`] needs.
+pub fn start<'a>(
+    worker: &'a Rc<Worker>,
+    up: Upgraded,
     conn: usize,
-    state: &Rc<ConnState>,
-    mode: WsMode,
-    leftover: Vec<u8>,
-) {
+    state: &ConnState,
+) -> WsConnection<'a> {
     let config = &worker.shared.config;
-    let limits = match mode {
+    let limits = match up.mode {
         WsMode::Echo => config.echo_ws,
         WsMode::Watch => config.ws,
     };
-    if mode == WsMode::Echo {
+    if up.mode == WsMode::Echo {
         // An echo answer is as large as the message it echoes; allow a few in flight.
         state.outbox.set_limit(4 * limits.max_message_bytes + 4096);
     }
     state.kind.set(ConnKind::WebSocket);
+    state.outbox.enable_direct_writes(up.stream.as_raw_fd());
     state.keepalive.borrow_mut().on_activity(worker.now_ms());
     WorkerStats::add(&worker.stats().websockets, 1);
     let mut handler = WsHandler {
         worker,
         conn,
         session: WsSession::new(limits),
-        mode,
+        mode: up.mode,
     };
-    if !leftover.is_empty() {
-        handler.on_data(&leftover, state);
+    if !up.leftover.is_empty() {
+        handler.on_data(&up.leftover, state);
     }
-    drop(leftover);
-    drive(worker, &stream, state, &mut handler).await;
+    WsConnection {
+        stream: up.stream,
+        handler,
+    }
+}
+
+/// Runs a WebSocket connection until it closes.
+pub async fn run(worker: &Rc<Worker>, mut ws: WsConnection<'_>, state: &Rc<ConnState>) {
+    drive(worker, &ws.stream, state, &mut ws.handler).await;
     WorkerStats::sub(&worker.stats().websockets, 1);
 }

@@ -1,0 +1,148 @@
+//! RFC 6455 rules on `/1/ws` against the real server: close codes for binary (1003), too big
+//! (1009), invalid UTF-8 (1007) and unmasked (1002) frames, pings answered, the close
+//! handshake, duplicate watches, and the bounded HTTP handshake time.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+use matchstream::load::client::ServerFrame;
+use matchstream::proto::frame::OpCode;
+
+fn watching_raw(server: &Server) -> RawWs {
+    let mut raw = RawWs::connect(server.http, None);
+    raw.watch(SAMPLE_MID);
+    raw
+}
+
+#[test]
+fn protocol_errors_close_with_the_rfc_codes() {
+    let server = Server::start(&["--max-message-bytes", "1024"]);
+    post_sample(&server, 1);
+
+    let mut raw = watching_raw(&server);
+    raw.send_frame(OpCode::Binary, b"\x01\x02\x03");
+    let (frames, code) = raw.frames_until_close(WAIT);
+    assert_eq!(code, Some(1003), "binary: {frames:?}");
+
+    let mut raw = watching_raw(&server);
+    raw.send_frame(OpCode::Text, "a".repeat(2000).as_bytes());
+    let (frames, code) = raw.frames_until_close(WAIT);
+    assert_eq!(code, Some(1009), "too big: {frames:?}");
+
+    let mut raw = watching_raw(&server);
+    raw.send_frame(
+        OpCode::Text,
+        b"{\"command\":\"watch\",\"mid\":\"\xff\xfe\"}",
+    );
+    let (frames, code) = raw.frames_until_close(WAIT);
+    assert_eq!(code, Some(1007), "invalid UTF-8: {frames:?}");
+
+    let mut raw = watching_raw(&server);
+    let payload = br#"{"command":"unwatch","mid":"x"}"#;
+    let mut unmasked = vec![0x81, payload.len() as u8];
+    unmasked.extend_from_slice(payload);
+    raw.stream.write_all(&unmasked).unwrap();
+    let (frames, code) = raw.frames_until_close(WAIT);
+    assert_eq!(code, Some(1002), "unmasked: {frames:?}");
+
+    let mut raw = watching_raw(&server);
+    raw.send_frame(OpCode::Ping, &[b'p'; 200]);
+    let (frames, code) = raw.frames_until_close(WAIT);
+    assert_eq!(code, Some(1002), "control frame over 125 bytes: {frames:?}");
+
+    // The server is fine afterwards.
+    let mut ws = server.ws();
+    ws.watch(SAMPLE_MID, None);
+    assert_eq!(ws.expect_status(SAMPLE_MID)["seq"], 1);
+}
+
+#[test]
+fn pings_are_answered_and_a_client_close_is_echoed() {
+    let server = Server::start(&[]);
+    post_sample(&server, 1);
+    let mut raw = watching_raw(&server);
+    raw.send_frame(OpCode::Ping, b"are you there");
+    let mut close = vec![0x03, 0xe8]; // 1000
+    close.extend_from_slice(b"bye");
+    raw.send_frame(OpCode::Close, &close);
+    let (frames, code) = raw.frames_until_close(WAIT);
+    assert_eq!(code, Some(1000), "{frames:?}");
+    assert!(
+        matches!(frames.first(), Some(ServerFrame::Text(t)) if t.starts_with(br#"{"type":"status""#)),
+        "{frames:?}"
+    );
+    assert!(
+        frames.contains(&ServerFrame::Other),
+        "no pong in {frames:?}"
+    );
+    let (_, closed) = raw.drain(WAIT);
+    assert!(
+        closed,
+        "the server closes the TCP connection after the close handshake"
+    );
+}
+
+#[test]
+fn watching_twice_is_an_error_and_events_come_once() {
+    let server = Server::start(&[]);
+    post_sample(&server, 1);
+    let mut ws = server.ws();
+    ws.watch(SAMPLE_MID, None);
+    ws.expect_status(SAMPLE_MID);
+    ws.watch(SAMPLE_MID, None);
+    let v = ws.next_json();
+    assert_eq!(v["type"], "error", "{v}");
+    post_events(&mut server.admin(), 2..=3);
+    ws.expect_event(SAMPLE_MID, 2);
+    ws.expect_event(SAMPLE_MID, 3);
+    ws.expect_silence(Duration::from_millis(200));
+}
+
+#[test]
+fn slow_or_silent_http_clients_are_cut_off() {
+    let server = Server::start(&["--handshake-timeout-ms", "300"]);
+    let started = Instant::now();
+    let mut silent = LineClient::connect_raw(server.http);
+    let mut partial = LineClient::connect_raw(server.http);
+    partial
+        .write_all(b"GET /1/ws HTTP/1.1\r\nHost: e2e\r\nUpgrade: websocket\r\n")
+        .unwrap();
+    let mut line_silent = LineClient::connect_raw(server.tcp);
+    for (name, s) in [
+        ("silent", &mut silent),
+        ("partial", &mut partial),
+        ("line", &mut line_silent),
+    ] {
+        let (bytes, closed) = drain(s, Duration::from_secs(5));
+        assert!(closed, "{name}: still open after {:?}", started.elapsed());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408") || text.starts_with("ERROR"),
+            "{name}: {text}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn websocket_protocol_errors_are_counted_in_metrics() {
+    let server = Server::start(&[]);
+    post_sample(&server, 1);
+    let before = server.metric_sum("matchstream_protocol_errors_total");
+    let mut raw = watching_raw(&server);
+    raw.send_frame(OpCode::Binary, b"\x01");
+    assert_eq!(raw.frames_until_close(WAIT).1, Some(1003));
+    let mut raw = watching_raw(&server);
+    raw.send_frame(OpCode::Text, b"\xff");
+    assert_eq!(raw.frames_until_close(WAIT).1, Some(1007));
+    wait_until(WAIT, "protocol_errors_total to count both closes", || {
+        server.metric_sum("matchstream_protocol_errors_total") >= before + 2
+    });
+}
