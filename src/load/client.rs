@@ -143,14 +143,14 @@ pub enum ServerFrame {
     Text(Vec<u8>),
     /// A ping to answer.
     Ping(Vec<u8>),
-    /// A close frame with its code (1005 when none) and reason.
-    Close(u16, String),
+    /// A close frame with its code (1005 when none).
+    Close(u16),
     /// Anything else (pong, binary).
     Other,
 }
 
-/// Takes one complete frame off the front of `buf`, if there is one.
-pub fn next_frame(buf: &mut Vec<u8>) -> io::Result<Option<ServerFrame>> {
+/// Takes one complete frame off the front of `buf`, if there is one: its opcode and payload.
+pub fn next_raw_frame(buf: &mut Vec<u8>) -> io::Result<Option<(OpCode, Vec<u8>)>> {
     let (header, used) = match FrameHeader::parse(buf) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
@@ -162,18 +162,26 @@ pub fn next_frame(buf: &mut Vec<u8>) -> io::Result<Option<ServerFrame>> {
     }
     let payload: Vec<u8> = buf[used..used + len].to_vec();
     buf.drain(..used + len);
-    Ok(Some(match header.opcode {
+    Ok(Some((header.opcode, payload)))
+}
+
+/// The code (1005 when none) and reason of a close frame's payload.
+pub fn close_code_and_reason(payload: &[u8]) -> (u16, String) {
+    match payload {
+        [a, b, reason @ ..] => (
+            u16::from_be_bytes([*a, *b]),
+            String::from_utf8_lossy(reason).into_owned(),
+        ),
+        _ => (1005, String::new()),
+    }
+}
+
+/// Takes one complete frame off the front of `buf`, if there is one.
+pub fn next_frame(buf: &mut Vec<u8>) -> io::Result<Option<ServerFrame>> {
+    Ok(next_raw_frame(buf)?.map(|(opcode, payload)| match opcode {
         OpCode::Text => ServerFrame::Text(payload),
         OpCode::Ping => ServerFrame::Ping(payload),
-        OpCode::Close => {
-            let code = if payload.len() >= 2 {
-                u16::from_be_bytes([payload[0], payload[1]])
-            } else {
-                1005
-            };
-            let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
-            ServerFrame::Close(code, reason)
-        }
+        OpCode::Close => ServerFrame::Close(close_code_and_reason(&payload).0),
         _ => ServerFrame::Other,
     }))
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use serde::Deserialize;
 
-use super::client::{self, ServerFrame};
+use super::client;
 use super::drive::Feed;
 use super::stats::LatencyStats;
 use super::verify::{align_kind, SeqChecker, Verdict};
@@ -391,9 +391,11 @@ async fn watch_ws(
     let final_n = ctx.cfg.feeds[feed].sent_ns.len() as u64;
     loop {
         let mut now = ctx.now_ns();
-        while let Some(frame) = client::next_frame(&mut buf).map_err(|e| e.to_string())? {
-            match frame {
-                ServerFrame::Text(payload) => {
+        while let Some((opcode, payload)) =
+            client::next_raw_frame(&mut buf).map_err(|e| e.to_string())?
+        {
+            match opcode {
+                OpCode::Text => {
                     let Ok(m) = serde_json::from_slice::<Message>(&payload) else {
                         return Err("unparsable message".into());
                     };
@@ -420,14 +422,15 @@ async fn watch_ws(
                         _ => return Err("unexpected message".into()),
                     }
                 }
-                ServerFrame::Ping(p) => {
-                    let pong = client::client_frame(OpCode::Pong, &p, mask);
+                OpCode::Ping => {
+                    let pong = client::client_frame(OpCode::Pong, &payload, mask);
                     client::send_all(stream, &pong)
                         .await
                         .map_err(|e| format!("send pong: {e}"))?;
                     now = ctx.now_ns();
                 }
-                ServerFrame::Close(code, reason) => {
+                OpCode::Close => {
+                    let (code, reason) = client::close_code_and_reason(&payload);
                     let reply = client::client_frame(OpCode::Close, &code.to_be_bytes(), mask);
                     let _ = client::send_all(stream, &reply).await;
                     let stopped = ctx.outcomes.borrow()[slot].stop_seq.is_some();
@@ -439,7 +442,7 @@ async fn watch_ws(
                         Err(format!("close {code} {reason:?} before stop"))
                     };
                 }
-                ServerFrame::Other => {}
+                _ => {}
             }
         }
         if ctx.cfg.raw && ctx.outcomes.borrow()[slot].stop_seq.is_some() {
