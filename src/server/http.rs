@@ -41,7 +41,8 @@ pub async fn serve(
                 Ok(Some((request, used))) => {
                     inbuf.drain(..used);
                     WorkerStats::add(&worker.stats().http_requests, 1);
-                    match route(worker, &request).await {
+                    // Boxed: an idle keep-alive connection holds no routing state.
+                    match Box::pin(route(worker, &request)).await {
                         Routed::Response { bytes, keep_alive } => {
                             if write_all(&stream, &bytes).await.is_err() || !keep_alive {
                                 return None;

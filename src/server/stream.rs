@@ -175,7 +175,9 @@ pub async fn read_more(
     buf: &mut Vec<u8>,
 ) -> ReadMore {
     let mut readable = pin!(stream.readable(false));
-    let mut sleep = pin!(monoio::time::sleep_until(deadline.into()));
+    // Boxed: the timer entry is cache-line aligned (128 bytes) and would inflate every
+    // connection future that waits for a request.
+    let mut sleep = Box::pin(monoio::time::sleep_until(deadline.into()));
     let ready = poll_fn(|cx| {
         if state.outbox.take_kick() && state.outbox.close_mode() != CloseMode::Open {
             return Poll::Ready(Err(ReadMore::Closed));

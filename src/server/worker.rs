@@ -371,20 +371,20 @@ async fn connection_task(
     release_connection(&worker, id, &state);
 }
 
-/// A WebSocket connection's task, from the upgrade to the close.
-async fn websocket_task(
+/// A WebSocket connection's task, from the upgrade to the close. The set-up runs before the
+/// future exists, so the future holds only what the connection's life needs.
+fn websocket_task(
     worker: Rc<Worker>,
     up: super::http::Upgraded,
     id: usize,
     state: Rc<ConnState>,
-) {
+) -> impl std::future::Future<Output = ()> {
     let ws = super::ws::start(&worker, up, id, &state);
-    super::ws::run(&worker, ws, &state).await;
-    release_connection(&worker, id, &state);
+    super::ws::run(worker, ws, id, state)
 }
 
 /// Forgets a finished connection: its subscriptions, its slab entry, its counts.
-fn release_connection(worker: &Worker, id: usize, state: &ConnState) {
+pub fn release_connection(worker: &Worker, id: usize, state: &ConnState) {
     super::watch::forget_connection(worker, state);
     worker.conns.borrow_mut().remove(id);
     worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
