@@ -56,7 +56,7 @@ pub type ReplyFn = Box<dyn FnOnce(Reply) + Send>;
 
 /// How many times a write is validated and tried against a shared store that keeps moving
 /// under it before it is refused with 503.
-pub const MAX_ATTEMPTS: usize = 8;
+pub const MAX_ATTEMPTS: usize = 32;
 
 /// Milliseconds since the Unix epoch.
 pub type Clock = fn() -> i64;
