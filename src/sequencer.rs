@@ -357,6 +357,9 @@ use self::core::Core;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod cluster_tests;
+
 /// Checks that a stored match's history is 1..=N without gaps and matches its state.
 fn check_history(state: &Match, events: &[Event]) -> Result<(), StoreError> {
     let contiguous = events
