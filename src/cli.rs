@@ -78,6 +78,29 @@ pub struct ServeArgs {
     /// A pinged WebSocket silent this much longer is dropped as dead, ms.
     #[arg(long, env = "MATCHSTREAM_WS_DEAD_AFTER_MS", default_value_t = 30_000)]
     pub ws_dead_after_ms: u64,
+    /// Cluster mode: keep teams, matches and events in this Redis (`redis://HOST:PORT/DB`)
+    /// instead of the embedded store, shared with the other nodes.
+    #[arg(long, env = "MATCHSTREAM_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+    /// Cluster mode: this node's name in the registry (default: its advertised address).
+    #[arg(long, env = "MATCHSTREAM_NODE_ID", requires = "redis")]
+    pub node_id: Option<String>,
+    /// Cluster mode: `ws://HOST:PORT` where watchers reach this node, for `/1/checkin`
+    /// (default: the bound HTTP address).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADVERTISE",
+        value_name = "URL",
+        requires = "redis"
+    )]
+    pub advertise: Option<String>,
+    /// Cluster mode: the TCP line port announced for this node (default: the bound one).
+    #[arg(long, env = "MATCHSTREAM_ADVERTISE_TCP_PORT", requires = "redis")]
+    pub advertise_tcp_port: Option<u16>,
+    /// Cluster mode: a node's registration expires this long after its last refresh, ms
+    /// (it refreshes every third of it).
+    #[arg(long, env = "MATCHSTREAM_NODE_TTL_MS", default_value_t = 10_000)]
+    pub node_ttl_ms: u64,
 }
 
 /// Parses `args` and runs the chosen command; returns the process exit status.

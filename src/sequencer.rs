@@ -12,6 +12,20 @@
 //!   reply is a 500: an event is acknowledged only once it is durable;
 //! * reads are answered from memory, which mirrors the store.
 //!
+//! ## In a cluster
+//!
+//! With a shared store ([`crate::store::RedisStore`]) other nodes append too. The thread
+//! stays this node's only writer path: an event is validated against the replica at seq
+//! `N` and the store appends it only if the match is still at `N` (atomically, in Redis);
+//! on a [`StoreError::Conflict`] the thread reads the events it missed
+//! ([`Store::events_after`]), applies and broadcasts them, validates again and retries
+//! (at most [`MAX_ATTEMPTS`] times, then 503). Events appended by other nodes arrive as
+//! [`Request::Remote`] from the node's stream reader and go through the same apply-and-
+//! broadcast step, so they too are broadcast in sequencer order and the watch invariant
+//! below holds for them; an event this node already has (its own, or one fetched on a
+//! conflict) is skipped by seq. A store that cannot be reached answers 503
+//! `{"error":"redis unavailable"}` and changes nothing.
+//!
 //! ## The watch invariant
 //!
 //! Broadcasts and replies leave the sequencer thread in one total order, the order in which
@@ -30,7 +44,7 @@ use std::thread;
 
 use serde_json::Value;
 
-use crate::domain::{error_body, error_message, Event, EventKind, Match};
+use crate::domain::{error_body, error_message, Event, EventKind, Match, Team};
 use crate::store::{Store, StoreError};
 
 /// Where accepted events and cancellations go: called on the sequencer thread, once per
@@ -39,6 +53,10 @@ pub type Sink = Arc<dyn Fn(Broadcast) + Send + Sync>;
 
 /// Answers one request; called once, on the sequencer thread. Must not block.
 pub type ReplyFn = Box<dyn FnOnce(Reply) + Send>;
+
+/// How many times a write is validated and tried against a shared store that keeps moving
+/// under it before it is refused with 503.
+pub const MAX_ATTEMPTS: usize = 32;
 
 /// Milliseconds since the Unix epoch.
 pub type Clock = fn() -> i64;
@@ -112,6 +130,29 @@ pub enum Request {
         mid: String,
         /// Resume after this seq: the reply carries the events after it.
         since: Option<u64>,
+    },
+    /// A change another cluster node made, read from Redis by this node's stream reader:
+    /// applied to memory (and broadcast) like a local write, but not written again.
+    /// Answered with 200 (nobody waits for it).
+    Remote(Remote),
+}
+
+/// What another node did, as the stream reader saw it in Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Remote {
+    /// A team was created or replaced.
+    Team(Team),
+    /// A match was created (its state before any event).
+    Created(Box<Match>),
+    /// A match was deleted.
+    Deleted(String),
+    /// Events of a match, in seq order; those this node already has are skipped, a gap is
+    /// filled from the store first.
+    Events {
+        /// The match id.
+        mid: String,
+        /// The events, ascending seq.
+        events: Vec<Event>,
     },
 }
 
@@ -315,6 +356,9 @@ use self::core::Core;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;
 
 /// Checks that a stored match's history is 1..=N without gaps and matches its state.
 fn check_history(state: &Match, events: &[Event]) -> Result<(), StoreError> {

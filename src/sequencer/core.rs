@@ -8,8 +8,8 @@ use std::sync::{mpsc, Arc};
 use serde_json::{json, Value};
 
 use super::{
-    check_history, err, ok, ApiReply, Broadcast, Clock, Msg, Reply, Request, Sink, WatchReply,
-    WatchStart,
+    check_history, err, ok, ApiReply, Broadcast, Clock, Msg, Remote, Reply, Request, Sink,
+    WatchReply, WatchStart, MAX_ATTEMPTS,
 };
 use crate::domain::{
     error_message, event_line_fields, event_message, status_message, validate_team_id, Event,
@@ -121,6 +121,10 @@ impl Core {
                 None => not_found(&mid),
             },
             Request::Watch { mid, since } => Reply::Watch(self.watch(&mid, since)),
+            Request::Remote(remote) => {
+                self.remote(remote);
+                ok(200, Value::Null)
+            }
         }
     }
 
@@ -156,8 +160,12 @@ impl Core {
         if self.matches.contains_key(&m.id) {
             return err(409, format!("match already exists: {}", m.id));
         }
-        if let Err(e) = self.store.create_match(&m) {
-            return store_failed(e);
+        match self.store.create_match(&m) {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return err(409, format!("match already exists: {}", m.id));
+            }
+            Err(e) => return store_failed(e),
         }
         let body = json!({ "id": m.id });
         self.matches
@@ -166,42 +174,141 @@ impl Core {
     }
 
     fn post_event(&mut self, mid: &str, kind: EventKind, data: &Value) -> Reply {
-        let Some(entry) = self.matches.get_mut(mid) else {
-            return not_found(mid);
-        };
-        let mut next = Match::clone(&entry.state);
-        let ts = (self.clock)().max(next.last_ts);
-        let data = match next.apply(kind, data, ts) {
-            Ok(data) => data,
-            Err(rejection) => return err(422, rejection),
-        };
-        let event = Event {
-            seq: next.seq,
-            ts,
-            kind,
-            data,
-        };
-        if let Err(e) = self.store.append_event(mid, &event, &next) {
-            return store_failed(e);
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(entry) = self.matches.get(mid) else {
+                return not_found(mid);
+            };
+            let mut next = Match::clone(&entry.state);
+            let ts = (self.clock)().max(next.last_ts);
+            let data = match next.apply(kind, data, ts) {
+                Ok(data) => data,
+                Err(rejection) => {
+                    // A shared store may be ahead of this replica: judge on the latest.
+                    match self.catch_up(mid) {
+                        Ok(0) => return err(422, rejection),
+                        Ok(_) => continue,
+                        Err(e) => return store_failed(e),
+                    }
+                }
+            };
+            let event = Event {
+                seq: next.seq,
+                ts,
+                kind,
+                data,
+            };
+            match self.store.append_event(mid, &event, &next) {
+                Ok(()) => {}
+                Err(StoreError::Conflict(why)) => {
+                    tracing::debug!(mid, why, "append conflict; catching up");
+                    if let Err(e) = self.catch_up(mid) {
+                        return store_failed(e);
+                    }
+                    continue;
+                }
+                Err(e) => return store_failed(e),
+            }
+            let body = json!({ "seq": event.seq, "ts": ts });
+            self.commit(mid, event, next);
+            return ok(201, body);
         }
+        err(503, "write contention: try again")
+    }
+
+    /// Records an event that is durable and broadcasts it (the state after it is `next`).
+    fn commit(&mut self, mid: &str, event: Event, next: Match) {
+        let Some(entry) = self.matches.get_mut(mid) else {
+            return;
+        };
         let state = Arc::new(next);
         let ws_text: Arc<str> = Arc::from(event_message(mid, &event));
         let broadcast = Broadcast::Event {
             mid: Arc::clone(&entry.mid),
             seq: event.seq,
-            ts,
-            kind,
+            ts: event.ts,
+            kind: event.kind,
             ended: state.is_ended(),
             ws_text: Arc::clone(&ws_text),
             line_fields: event_line_fields(&event).into(),
             state: Arc::clone(&state),
         };
-        let body = json!({ "seq": event.seq, "ts": ts });
         entry.state = state;
         entry.events.push(event);
         entry.ws_texts.push(ws_text);
         (self.sink)(broadcast);
-        ok(201, body)
+    }
+
+    /// Reads the events of `mid` other nodes appended after this replica and applies them;
+    /// returns how many.
+    fn catch_up(&mut self, mid: &str) -> Result<usize, StoreError> {
+        let Some(seq) = self.matches.get(mid).map(|e| e.state.seq) else {
+            return Ok(0);
+        };
+        let events = self.store.events_after(mid, seq)?;
+        let mut applied = 0;
+        for event in events {
+            if self.apply_stored(mid, event) {
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Applies an event already durable in the shared store, when it is the next one of the
+    /// replica; returns whether it was applied.
+    fn apply_stored(&mut self, mid: &str, event: Event) -> bool {
+        let Some(entry) = self.matches.get(mid) else {
+            return false;
+        };
+        if event.seq != entry.state.seq + 1 {
+            return false;
+        }
+        let mut next = Match::clone(&entry.state);
+        if let Err(rejection) = next.apply(event.kind, &event.data, event.ts) {
+            // The writer's fold accepted it; the log is the truth. Keep the numbering.
+            tracing::error!(mid, seq = event.seq, %rejection, "stored event does not fold");
+            next.seq = event.seq;
+            next.last_ts = event.ts;
+        }
+        self.commit(mid, event, next);
+        true
+    }
+
+    /// Applies a change another node made (see [`Request::Remote`]).
+    fn remote(&mut self, remote: Remote) {
+        match remote {
+            Remote::Team(team) => {
+                self.teams.insert(team.id.clone(), team);
+            }
+            Remote::Created(m) => {
+                if !self.matches.contains_key(&m.id) {
+                    self.matches
+                        .insert(m.id.clone(), MatchEntry::new(*m, Vec::new()));
+                }
+            }
+            Remote::Deleted(mid) => {
+                if let Some(entry) = self.matches.remove(&mid) {
+                    (self.sink)(Broadcast::Cancelled { mid: entry.mid });
+                }
+            }
+            Remote::Events { mid, events } => {
+                for event in events {
+                    let Some(at) = self.matches.get(&mid).map(|e| e.state.seq) else {
+                        return;
+                    };
+                    if event.seq <= at {
+                        continue; // this node's own, or fetched on a conflict
+                    }
+                    if event.seq > at + 1 {
+                        if let Err(e) = self.catch_up(&mid) {
+                            tracing::warn!(mid, error = %e, "cannot fill a gap from the store");
+                            return;
+                        }
+                    }
+                    self.apply_stored(&mid, event);
+                }
+            }
+        }
     }
 
     fn delete_match(&mut self, mid: &str) -> Reply {
@@ -242,6 +349,10 @@ fn not_found(mid: &str) -> Reply {
 }
 
 fn store_failed(e: StoreError) -> Reply {
+    if let StoreError::Redis(why) = &e {
+        tracing::warn!(error = %why, "redis unavailable; write refused");
+        return err(503, "redis unavailable");
+    }
     tracing::error!(error = %e, "store write failed; nothing acknowledged");
     Reply::Api(ApiReply {
         status: 500,

@@ -18,7 +18,7 @@ fn clock() -> i64 {
 
 type Seen = Arc<Mutex<Vec<Broadcast>>>;
 
-fn start(store: Box<dyn Store>) -> (SequencerHandle, Seen) {
+pub(super) fn start(store: Box<dyn Store>) -> (SequencerHandle, Seen) {
     let seen: Seen = Arc::default();
     let log = Arc::clone(&seen);
     let sink: Sink = Arc::new(move |b| log.lock().unwrap().push(b));
@@ -37,7 +37,7 @@ fn call(h: &SequencerHandle, request: Request) -> Reply {
         .expect("the sequencer answers")
 }
 
-fn api(h: &SequencerHandle, request: Request) -> (u16, Value) {
+pub(super) fn api(h: &SequencerHandle, request: Request) -> (u16, Value) {
     match call(h, request) {
         Reply::Api(ApiReply { status, body }) => (status, serde_json::from_str(&body).unwrap()),
         other => panic!("expected an API reply, got {other:?}"),
@@ -57,7 +57,7 @@ fn watch(h: &SequencerHandle, mid: &str, since: Option<u64>) -> WatchReply {
     }
 }
 
-fn post(h: &SequencerHandle, mid: &str, kind: EventKind, data: Value) -> (u16, Value) {
+pub(super) fn post(h: &SequencerHandle, mid: &str, kind: EventKind, data: Value) -> (u16, Value) {
     api(
         h,
         Request::PostEvent {
@@ -69,7 +69,7 @@ fn post(h: &SequencerHandle, mid: &str, kind: EventKind, data: Value) -> (u16, V
 }
 
 /// Creates the sample's teams and match; returns the script.
-fn create_sample(h: &SequencerHandle) -> MatchScript {
+pub(super) fn create_sample(h: &SequencerHandle) -> MatchScript {
     let s = MatchScript::sample();
     for team in [&s.home, &s.visit] {
         let put = Request::PutTeam {

@@ -93,6 +93,15 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
     let method = request.method.as_str();
     let token = &worker.shared.config.admin_token;
     let routed = match (method, segments.as_slice()) {
+        ("GET", ["1", "checkin"]) if worker.shared.peers.is_some() => {
+            match worker.shared.peers.as_ref().and_then(|p| p.choose()) {
+                Some(node) => {
+                    let body = serde_json::json!({ "port": node.port, "ws": node.ws });
+                    json(200, &body.to_string(), keep_alive)
+                }
+                None => error(503, "no live node", keep_alive),
+            }
+        }
         ("GET", ["1", "checkin"]) => {
             let addrs = worker.shared.addrs();
             let host = request

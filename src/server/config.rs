@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub read_buffer_bytes: usize,
     /// Listen backlog of each worker's `SO_REUSEPORT` listener.
     pub listen_backlog: i32,
+    /// Cluster mode (`--redis`): Redis instead of the embedded store. `None`: single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -79,6 +81,7 @@ impl ServerConfig {
             shutdown_drain: Duration::from_secs(3),
             read_buffer_bytes: 64 << 10,
             listen_backlog: 4096,
+            cluster: None,
         }
     }
 }

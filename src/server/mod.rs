@@ -32,8 +32,10 @@ use std::time::{Duration, Instant};
 pub mod limits;
 
 use crate::cli::ServeArgs;
+use crate::cluster::{spawn_reader, spawn_registry, ClusterConfig, NodeInfo, Peers, StopFlag};
 use crate::sequencer::{system_clock_ms, Broadcast, Sequencer, SequencerHandle};
-use crate::store::SqliteStore;
+use crate::store::redis::ReadCursor;
+use crate::store::{RedisStore, SqliteStore, Store};
 use config::ServerConfig;
 use inbox::{inbox, InboxSender};
 use metrics::WorkerStats;
@@ -57,6 +59,13 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
     config.ws_ping_after = Duration::from_millis(args.ws_ping_after_ms);
     config.ws_dead_after = Duration::from_millis(args.ws_dead_after_ms);
+    config.cluster = args.redis.as_ref().map(|url| ClusterConfig {
+        redis_url: url.clone(),
+        node_id: args.node_id.clone().unwrap_or_default(),
+        advertise: args.advertise.clone(),
+        advertise_tcp_port: args.advertise_tcp_port,
+        node_ttl: Duration::from_millis(args.node_ttl_ms.max(300)),
+    });
     config
 }
 
@@ -114,11 +123,14 @@ pub struct Running {
     pub addrs: BoundAddrs,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    stop_cluster: StopFlag,
 }
 
 impl Running {
     /// Asks every worker to close its connections, waits for them, then stops the sequencer.
     pub fn shutdown(self) {
+        self.stop_cluster
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for inbox in &self.shared.inboxes {
             inbox.send(WorkerMsg::Shutdown);
         }
@@ -139,18 +151,79 @@ fn broadcast_sink(inboxes: Vec<InboxSender<WorkerMsg>>) -> crate::sequencer::Sin
     })
 }
 
+/// Starts the sequencer on the configured store; in cluster mode also returns where the
+/// stream reader must start.
 fn start_sequencer(
     config: &ServerConfig,
     inboxes: Vec<InboxSender<WorkerMsg>>,
-) -> io::Result<SequencerHandle> {
-    let store = SqliteStore::open(&config.data_dir).map_err(|e| {
-        io::Error::other(format!(
-            "cannot open the store in {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
-    Sequencer::start(Box::new(store), broadcast_sink(inboxes), system_clock_ms)
-        .map_err(|e| io::Error::other(format!("cannot load the store: {e}")))
+) -> io::Result<(SequencerHandle, Option<ReadCursor>)> {
+    let (store, cursor): (Box<dyn Store>, _) = match &config.cluster {
+        Some(cluster) => {
+            let store = RedisStore::open(&cluster.redis_url)
+                .map_err(|e| io::Error::other(format!("--redis {}: {e}", cluster.redis_url)))?;
+            let cursor = store.cursor();
+            (Box::new(store), Some(cursor))
+        }
+        None => {
+            let store = SqliteStore::open(&config.data_dir).map_err(|e| {
+                io::Error::other(format!(
+                    "cannot open the store in {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+            (Box::new(store), None)
+        }
+    };
+    let handle = Sequencer::start(store, broadcast_sink(inboxes), system_clock_ms)
+        .map_err(|e| io::Error::other(format!("cannot load the store: {e}")))?;
+    let cursor = cursor.map(|c| c.lock().expect("cursor lock").take().unwrap_or_default());
+    Ok((handle, cursor))
+}
+
+/// Cluster mode, once the listeners are bound: announces the node in the registry.
+fn start_registry(
+    cluster: &ClusterConfig,
+    shared: &Arc<Shared>,
+    stop: &StopFlag,
+) -> io::Result<()> {
+    let (Some(peers), addrs) = (shared.peers.clone(), shared.addrs()) else {
+        return Ok(());
+    };
+    let base = cluster
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("ws://{}", addrs.http));
+    let ws = format!("{}/1/ws", base.trim_end_matches('/'));
+    let id = if cluster.node_id.is_empty() {
+        base.trim_start_matches("ws://").to_owned()
+    } else {
+        cluster.node_id.clone()
+    };
+    let me = NodeInfo {
+        id: id.clone(),
+        ws,
+        port: cluster.advertise_tcp_port.unwrap_or(addrs.tcp.port()),
+        connections: 0,
+    };
+    let counter = Arc::clone(shared);
+    spawn_registry(
+        &cluster.redis_url,
+        me,
+        cluster.node_ttl,
+        Box::new(move || {
+            counter
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }),
+        peers,
+        Arc::clone(stop),
+    )?;
+    tracing::info!(
+        node = id,
+        redis = cluster.redis_url,
+        "cluster node registered"
+    );
+    Ok(())
 }
 
 /// Starts the sequencer and the workers and returns once all of them listen.
@@ -163,8 +236,18 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         senders.push(tx);
         receivers.push(rx);
     }
-    let sequencer = start_sequencer(&config, senders.clone())?;
+    let (sequencer, cursor) = start_sequencer(&config, senders.clone())?;
+    let stop_cluster = StopFlag::default();
+    if let (Some(cluster), Some(cursor)) = (&config.cluster, cursor) {
+        spawn_reader(
+            &cluster.redis_url,
+            cursor,
+            sequencer.clone(),
+            Arc::clone(&stop_cluster),
+        )?;
+    }
     let shared = Arc::new(Shared {
+        peers: config.cluster.as_ref().map(|_| Arc::new(Peers::default())),
         stats: (0..workers).map(|_| WorkerStats::default()).collect(),
         inboxes: senders,
         connections: AtomicUsize::new(0),
@@ -190,6 +273,9 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         addrs = bound;
     }
     let _ = shared.bound.set(addrs);
+    if let Some(cluster) = &shared.config.cluster {
+        start_registry(cluster, &shared, &stop_cluster)?;
+    }
     println!(
         "matchstream listening http={} tcp={} workers={}",
         addrs.http, addrs.tcp, workers
@@ -199,5 +285,6 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         addrs,
         shared,
         threads,
+        stop_cluster,
     })
 }

@@ -3,12 +3,16 @@
 //! The [`Store`] is used only from the sequencer thread (never from a worker's event loop):
 //! it loads everything once at start ([`Store::load_all`]) and then writes each change as it
 //! is accepted. [`SqliteStore`] is the embedded default; [`MemoryStore`] keeps everything in
-//! memory (tests, throwaway demos).
+//! memory (tests, throwaway demos); [`RedisStore`] is shared by the nodes of a cluster
+//! (`--redis`), where other nodes append too: its writes may answer
+//! [`StoreError::Conflict`] and [`Store::events_after`] reads what they appended.
 
 mod memory;
+pub mod redis;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use sqlite::{SqliteStore, Synchronous, DB_FILE};
 
 use thiserror::Error;
@@ -38,6 +42,13 @@ pub enum StoreError {
     /// An event was appended to a match that is not stored.
     #[error("no such match: {0}")]
     NoSuchMatch(String),
+    /// Another node changed the record first (cluster store): the match already exists, or
+    /// the match's log has moved past the seq this node validated against.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Redis could not be reached or failed the call (cluster store; HTTP 503).
+    #[error("redis: {0}")]
+    Redis(String),
     /// The store was told to fail (test stores only).
     #[error("store unavailable")]
     Unavailable,
@@ -78,4 +89,10 @@ pub trait Store: Send {
     fn append_event(&mut self, mid: &str, event: &Event, state: &Match) -> Result<()>;
     /// Removes a match and its history (nothing happens for an unknown id).
     fn delete_match(&mut self, mid: &str) -> Result<()>;
+    /// The events of `mid` after `seq` that this node has not seen: only a shared (cluster)
+    /// store has any; the embedded ones, written by this node alone, answer none.
+    fn events_after(&mut self, mid: &str, seq: u64) -> Result<Vec<Event>> {
+        let _ = (mid, seq);
+        Ok(Vec::new())
+    }
 }

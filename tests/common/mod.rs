@@ -3,6 +3,8 @@
 //! wait here is bounded (read timeouts, deadlines), so no test can hang.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod redis;
+
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,415 @@
+//! The cluster store: teams, matches and each match's event log in Redis, shared by every
+//! node (`serve --redis redis://HOST:PORT/DB`).
+//!
+//! Keys (the per-match keys share a hash tag, so one match lives in one slot):
+//!
+//! * `ms:teams` — hash, team id → team JSON;
+//! * `ms:matches` — set of match ids;
+//! * `ms:{MID}:match` — hash: `state` (match JSON), `seq` (last event), `ts` (its time);
+//! * `ms:{MID}:events` — the match's event log, a Stream whose entry ids are `SEQ-0` and
+//!   whose fields are `ts`, `kind`, `data` (JSON);
+//! * `ms:control` — a Stream of `team`, `create` and `delete` notices, so that every node
+//!   learns of teams and matches made elsewhere.
+//!
+//! Each write is one Lua script, atomic in Redis. An append carries the seq the node's
+//! replica is at: the script appends only while the stored `seq` still equals it and answers
+//! [`StoreError::Conflict`] otherwise. The sequencer then reads what it missed
+//! ([`Store::events_after`]), validates again and retries: optimistic concurrency, one total
+//! order per match across nodes, the fold (in Rust) as the only judge.
+//!
+//! The connection is opened lazily and dropped on any error; every call has a timeout, so a
+//! Redis outage turns into [`StoreError::Redis`] (HTTP 503) quickly instead of a stuck
+//! sequencer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::streams::{StreamId, StreamRangeReply};
+use redis::{Client, Connection, RedisResult, Script};
+
+use super::{Result, Snapshot, Store, StoreError, StoredMatch};
+use crate::domain::{Event, EventKind, Match, Team};
+
+/// The hash of every team.
+pub const TEAMS_KEY: &str = "ms:teams";
+/// The set of every match id.
+pub const MATCHES_KEY: &str = "ms:matches";
+/// The stream of team / match creations and deletions.
+pub const CONTROL_KEY: &str = "ms:control";
+/// How long one Redis call may take before the write is refused.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most entries kept in the control stream (approximate trim).
+const CONTROL_MAXLEN: u64 = 100_000;
+
+/// The hash holding match `mid`'s state.
+pub fn match_key(mid: &str) -> String {
+    format!("ms:{{{mid}}}:match")
+}
+
+/// The stream holding match `mid`'s events.
+pub fn events_key(mid: &str) -> String {
+    format!("ms:{{{mid}}}:events")
+}
+
+/// The match id of an events key, `ms:{MID}:events`.
+pub fn mid_of_events_key(key: &str) -> Option<&str> {
+    key.strip_prefix("ms:{")?.strip_suffix("}:events")
+}
+
+/// Where a node's stream reader starts: the control stream's last id and every match's
+/// seq, as the store had them when it was loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadCursor {
+    /// The last id of `ms:control` seen before loading (`0-0` when empty).
+    pub control: String,
+    /// Every loaded match with the seq its replica is at.
+    pub matches: Vec<(String, u64)>,
+}
+
+/// Appends one event if the match is still at the expected seq.
+/// KEYS: match hash, events stream. ARGV: expected seq, new seq, ts, kind, data, state.
+/// Returns `-1` for an unknown match, the stored seq on a conflict, `0` when appended.
+const APPEND: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'seq')
+if not cur then return -1 end
+if cur ~= ARGV[1] then return tonumber(cur) end
+redis.call('XADD', KEYS[2], ARGV[2] .. '-0', 'ts', ARGV[3], 'kind', ARGV[4], 'data', ARGV[5])
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'ts', ARGV[3], 'state', ARGV[6])
+return 0
+"#;
+
+/// Creates a match unless it exists. KEYS: match hash, events stream, matches set, control.
+/// ARGV: mid, state JSON, control maxlen. Returns 1 when created, 0 when it existed.
+const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'seq', '0', 'ts', '0', 'state', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'op', 'create', 'mid', ARGV[1], 'state', ARGV[2])
+return 1
+"#;
+
+/// Deletes a match and its log. KEYS: match hash, events stream, matches set, control.
+/// ARGV: mid, control maxlen.
+const DELETE: &str = r#"
+local existed = redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'mid', ARGV[1])
+return existed
+"#;
+
+/// Creates or replaces a team. KEYS: teams hash, control. ARGV: id, team JSON, maxlen.
+const PUT_TEAM: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'team', 'team', ARGV[2])
+return 1
+"#;
+
+/// A Redis connection that reconnects on demand and forgets itself after any error.
+pub struct RedisLink {
+    client: Client,
+    conn: Option<Connection>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl RedisLink {
+    /// Parses `url` (`redis://HOST:PORT/DB`); connects on first use.
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisLink> {
+        let client = Client::open(url).map_err(redis_error)?;
+        Ok(RedisLink {
+            client,
+            conn: None,
+            timeout,
+        })
+    }
+
+    /// Runs `f` on the connection (opening it first when needed); drops the connection when
+    /// `f` fails, so the next call starts on a fresh one.
+    pub fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T> {
+        if self.conn.is_none() {
+            let conn = self
+                .client
+                .get_connection_with_timeout(self.timeout)
+                .map_err(redis_error)?;
+            conn.set_read_timeout(Some(self.timeout))
+                .map_err(redis_error)?;
+            conn.set_write_timeout(Some(self.timeout))
+                .map_err(redis_error)?;
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let result = f(conn);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result.map_err(redis_error)
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    StoreError::Redis(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// The Redis-backed [`Store`] of a cluster node.
+#[derive(Debug)]
+pub struct RedisStore {
+    link: RedisLink,
+    cursor: Arc<Mutex<Option<ReadCursor>>>,
+}
+
+impl RedisStore {
+    /// A store on `url`; nothing is contacted until [`Store::load_all`].
+    pub fn open(url: &str) -> Result<RedisStore> {
+        Ok(RedisStore {
+            link: RedisLink::new(url, CALL_TIMEOUT)?,
+            cursor: Arc::default(),
+        })
+    }
+
+    /// Filled by [`Store::load_all`]: where the node's stream reader must start so that it
+    /// misses nothing written after the load.
+    pub fn cursor(&self) -> Arc<Mutex<Option<ReadCursor>>> {
+        Arc::clone(&self.cursor)
+    }
+}
+
+/// Decodes one stream entry (`SEQ-0`, fields `ts`, `kind`, `data`) into an event.
+pub fn decode_event(entry: &StreamId) -> Result<Event> {
+    let at = || format!("stream entry {}", entry.id);
+    let seq = entry
+        .id
+        .split_once('-')
+        .and_then(|(s, _)| s.parse::<u64>().ok())
+        .ok_or_else(|| corrupt(&at(), "id is not SEQ-0"))?;
+    let field = |name: &str| -> Result<String> {
+        entry
+            .get::<String>(name)
+            .ok_or_else(|| corrupt(&at(), format!("no field {name}")))
+    };
+    Ok(Event {
+        seq,
+        ts: field("ts")?.parse().map_err(|e| corrupt(&at(), e))?,
+        kind: field("kind")?
+            .parse::<EventKind>()
+            .map_err(|e| corrupt(&at(), e))?,
+        data: serde_json::from_str(&field("data")?).map_err(|e| corrupt(&at(), e))?,
+    })
+}
+
+fn decode_state(mid: &str, fields: &HashMap<String, String>) -> Result<Match> {
+    let at = format!("match {mid}");
+    let json = fields
+        .get("state")
+        .ok_or_else(|| corrupt(&at, "no state"))?;
+    let mut state: Match = serde_json::from_str(json).map_err(|e| corrupt(&at, e))?;
+    state.last_ts = fields
+        .get("ts")
+        .map_or(Ok(0), |t| t.parse())
+        .map_err(|e| corrupt(&at, e))?;
+    Ok(state)
+}
+
+fn control_args(cmd: &mut redis::ScriptInvocation<'_>) {
+    cmd.arg(CONTROL_MAXLEN);
+}
+
+impl Store for RedisStore {
+    fn load_all(&mut self) -> Result<Snapshot> {
+        // The control stream's position first: whatever is created after it reaches the
+        // reader through the stream, whatever was created before is in this snapshot.
+        let last: StreamRangeReply = self.link.with(|c| {
+            redis::cmd("XREVRANGE")
+                .arg(CONTROL_KEY)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(c)
+        })?;
+        let control = last
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        let teams_raw: HashMap<String, String> = self
+            .link
+            .with(|c| redis::cmd("HGETALL").arg(TEAMS_KEY).query(c))?;
+        let mut teams = Vec::with_capacity(teams_raw.len());
+        for (id, json) in teams_raw {
+            teams.push(serde_json::from_str::<Team>(&json).map_err(|e| corrupt(&id, e))?);
+        }
+        teams.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut mids: Vec<String> = self
+            .link
+            .with(|c| redis::cmd("SMEMBERS").arg(MATCHES_KEY).query(c))?;
+        mids.sort();
+        let mut matches = Vec::with_capacity(mids.len());
+        let mut positions = Vec::with_capacity(mids.len());
+        for mid in mids {
+            // State and log in one transaction, so they agree.
+            let (fields, log): (HashMap<String, String>, StreamRangeReply) =
+                self.link.with(|c| {
+                    redis::pipe()
+                        .atomic()
+                        .cmd("HGETALL")
+                        .arg(match_key(&mid))
+                        .cmd("XRANGE")
+                        .arg(events_key(&mid))
+                        .arg("-")
+                        .arg("+")
+                        .query(c)
+                })?;
+            if fields.is_empty() {
+                continue; // deleted between SMEMBERS and here
+            }
+            let state = decode_state(&mid, &fields)?;
+            let events = log
+                .ids
+                .iter()
+                .map(decode_event)
+                .collect::<Result<Vec<_>>>()?;
+            positions.push((mid, state.seq));
+            matches.push(StoredMatch { state, events });
+        }
+        *self.cursor.lock().expect("cursor lock") = Some(ReadCursor {
+            control,
+            matches: positions,
+        });
+        Ok(Snapshot { teams, matches })
+    }
+
+    fn put_team(&mut self, team: &Team) -> Result<()> {
+        let json = serde_json::to_string(team).map_err(|e| corrupt("team", e))?;
+        let script = Script::new(PUT_TEAM);
+        self.link.with(|c| {
+            let mut call = script.key(TEAMS_KEY);
+            call.key(CONTROL_KEY).arg(&team.id).arg(&json);
+            control_args(&mut call);
+            call.invoke::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn create_match(&mut self, m: &Match) -> Result<()> {
+        let json = serde_json::to_string(m).map_err(|e| corrupt("match", e))?;
+        let script = Script::new(CREATE);
+        let created: i64 = self.link.with(|c| {
+            let mut call = script.key(match_key(&m.id));
+            call.key(events_key(&m.id))
+                .key(MATCHES_KEY)
+                .key(CONTROL_KEY)
+                .arg(&m.id)
+                .arg(&json);
+            control_args(&mut call);
+            call.invoke(c)
+        })?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("match exists: {}", m.id)))
+        }
+    }
+
+    fn append_event(&mut self, mid: &str, event: &Event, state: &Match) -> Result<()> {
+        let state_json = serde_json::to_string(state).map_err(|e| corrupt("match", e))?;
+        let data = event.data.to_string();
+        let script = Script::new(APPEND);
+        let answer: i64 = self.link.with(|c| {
+            script
+                .key(match_key(mid))
+                .key(events_key(mid))
+                .arg(event.seq - 1)
+                .arg(event.seq)
+                .arg(event.ts)
+                .arg(event.kind.as_str())
+                .arg(&data)
+                .arg(&state_json)
+                .invoke(c)
+        })?;
+        match answer {
+            0 => Ok(()),
+            -1 => Err(StoreError::NoSuchMatch(mid.to_owned())),
+            stored => Err(StoreError::Conflict(format!(
+                "match {mid} is at seq {stored}, not {}",
+                event.seq - 1
+            ))),
+        }
+    }
+
+    fn delete_match(&mut self, mid: &str) -> Result<()> {
+        let script = Script::new(DELETE);
+        self.link.with(|c| {
+            let mut call = script.key(match_key(mid));
+            call.key(events_key(mid))
+                .key(MATCHES_KEY)
+                .key(CONTROL_KEY)
+                .arg(mid);
+            control_args(&mut call);
+            call.invoke::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn events_after(&mut self, mid: &str, seq: u64) -> Result<Vec<Event>> {
+        let log: StreamRangeReply = self.link.with(|c| {
+            redis::cmd("XRANGE")
+                .arg(events_key(mid))
+                .arg(format!("{}-0", seq + 1))
+                .arg("+")
+                .query(c)
+        })?;
+        log.ids.iter().map(decode_event).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value as RedisValue;
+
+    #[test]
+    fn keys_share_a_hash_tag_and_round_trip() {
+        assert_eq!(match_key("a-b-2011-09-10"), "ms:{a-b-2011-09-10}:match");
+        let k = events_key("a-b-2011-09-10");
+        assert_eq!(k, "ms:{a-b-2011-09-10}:events");
+        assert_eq!(mid_of_events_key(&k), Some("a-b-2011-09-10"));
+        assert_eq!(mid_of_events_key("ms:control"), None);
+    }
+
+    #[test]
+    fn stream_entries_decode_into_events() {
+        let mut map = HashMap::new();
+        map.insert("ts".into(), RedisValue::BulkString(b"1000".to_vec()));
+        map.insert("kind".into(), RedisValue::BulkString(b"goal".to_vec()));
+        map.insert(
+            "data".into(),
+            RedisValue::BulkString(br#"{"team":"tig"}"#.to_vec()),
+        );
+        let entry = StreamId {
+            id: "7-0".into(),
+            map,
+        };
+        let e = decode_event(&entry).unwrap();
+        assert_eq!(
+            (e.seq, e.ts, e.kind, e.data),
+            (7, 1000, EventKind::Goal, serde_json::json!({"team": "tig"}))
+        );
+        let bad = StreamId {
+            id: "x".into(),
+            map: HashMap::new(),
+        };
+        assert!(decode_event(&bad).is_err());
+    }
+}
