@@ -72,17 +72,24 @@ impl Outbox {
     /// Writes `frame` now if the socket takes it, else queues (the rest of) it; on overflow
     /// the connection is marked to close at once.
     pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
+        self.push_shared(&frame)
+    }
+
+    /// Like [`push`](Self::push) for a frame shared by many connections: the frame is only
+    /// cloned (a reference count) when it has to wait in the queue, so the common fan-out
+    /// path is one `send` and no atomic operation.
+    pub fn push_shared(&self, frame: &Bytes) -> Result<(), Overflow> {
         if self.close.get() != CloseMode::Open {
             return Ok(());
         }
         let fd = self.fd.get();
         if fd >= 0 && self.queue.borrow().is_empty() {
-            match sys::send_nonblocking(fd, &[&frame]) {
+            match sys::send_one_nonblocking(fd, frame) {
                 Ok(Transfer::Done(n)) if n == frame.len() => return Ok(()),
                 Ok(Transfer::Done(n)) => {
                     self.sent_of_head.set(n);
                     self.queued_bytes.set(frame.len() - n);
-                    self.queue.borrow_mut().push_back(frame);
+                    self.queue.borrow_mut().push_back(frame.clone());
                     self.kick();
                     return Ok(());
                 }
@@ -100,7 +107,7 @@ impl Outbox {
             return Err(Overflow);
         }
         self.queued_bytes.set(total);
-        self.queue.borrow_mut().push_back(frame);
+        self.queue.borrow_mut().push_back(frame.clone());
         self.kick();
         Ok(())
     }

@@ -45,6 +45,30 @@ pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
     }
 }
 
+/// Writes as much of `bytes` as the socket takes, without blocking (one `send`).
+pub fn send_one_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<Transfer> {
+    loop {
+        // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes for the whole call.
+        let n = unsafe {
+            libc::send(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(Transfer::Done(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
+            _ => return Err(err),
+        }
+    }
+}
+
 /// Most slices handed to one `sendmsg` call.
 pub const MAX_IOVECS: usize = 64;
 

@@ -292,33 +292,34 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
             let mut line_block: Option<Bytes> = None;
             let conns = worker.conns.borrow();
             let mut delivered = 0u64;
+            let mut overflowed = 0u64;
             for (_, w) in entry.watchers.iter() {
                 let Some(conn) = conns.get(w.conn).filter(|c| c.serial == w.serial) else {
                     continue;
                 };
                 let bytes = if conn.kind.get() == ConnKind::Line {
-                    line_block
-                        .get_or_insert_with(|| {
-                            let fields: Vec<(&str, String)> = line_fields
-                                .iter()
-                                .map(|(k, v)| (k.as_str(), v.clone()))
-                                .collect();
-                            let mut out = Vec::with_capacity(256);
-                            encode_block(&mut out, ts, kind.as_str(), &fields);
-                            Bytes::from(out)
-                        })
-                        .clone()
+                    line_block.get_or_insert_with(|| {
+                        let fields: Vec<(&str, String)> = line_fields
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.clone()))
+                            .collect();
+                        let mut out = Vec::with_capacity(256);
+                        encode_block(&mut out, ts, kind.as_str(), &fields);
+                        Bytes::from(out)
+                    })
                 } else {
-                    ws_frame.clone()
+                    &ws_frame
                 };
-                queue(worker, conn, bytes);
+                if conn.outbox.push_shared(bytes).is_err() {
+                    overflowed += 1;
+                }
                 delivered += 1;
             }
-            WorkerStats::add(&worker.stats().events, 1);
-            worker
-                .stats()
-                .observe_latency(sent_at.elapsed().as_micros() as u64);
-            let _ = delivered;
+            let stats = worker.stats();
+            WorkerStats::add(&stats.events, 1);
+            WorkerStats::add(&stats.frames_sent, delivered);
+            WorkerStats::add(&stats.slow_consumer_closes, overflowed);
+            stats.observe_latency(sent_at.elapsed().as_micros() as u64);
             if ended {
                 let entry = matches.remove(&mid);
                 drop(matches);
