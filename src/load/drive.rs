@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::http::{Client, Url};
 use crate::domain::{match_id, EventKind, MatchScript};
+use crate::http_client::{HttpClient as Client, Url};
 
 /// `base` of a feed whose starting number is not known (a passive run).
 pub const UNKNOWN: u64 = u64::MAX;
@@ -158,7 +158,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-fn expect(resp: &super::http::Response, ok: &[u16], what: &str) -> io::Result<()> {
+fn expect(resp: &crate::http_client::Response, ok: &[u16], what: &str) -> io::Result<()> {
     if ok.contains(&resp.status) {
         Ok(())
     } else {
@@ -179,7 +179,7 @@ pub fn setup(
     feeds: &[Feed],
     dates: &[String],
 ) -> io::Result<()> {
-    let mut c = Client::new(server.addr, &server.host, Some(token.to_string()));
+    let mut c = Client::with_addr(server.addr, &server.host, Some(token.to_string()));
     for t in [&script.home, &script.visit] {
         let body = json!({ "name": t.name, "division": t.division }).to_string();
         let r = c.request("PUT", &format!("/1/team/{}", t.id), Some(&body))?;
@@ -204,7 +204,7 @@ pub fn setup(
         expect(&r, &[200, 201], "POST /1/matches")?;
         let m = c.request("GET", &format!("/1/match/{}", feed.id), None)?;
         expect(&m, &[200], &format!("GET /1/match/{}", feed.id))?;
-        let seq = serde_json::from_slice::<Value>(&m.body)
+        let seq = serde_json::from_str::<Value>(&m.body)
             .ok()
             .and_then(|v| v.get("seq").and_then(Value::as_u64))
             .unwrap_or(0);
@@ -252,9 +252,9 @@ pub fn publish(
 ) -> io::Result<Published> {
     let mut c = match target {
         Target::Admin { server, token } => {
-            Client::new(server.addr, &server.host, Some(token.clone()))
+            Client::with_addr(server.addr, &server.host, Some(token.clone()))
         }
-        Target::Raw { url } => Client::new(url.addr, &url.host, None),
+        Target::Raw { url } => Client::with_addr(url.addr, &url.host, None),
     };
     let run_id = origin.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
     let start = Instant::now();
@@ -290,7 +290,7 @@ pub fn publish(
             out.ack_us.push(sent.elapsed().as_micros() as u64);
             if let Target::Admin { .. } = target {
                 expect(&r, &[201], &format!("POST {path} ({})", p.kind))?;
-                let seq = serde_json::from_slice::<Value>(&r.body)
+                let seq = serde_json::from_str::<Value>(&r.body)
                     .ok()
                     .and_then(|v| v.get("seq").and_then(Value::as_u64));
                 if seq != Some(want) {

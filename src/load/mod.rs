@@ -20,7 +20,6 @@
 
 pub mod client;
 pub mod drive;
-pub mod http;
 mod idle;
 pub mod plan;
 pub mod procfs;

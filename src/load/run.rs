@@ -11,12 +11,12 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use super::drive::{self, Feed, Planned, Published, Target};
-use super::http::{Client, Url};
 use super::report::{self, RunData, Sample, ServerUse};
 use super::stats::LatencyStats;
 use super::watch::{self, Outcome, Progress, Protocol, WatchConfig};
 use super::{plan, procfs, LoadArgs};
 use crate::domain::{EventKind, MatchScript};
+use crate::http_client::{HttpClient as Client, Url};
 
 /// A finished run.
 pub(crate) struct RunResult {
@@ -165,9 +165,9 @@ fn watch_target(args: &LoadArgs) -> io::Result<(std::net::SocketAddr, String, St
                 let (addr, host) = super::server_addr(t)?;
                 return Ok((addr, host, String::new()));
             }
-            let mut c = Client::new(server.addr, &server.host, None);
+            let mut c = Client::with_addr(server.addr, &server.host, None);
             let r = c.request("GET", "/1/checkin", None)?;
-            let port = serde_json::from_slice::<Value>(&r.body)
+            let port = serde_json::from_str::<Value>(&r.body)
                 .ok()
                 .and_then(|v| v.get("port")?.as_u64())
                 .ok_or_else(|| {
