@@ -62,17 +62,8 @@ pub async fn connect_from(source: IpAddr, server: SocketAddr) -> io::Result<TcpS
     Ok(stream)
 }
 
-/// Writes all of `bytes`.
-pub async fn send_all(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < bytes.len() {
-        match sys::send_nonblocking(stream.as_raw_fd(), &[&bytes[done..]])? {
-            Transfer::Done(n) => done += n,
-            Transfer::WouldBlock => stream.writable(false).await?,
-        }
-    }
-    Ok(())
-}
+/// Writes all of `bytes` (the server's own helper: readiness from io_uring, non-blocking send).
+pub use crate::server::stream::write_all as send_all;
 
 /// Reads once (waiting for readiness) and appends to `buf`; `Ok(0)` means EOF.
 pub async fn recv_some(

@@ -28,11 +28,11 @@ pub enum Transfer {
     WouldBlock,
 }
 
-/// Reads what is available from `fd` into `buf` without blocking.
-pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
+/// Runs one non-blocking socket call, retrying on `EINTR` and mapping `EAGAIN` to
+/// [`Transfer::WouldBlock`].
+fn nonblocking(mut call: impl FnMut() -> isize) -> io::Result<Transfer> {
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let n = call();
         if n >= 0 {
             return Ok(Transfer::Done(n as usize));
         }
@@ -45,28 +45,21 @@ pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
     }
 }
 
+/// Flags of every send: never block, never raise SIGPIPE.
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+
+/// Reads what is available from `fd` into `buf` without blocking.
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    nonblocking(|| unsafe {
+        libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    })
+}
+
 /// Writes as much of `bytes` as the socket takes, without blocking (one `send`).
 pub fn send_one_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<Transfer> {
-    loop {
-        // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes for the whole call.
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(Transfer::Done(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
-            _ => return Err(err),
-        }
-    }
+    // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes for the whole call.
+    nonblocking(|| unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), SEND_FLAGS) })
 }
 
 /// Most slices handed to one `sendmsg` call.
@@ -74,6 +67,9 @@ pub const MAX_IOVECS: usize = 64;
 
 /// Writes as much of `slices` (in order) as the socket takes, without blocking.
 pub fn send_nonblocking(fd: RawFd, slices: &[&[u8]]) -> io::Result<Transfer> {
+    if let [one] = slices {
+        return send_one_nonblocking(fd, one);
+    }
     let count = slices.len().min(MAX_IOVECS);
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
@@ -87,20 +83,9 @@ pub fn send_nonblocking(fd: RawFd, slices: &[&[u8]]) -> io::Result<Transfer> {
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = count as _;
-    loop {
-        // SAFETY: every iovec points into a live slice of `slices` for the whole call and the
-        // kernel only reads from them.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(Transfer::Done(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
-            _ => return Err(err),
-        }
-    }
+    // SAFETY: every iovec points into a live slice of `slices` for the whole call and the
+    // kernel only reads from them.
+    nonblocking(|| unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and threads it spawns later), so the
