@@ -32,12 +32,29 @@ pub struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
     /// The socket, once direct writes are allowed (`-1` before: everything is queued).
     fd: Cell<i32>,
-    sent_of_head: Cell<usize>,
-    queued_bytes: Cell<usize>,
-    limit: Cell<usize>,
+    sent_of_head: Count32,
+    queued_bytes: Count32,
+    limit: Count32,
     kicked: Cell<bool>,
     close: Cell<CloseMode>,
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
+}
+
+/// A byte count kept in 32 bits: this state exists once per connection, 100K times over.
+struct Count32(Cell<u32>);
+
+impl Count32 {
+    fn new(value: usize) -> Self {
+        Count32(Cell::new(u32::try_from(value).unwrap_or(u32::MAX)))
+    }
+
+    fn get(&self) -> usize {
+        self.0.get() as usize
+    }
+
+    fn set(&self, value: usize) {
+        self.0.set(u32::try_from(value).unwrap_or(u32::MAX));
+    }
 }
 
 /// A push that would exceed the queue bound; the connection is being closed.
@@ -50,12 +67,12 @@ impl Outbox {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
             fd: Cell::new(-1),
-            sent_of_head: Cell::new(0),
-            queued_bytes: Cell::new(0),
-            limit: Cell::new(limit),
+            sent_of_head: Count32::new(0),
+            queued_bytes: Count32::new(0),
+            limit: Count32::new(limit),
             kicked: Cell::new(false),
             close: Cell::new(CloseMode::Open),
-            waker: RefCell::new(None),
+            waker: Cell::new(None),
         }
     }
 
@@ -179,17 +196,18 @@ impl Outbox {
 
     /// Remembers the task's waker for the next kick.
     pub fn register(&self, waker: &Waker) {
-        let mut slot = self.waker.borrow_mut();
-        match slot.as_ref() {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
+        let kept = match self.waker.take() {
+            Some(w) if w.will_wake(waker) => w,
+            _ => waker.clone(),
+        };
+        self.waker.set(Some(kept));
     }
 
     fn kick(&self) {
         if !self.kicked.replace(true) {
-            if let Some(w) = self.waker.borrow().as_ref() {
+            if let Some(w) = self.waker.take() {
                 w.wake_by_ref();
+                self.waker.set(Some(w));
             }
         }
     }

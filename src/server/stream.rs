@@ -60,96 +60,117 @@ fn flush(worker: &Worker, fd: i32, state: &ConnState) -> io::Result<bool> {
     Ok(true)
 }
 
+/// What a connection's loop may wait for besides readability (boxed: rarely needed).
+struct Waits<W> {
+    /// Write readiness, only while the socket is full.
+    writable: Option<std::pin::Pin<Box<W>>>,
+    /// The end of the close handshake's grace period, once our close frame is out.
+    close_deadline: Option<std::pin::Pin<Box<monoio::time::Sleep>>>,
+    /// The socket did not take everything queued.
+    write_blocked: bool,
+    /// The peer has not closed its side.
+    read_open: bool,
+}
+
 /// Drives `stream` with `handler` until either side ends the connection.
-pub async fn drive<H: Handler>(
-    worker: &Rc<Worker>,
-    stream: &TcpStream,
-    state: &Rc<ConnState>,
-    handler: &mut H,
-) {
-    let fd = stream.as_raw_fd();
-    let mut readable = pin!(stream.readable(false));
-    // Created only while a write waits for room: an idle connection keeps one poll in flight.
-    let mut writable = None;
-    let mut write_blocked = false;
-    let mut read_open = true;
-    let mut close_deadline: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
-    loop {
-        match state.outbox.close_mode() {
-            CloseMode::Now => return,
-            CloseMode::Open | CloseMode::AfterFlush => {}
-        }
-        if !write_blocked {
-            match flush(worker, fd, state) {
-                Ok(true) => {}
-                Ok(false) => write_blocked = true,
-                Err(_) => return,
+#[allow(clippy::manual_async_fn)] // an `async fn` would store every argument twice
+pub fn drive<'a, H: Handler>(
+    worker: &'a Rc<Worker>,
+    stream: &'a TcpStream,
+    state: &'a Rc<ConnState>,
+    handler: &'a mut H,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let fd = stream.as_raw_fd();
+        let mut readable = pin!(stream.readable(false));
+        let mut waits = Waits {
+            writable: None,
+            close_deadline: None,
+            write_blocked: false,
+            read_open: true,
+        };
+        loop {
+            match state.outbox.close_mode() {
+                CloseMode::Now => return,
+                CloseMode::Open | CloseMode::AfterFlush => {}
             }
-        }
-        if !write_blocked && state.outbox.close_mode() == CloseMode::AfterFlush {
-            if handler.finished() || !read_open {
-                return;
-            }
-            if close_deadline.is_none() {
-                close_deadline = Some(Box::pin(monoio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
-            }
-        }
-        let wake = poll_fn(|cx| {
-            if state.outbox.take_kick() {
-                return Poll::Ready(Wake::Kick);
-            }
-            if read_open {
-                if let Poll::Ready(r) = readable.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Readable(r));
-                }
-            }
-            if write_blocked {
-                let pending = writable.get_or_insert_with(|| Box::pin(stream.writable(false)));
-                if let Poll::Ready(r) = pending.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Writable(r));
-                }
-            }
-            if let Some(deadline) = close_deadline.as_mut() {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timeout);
-                }
-            }
-            state.outbox.register(cx.waker());
-            Poll::Pending
-        })
-        .await;
-        match wake {
-            Wake::Kick => {}
-            Wake::Timeout => return,
-            Wake::Writable(r) => {
-                if r.is_err() {
-                    return;
-                }
-                writable = None;
-                write_blocked = false;
-            }
-            Wake::Readable(r) => {
-                if r.is_err() {
-                    return;
-                }
-                readable.set(stream.readable(false));
-                let mut scratch = worker.scratch.borrow_mut();
-                match sys::recv_nonblocking(fd, &mut scratch) {
-                    Ok(Transfer::Done(0)) => {
-                        read_open = false;
-                        drop(scratch);
-                        let keep_writing = handler.on_eof(state);
-                        if !keep_writing && state.outbox.close_mode() == CloseMode::Open {
-                            // The peer vanished without a close handshake.
-                            return;
-                        }
-                    }
-                    Ok(Transfer::Done(n)) => {
-                        state.keepalive.borrow_mut().on_activity(worker.now_ms());
-                        handler.on_data(&scratch[..n], state);
-                    }
-                    Ok(Transfer::WouldBlock) => {}
+            if !waits.write_blocked {
+                match flush(worker, fd, state) {
+                    Ok(true) => {}
+                    Ok(false) => waits.write_blocked = true,
                     Err(_) => return,
+                }
+            }
+            if waits.write_blocked && waits.writable.is_none() {
+                waits.writable = Some(Box::pin(stream.writable(false)));
+            }
+            if !waits.write_blocked && state.outbox.close_mode() == CloseMode::AfterFlush {
+                if handler.finished() || !waits.read_open {
+                    return;
+                }
+                if waits.close_deadline.is_none() {
+                    waits.close_deadline =
+                        Some(Box::pin(monoio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
+                }
+            }
+            // The closure captures three references: its size is part of every idle
+            // connection's future.
+            let wake = poll_fn(|cx| {
+                if state.outbox.take_kick() {
+                    return Poll::Ready(Wake::Kick);
+                }
+                if waits.read_open {
+                    if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Readable(r));
+                    }
+                }
+                if let Some(pending) = waits.writable.as_mut() {
+                    if let Poll::Ready(r) = pending.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Writable(r));
+                    }
+                }
+                if let Some(deadline) = waits.close_deadline.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Timeout);
+                    }
+                }
+                state.outbox.register(cx.waker());
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Kick => {}
+                Wake::Timeout => return,
+                Wake::Writable(r) => {
+                    if r.is_err() {
+                        return;
+                    }
+                    waits.writable = None;
+                    waits.write_blocked = false;
+                }
+                Wake::Readable(r) => {
+                    if r.is_err() {
+                        return;
+                    }
+                    readable.set(stream.readable(false));
+                    let mut scratch = worker.scratch.borrow_mut();
+                    match sys::recv_nonblocking(fd, &mut scratch) {
+                        Ok(Transfer::Done(0)) => {
+                            waits.read_open = false;
+                            drop(scratch);
+                            let keep_writing = handler.on_eof(state);
+                            if !keep_writing && state.outbox.close_mode() == CloseMode::Open {
+                                // The peer vanished without a close handshake.
+                                return;
+                            }
+                        }
+                        Ok(Transfer::Done(n)) => {
+                            state.keepalive.borrow_mut().on_activity(worker.now_ms());
+                            handler.on_data(&scratch[..n], state);
+                        }
+                        Ok(Transfer::WouldBlock) => {}
+                        Err(_) => return,
+                    }
                 }
             }
         }

@@ -382,7 +382,7 @@ fn websocket_task(
     state: Rc<ConnState>,
 ) -> impl std::future::Future<Output = ()> {
     let ws = super::ws::start(&worker, up, id, &state);
-    super::ws::run(worker, ws, id, state)
+    super::ws::run(ws, state)
 }
 
 /// Forgets a finished connection: its subscriptions, its slab entry, its counts.

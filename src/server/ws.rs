@@ -143,13 +143,10 @@ pub fn start(worker: &Rc<Worker>, up: Upgraded, conn: usize, state: &ConnState) 
 /// block: the long-lived future holds `ws` once (an `async fn` would keep a second copy of
 /// its by-value arguments), which matters for 100K mostly idle connections.
 #[allow(clippy::manual_async_fn)] // see the doc comment: an async fn would double `ws`
-pub fn run(
-    worker: Rc<Worker>,
-    mut ws: WsConnection,
-    id: usize,
-    state: Rc<ConnState>,
-) -> impl std::future::Future<Output = ()> {
+pub fn run(mut ws: WsConnection, state: Rc<ConnState>) -> impl std::future::Future<Output = ()> {
     async move {
+        let worker = ws.handler.worker.clone();
+        let id = ws.handler.conn;
         drive(&worker, &ws.stream, &state, &mut ws.handler).await;
         WorkerStats::sub(&worker.stats().websockets, 1);
         drop(ws);
