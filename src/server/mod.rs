@@ -226,8 +226,28 @@ fn start_registry(
     Ok(())
 }
 
+/// Fails when something already listens on `addr`. The workers bind with `SO_REUSEPORT`,
+/// which would otherwise quietly share the port with another server (of the same user) and
+/// split the connections between the two.
+fn ensure_port_free(addr: std::net::SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e} (is another server running there?)"),
+        )
+    })
+}
+
 /// Starts the sequencer and the workers and returns once all of them listen.
 pub fn start(config: ServerConfig) -> io::Result<Running> {
+    ensure_port_free(config.listen)?;
+    ensure_port_free(config.tcp_listen)?;
     let workers = config.workers;
     let mut senders = Vec::with_capacity(workers);
     let mut receivers = Vec::with_capacity(workers);
