@@ -17,7 +17,7 @@ T=${3:-100}
 OUT=${OUT:-benches/results/$(date +%F)-$(hostname -s)}
 mkdir -p "$OUT"
 BIN=target/release/matchstream
-[ -x "$BIN" ] || cargo build --release --bin matchstream
+cargo build --release --bin matchstream 2>/dev/null
 if ! command -v nginx >/dev/null || ! ls /usr/lib/nginx/modules/ngx_nchan_module.so >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan

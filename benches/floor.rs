@@ -259,8 +259,23 @@ fn receiver(
 ) -> u64 {
     unshare_files();
     let mut fds = Vec::with_capacity(pairs);
-    for _ in 0..pairs {
+    for i in 0..pairs {
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        // Two source addresses per group, the port picked at connect() (cheap while each
+        // address's port range is at most a third full).
+        let [a, b, c, d] = source.octets();
+        let source = Ipv4Addr::new(a, b, c, d + (i % 2) as u8);
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
         s.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())
             .expect("bind source");
         s.connect(&addr.into()).expect("connect");
@@ -351,7 +366,7 @@ fn main() {
         let addr = listener.local_addr().unwrap();
         let lfd = listener.as_raw_fd();
         let drained = Arc::new(Drained::default());
-        let source = Ipv4Addr::new(127, 0, 0, 2 + (g % 253) as u8);
+        let source = Ipv4Addr::new(127, 0, 0, 2 + (2 * g % 252) as u8);
         let (f, d) = (frame.clone(), drained.clone());
         let (rounds, batch) = (o.rounds, o.batch);
         let s = std::thread::spawn(move || sender(lfd, n, rounds, batch, f, d));

@@ -19,7 +19,7 @@ FLOOR_ROUNDS=${FLOOR_ROUNDS:-20}
 OUT=${OUT:-benches/results/$(date +%F)-$(hostname -s)}
 mkdir -p "$OUT"
 BIN=target/release/matchstream
-[ -x "$BIN" ] || cargo build --release --bin matchstream
+cargo build --release --bin matchstream 2>/dev/null
 # Build the floor before anything runs (a build during the run would be noise).
 cargo bench --bench floor --no-run 2>/dev/null
 
@@ -32,17 +32,37 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-PORT=$(free_port)
-TPORT=$(free_port)
 TOKEN=bench-$RANDOM
-SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data --admin-token $TOKEN"
-echo "+ $SERVE_CMD"
-$SERVE_CMD >"$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 100); do grep -q 'listening' "$TMP/serve.log" && break; sleep 0.1; done
-grep 'listening' "$TMP/serve.log"
+start_server() {
+    PORT=$(free_port)
+    TPORT=$(free_port)
+    SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN"
+    echo "+ $SERVE_CMD"
+    $SERVE_CMD >"$TMP/serve.log" 2>&1 &
+    SPID=$!
+    for _ in $(seq 100); do grep -q 'listening' "$TMP/serve.log" && break; sleep 0.1; done
+    grep 'listening' "$TMP/serve.log"
+}
+stop_server() {
+    kill "$SPID"
+    wait "$SPID" 2>/dev/null || true
+    SPID=
+    sleep 5 # TIME_WAIT and memory settle
+}
 
-# 1. The verified run: every watcher must get the status, every event in order, then `stop`.
+# 1. Idle memory, on a fresh server (a server that already held 100K connections has its
+#    allocator's pages and would show only growth): hold CLIENTS connections, RSS and kernel
+#    memory deltas per connection.
+start_server
+IDLE_CMD="$BIN load --server http://127.0.0.1:$PORT --idle --clients $CLIENTS --hold 5 --server-pid $SPID --report $OUT/idle-100k.json"
+echo "+ $IDLE_CMD"
+$IDLE_CMD >/dev/null 2>"$TMP/idle.err" || { echo "idle run failed:"; tail -5 "$TMP/idle.err"; }
+grep -E 'rss_bytes_per|slab' "$OUT/idle-100k.json" || true
+stop_server
+
+# 2. The verified run, on a fresh server: every watcher must get the status, every event in
+#    order, then `stop`.
+start_server
 LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/100k.json --svg $OUT/100k.svg"
 echo "+ $LOAD_CMD"
 set +e
@@ -51,16 +71,7 @@ LOAD_RC=${PIPESTATUS[0]}
 set -e
 grep '^load:' "$TMP/load.err" | tee "$OUT/100k-plan.txt" || true
 echo "verified run exit status: $LOAD_RC"
-sleep 5
-
-# 2. Idle memory: hold CLIENTS connections, RSS and kernel memory deltas per connection.
-IDLE_CMD="$BIN load --server http://127.0.0.1:$PORT --idle --clients $CLIENTS --hold 5 --server-pid $SPID --report $OUT/idle-100k.json"
-echo "+ $IDLE_CMD"
-$IDLE_CMD >/dev/null 2>"$TMP/idle.err" || { echo "idle run failed:"; tail -5 "$TMP/idle.err"; }
-kill "$SPID"
-wait "$SPID" 2>/dev/null || true
-SPID=
-sleep 5
+stop_server
 
 # 3. The floor, same box, same run.
 FLOOR_CMD="cargo bench --bench floor -- --pairs $CLIENTS --rounds $FLOOR_ROUNDS --out $OUT/floor-100k.json"
