@@ -24,6 +24,9 @@ if ! command -v nginx >/dev/null || ! ls /usr/lib/nginx/modules/ngx_nchan_module
 fi
 # Debian starts its own nginx on port 80 after install; leave it alone (we use our own conf).
 
+NCHAN_CMD="(see $OUT/nchan.json)"; MS_CMD="(see $OUT/matchstream.json)"
+FLOOR_CMD="cargo bench --bench floor -- --pairs $N --rounds $E --out $OUT/floor-nchan.json"
+if [ "${TABLE_ONLY:-0}" != 1 ]; then
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -106,6 +109,8 @@ FLOOR_CMD="cargo bench --bench floor -- --pairs $N --rounds $E --out $OUT/floor-
 echo "+ $FLOOR_CMD"
 $FLOOR_CMD >/dev/null
 
+fi
+
 # ---- the table ------------------------------------------------------------------------------
 python3 - "$OUT" "$N" "$E" "$T" "$NCHAN_CMD" "$MS_CMD" "$FLOOR_CMD" <<'PY'
 import json, sys, datetime, platform, subprocess
@@ -134,13 +139,14 @@ def row(name, j):
         "user_s": None if user is None else user / 1e6,
         "per": per, "ratio": None if per is None else per / fl,
     }
+model = subprocess.getoutput("lscpu | sed -n 's/^Model name: *//p'")
 rows = [row("nchan (nginx 2 workers)", r["nchan"]), row("matchstream (2 workers)", r["matchstream"])]
 f = lambda v, fmt: "-" if v is None else fmt.format(v)
 lines = [
     f"# matchstream vs nchan — {datetime.date.today()}",
     "",
     f"Machine: {platform.node()}, {subprocess.getoutput('nproc')} cores, "
-    f"{subprocess.getoutput(\"lscpu | sed -n 's/^Model name: *//p'\")}, kernel {platform.release()}. "
+    f"{model}, kernel {platform.release()}. "
     f"Same harness (`matchstream load`), same run: N = {n} WebSocket watchers, E = {e} events, one every {t} ms; "
     "server and harness share the box's 2 cores.",
     "",
@@ -171,19 +177,22 @@ def cmp(label, mv, nv, lower_better=True, unit=""):
     return f"* {label}: **{win}** ahead by {factor:.2f}× (matchstream {mv:,.2f}{unit}, nchan {nv:,.2f}{unit})."
 lines += [
     cmp("CPU per delivered frame", a["per"], b["per"], unit=" µs"),
-    cmp("fan-out latency p50", a["p50"], b["p50"], unit=" µs"),
-    cmp("fan-out latency p99", a["p99"], b["p99"], unit=" µs"),
+    cmp("fan-out latency p50", a["p50"] and a["p50"] / 1000, b["p50"] and b["p50"] / 1000, unit=" ms"),
+    cmp("fan-out latency p99", a["p99"] and a["p99"] / 1000, b["p99"] and b["p99"] / 1000, unit=" ms"),
     cmp("frames/s within one event's fan-out", a["fps"], b["fps"], lower_better=False),
     cmp("server user memory per connection", a["rss"], b["rss"], unit=" B"),
     cmp("kernel memory per connection (both ends)", a["kern"], b["kern"], unit=" B"),
 ]
 lines += ["", "Commands (in this order, one script: `bash benches/compare_nchan.sh " + f"{n} {e} {t}`):", "", "```",
-          nchan_cmd, ms_cmd, floor_cmd, "```", "",
+          r["nchan"].get("command", nchan_cmd), r["matchstream"].get("command", ms_cmd), floor_cmd,
+          "```", "", "The matchstream server ran as `matchstream serve --workers 2 --listen 127.0.0.1:PORT "
+          "--tcp-listen 127.0.0.1:PORT2 --data-dir TMP --admin-token bench`; nginx with the generated "
+          "conf (2 workers, `nchan_publisher` at `/pub/<ch>`, `nchan_subscriber websocket` at `/sub/<ch>`).", "",
           "Notes: nchan's CPU and RSS are nginx's master + 2 workers summed (`--server-pid` repeated); RSS deltas",
           "count pages first touched during the run (shared memory included). Kernel memory is the box's",
           "`Slab` + TCP buffer pages (`/proc/net/sockstat`) delta ÷ connections, so both ends of each loopback",
           "connection (the harness's end is the same in both runs). nchan's payloads are `{\"n\":K,\"run\":R}`",
-          "(~20 B), matchstream's are full event frames (~120 B), the floor's a ~200 B goal frame: at these",
+          "(~20 B), matchstream's are full event frames (~120 B), the floor's a 132 B goal frame: at these",
           "sizes the copy is not what costs.", ""]
 open(f"{out}/nchan.md", "w").write("\n".join(lines))
 print("\n".join(lines))

@@ -14,6 +14,9 @@
 //! the rounds, divided by the frames delivered, is the floor; on loopback it includes the
 //! kernel's receive path into the peer socket, as the server's own CPU does.
 //!
+//! `--mode sendmsg` sends with one `sendmsg(MSG_DONTWAIT)` syscall per socket instead (what a
+//! server that writes straight to the socket pays): the difference is the per-syscall cost.
+//!
 //! Run: `cargo bench --bench floor -- --pairs 10000 --rounds 30` (or `FLOOR_PAIRS`,
 //! `FLOOR_ROUNDS`, `FLOOR_BATCH`). Prints one JSON object on stdout; `--out FILE` also writes
 //! it there.
@@ -39,6 +42,9 @@ const RESERVED_FDS: u64 = 256;
 const RECV_BUF: usize = 1024;
 
 struct Options {
+    /// `uring` (one `Send` SQE per socket, batched) or `sendmsg` (one `sendmsg(MSG_DONTWAIT)`
+    /// syscall per socket, what a server that writes directly does).
+    mode: Mode,
     pairs: usize,
     rounds: usize,
     batch: usize,
@@ -57,6 +63,7 @@ fn options() -> Options {
         rounds: env("FLOOR_ROUNDS", 30),
         batch: env("FLOOR_BATCH", 4096),
         out: None,
+        mode: Mode::Uring,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -68,6 +75,13 @@ fn options() -> Options {
             "--rounds" => o.rounds = num().expect("--rounds E"),
             "--batch" => o.batch = num().expect("--batch B"),
             "--out" => o.out = Some(val.expect("--out FILE")),
+            "--mode" => {
+                o.mode = match val.as_deref() {
+                    Some("uring") => Mode::Uring,
+                    Some("sendmsg") => Mode::Sendmsg,
+                    _ => panic!("--mode uring|sendmsg"),
+                }
+            }
             // `cargo bench` adds `--bench`; anything else unknown is ignored too.
             _ => {
                 i += 1;
@@ -146,6 +160,12 @@ fn unshare_files() {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Uring,
+    Sendmsg,
+}
+
 /// What the receiver has drained, and a way to wait for it.
 #[derive(Default)]
 struct Drained {
@@ -160,6 +180,7 @@ struct SenderResult {
 }
 
 fn sender(
+    mode: Mode,
     listener: RawFd,
     pairs: usize,
     rounds: usize,
@@ -199,7 +220,22 @@ fn sender(
     let cpu0 = thread_cpu_us();
     for r in 0..rounds {
         let start = Instant::now();
-        for chunk in fds.chunks(batch) {
+        if mode == Mode::Sendmsg {
+            for &fd in &fds {
+                // SAFETY: a valid socket and a live buffer of frame.len() bytes.
+                let n = unsafe {
+                    libc::send(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                assert_eq!(n as u64, frame_len, "send: {}", io::Error::last_os_error());
+            }
+            sent += fds.len() as u64;
+        }
+        for chunk in fds.chunks(batch).filter(|_| mode == Mode::Uring) {
             {
                 let mut sq = ring.submission();
                 for (i, &fd) in chunk.iter().enumerate() {
@@ -369,7 +405,8 @@ fn main() {
         let source = Ipv4Addr::new(127, 0, 0, 2 + (2 * g % 252) as u8);
         let (f, d) = (frame.clone(), drained.clone());
         let (rounds, batch) = (o.rounds, o.batch);
-        let s = std::thread::spawn(move || sender(lfd, n, rounds, batch, f, d));
+        let mode = o.mode;
+        let s = std::thread::spawn(move || sender(mode, lfd, n, rounds, batch, f, d));
         let expect = n as u64 * rounds as u64 * frame_len;
         let r = std::thread::spawn(move || receiver(addr, source, n, expect, frame_len, drained));
         // The threads' private tables hold their own copies of the listener.
@@ -394,6 +431,7 @@ fn main() {
         "floor_cpu_us_per_delivery": send_cpu as f64 / deliveries,
         "floor_recv_cpu_us_per_delivery": recv_cpu as f64 / deliveries,
         "floor_total_cpu_us_per_delivery": (send_cpu + recv_cpu) as f64 / deliveries,
+        "mode": format!("{:?}", o.mode).to_lowercase(),
         "pairs": o.pairs,
         "rounds": o.rounds,
         "deliveries": sent,
