@@ -36,8 +36,9 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
     }
     let (threads, sources) = (plan.threads, plan.sources);
     let progress = Arc::new(Progress::default());
-    let rss_before = args.server_pid.and_then(procfs::rss_bytes);
+    let rss_before = procfs::rss_bytes_sum(&args.server_pid);
     let kernel_before = procfs::tcp_kernel_bytes();
+    let slab_before = procfs::kernel_slab_bytes();
     let started = Instant::now();
     let mut handles = Vec::new();
     for t in 0..threads {
@@ -65,8 +66,9 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
     let connected = progress.connected.load(Ordering::Acquire);
     let failed = progress.failed.load(Ordering::Acquire);
     std::thread::sleep(Duration::from_secs(args.tuning.hold));
-    let rss_after = args.server_pid.and_then(procfs::rss_bytes);
+    let rss_after = procfs::rss_bytes_sum(&args.server_pid);
     let kernel_after = procfs::tcp_kernel_bytes();
+    let slab_after = procfs::kernel_slab_bytes();
     let still_open = progress.connected.load(Ordering::Acquire);
     progress.stop.store(true, Ordering::Release);
     for h in handles {
@@ -91,6 +93,7 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
         "server_rss_after_bytes": rss_after,
         "server_rss_bytes_per_connection": per_conn(rss_before, rss_after),
         "kernel_tcp_bytes_per_connection_both_ends": per_conn(kernel_before, kernel_after),
+        "kernel_slab_bytes_per_connection_both_ends": per_conn(slab_before, slab_after),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "version": env!("CARGO_PKG_VERSION"),
     });

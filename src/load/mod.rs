@@ -78,9 +78,11 @@ pub struct LoadArgs {
     /// Idle mode: connect, hold `--hold` seconds, measure memory; no match.
     #[arg(long)]
     pub idle: bool,
-    /// PID of the server, to read its memory and CPU use.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the server, to read its memory and CPU use. Repeat it (or give a comma-separated
+    /// list) for a server made of several processes, e.g. nginx's workers: their RSS and CPU
+    /// are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Where to write the JSON report.
     #[arg(long)]
     pub report: Option<PathBuf>,

@@ -23,6 +23,34 @@ pub fn cpu_us(pid: u32) -> Option<(u64, u64)> {
     Some((utime * 1_000_000 / ticks, stime * 1_000_000 / ticks))
 }
 
+/// Summed RSS of `pids` (a server made of several processes); `None` when `pids` is empty
+/// or one of them cannot be read.
+pub fn rss_bytes_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_bytes(p)).sum()
+}
+
+/// Summed user and system CPU time of `pids`, µs; `None` as for [`rss_bytes_sum`].
+pub fn cpu_us_sum(pids: &[u32]) -> Option<(u64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0, 0), |(u, s), &p| {
+        let (pu, ps) = cpu_us(p)?;
+        Some((u + pu, s + ps))
+    })
+}
+
+/// Kernel slab memory (`Slab:` of `/proc/meminfo`), bytes: where socket, file and inode
+/// objects of idle connections live.
+pub fn kernel_slab_bytes() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Slab:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// Kernel memory held by TCP sockets, bytes (from `/proc/net/sockstat`, in pages).
 pub fn tcp_kernel_bytes() -> Option<u64> {
     let text = fs::read_to_string("/proc/net/sockstat").ok()?;
@@ -46,5 +74,10 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(cpu_us(pid).is_some());
+        let two = rss_bytes_sum(&[pid, pid]).unwrap();
+        assert!(two >= rss_bytes(pid).unwrap());
+        assert!(cpu_us_sum(&[pid]).is_some());
+        assert!(rss_bytes_sum(&[]).is_none());
+        assert!(kernel_slab_bytes().unwrap() > 0);
     }
 }

@@ -165,8 +165,14 @@ pub struct ServerUse {
     pub rss_end: Option<u64>,
     /// User + system CPU while events were published and delivered, µs.
     pub cpu_during_delivery_us: Option<u64>,
+    /// The user part of `cpu_during_delivery_us`, µs.
+    pub cpu_user_during_delivery_us: Option<u64>,
     /// The harness's own CPU over the same time, µs (is the harness the bottleneck?).
     pub harness_cpu_during_delivery_us: Option<u64>,
+    /// Kernel slab + TCP buffer memory of the whole box before the watchers connected, bytes.
+    pub kernel_before: Option<u64>,
+    /// The same once every watcher was ready, bytes.
+    pub kernel_ready: Option<u64>,
 }
 
 /// One sample of the run over time.
@@ -263,6 +269,10 @@ pub fn to_json(data: &RunData) -> Value {
         (Some(b), Some(r)) if t.connected > 0 => Some(r.saturating_sub(b) as f64 / connected),
         _ => None,
     };
+    let kernel_per_conn = match (data.server.kernel_before, data.server.kernel_ready) {
+        (Some(b), Some(r)) if t.connected > 0 => Some(r.saturating_sub(b) as f64 / connected),
+        _ => None,
+    };
     let cpu_per_delivery = data
         .server
         .cpu_during_delivery_us
@@ -319,6 +329,7 @@ pub fn to_json(data: &RunData) -> Value {
         "frames_per_s": window_s.filter(|&w| w > 0.0).map(|w| t.deliveries as f64 / w),
         "server_rss_bytes_per_connection": rss_per_conn,
         "server_cpu_us_per_delivery": cpu_per_delivery,
+        "kernel_bytes_per_connection_both_ends": kernel_per_conn,
         "harness_cpu_us_per_delivery": harness_cpu_per_delivery,
         "peak_event_frames_per_s": peak_fps,
         "server": data.server,

@@ -182,7 +182,7 @@ fn watch_target(args: &LoadArgs) -> io::Result<(std::net::SocketAddr, String, St
 struct Monitor<'a> {
     progress: &'a Progress,
     clients: usize,
-    pid: Option<u32>,
+    pids: &'a [u32],
     origin: Instant,
     timeline: Vec<Sample>,
     last_sample: Option<Instant>,
@@ -207,7 +207,7 @@ impl Monitor<'_> {
             connected: p.connected.load(Ordering::Relaxed),
             open: p.open.load(Ordering::Relaxed),
             deliveries: p.deliveries.load(Ordering::Relaxed),
-            rss: self.pid.and_then(procfs::rss_bytes),
+            rss: procfs::rss_bytes_sum(self.pids),
         };
         self.timeline.push(s);
         if self.quiet || (!self.tty && now - self.last_line < Duration::from_secs(5)) {
@@ -234,6 +234,11 @@ impl Monitor<'_> {
         }
         let _ = io::stderr().flush();
     }
+}
+
+/// Kernel memory that grows with connections: slab (sockets, files) + TCP buffer pages.
+fn kernel_bytes() -> Option<u64> {
+    Some(procfs::kernel_slab_bytes()? + procfs::tcp_kernel_bytes()?)
 }
 
 /// Runs once with `clients` watchers (`run_index` picks fresh matches for ramp steps).
@@ -278,7 +283,8 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
         );
     }
     let mut server = ServerUse {
-        rss_before: args.server_pid.and_then(procfs::rss_bytes),
+        rss_before: procfs::rss_bytes_sum(&args.server_pid),
+        kernel_before: kernel_bytes(),
         ..ServerUse::default()
     };
     let threads: Vec<_> = (0..plan.threads)
@@ -293,7 +299,7 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
     let mut mon = Monitor {
         progress: &progress,
         clients,
-        pid: args.server_pid,
+        pids: &args.server_pid,
         origin,
         timeline: Vec::new(),
         last_sample: None,
@@ -312,8 +318,9 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
         std::thread::sleep(Duration::from_millis(10));
     }
     let connect_secs = connect_start.elapsed().as_secs_f64();
-    server.rss_ready = args.server_pid.and_then(procfs::rss_bytes);
-    let cpu_before = args.server_pid.and_then(procfs::cpu_us);
+    server.rss_ready = procfs::rss_bytes_sum(&args.server_pid);
+    server.kernel_ready = kernel_bytes();
+    let cpu_before = procfs::cpu_us_sum(&args.server_pid);
     let own_cpu_before = procfs::cpu_us(std::process::id());
     // Phase 2: publish (in its own thread, so this one keeps sampling), then drain.
     let publisher = target.map(|target| {
@@ -351,9 +358,13 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
         std::thread::sleep(Duration::from_millis(5));
     }
     progress.stop.store(true, Ordering::Release);
-    let cpu_after = args.server_pid.and_then(procfs::cpu_us);
+    let cpu_after = procfs::cpu_us_sum(&args.server_pid);
     server.cpu_during_delivery_us = match (cpu_before, cpu_after) {
         (Some(b), Some(a)) => Some((a.0 + a.1).saturating_sub(b.0 + b.1)),
+        _ => None,
+    };
+    server.cpu_user_during_delivery_us = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => Some(a.0.saturating_sub(b.0)),
         _ => None,
     };
     server.harness_cpu_during_delivery_us =
@@ -361,7 +372,7 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
             (Some(b), Some(a)) => Some((a.0 + a.1).saturating_sub(b.0 + b.1)),
             _ => None,
         };
-    server.rss_end = args.server_pid.and_then(procfs::rss_bytes);
+    server.rss_end = procfs::rss_bytes_sum(&args.server_pid);
     mon.last_sample = None;
     mon.tick("done");
     let timeline = std::mem::take(&mut mon.timeline);

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The 100K run: one `matchstream serve` process with enough workers for this box's
+# 20K-per-process open-files limit (each worker has a private fd table: 6 × ~19,900 ≥ 100K),
+# 100,000 verified WebSocket watchers through the whole sample match replayed fast, then the
+# idle memory of 100,000 held connections, and the raw io_uring floor (benches/floor.rs) in the
+# same run. Writes benches/results/<date>-<host>/{100k.json,100k.svg,idle-100k.json,
+# floor-100k.json,README.md}. Not run by CI (minutes, ~3 GiB of memory, 200K loopback sockets).
+#
+#   bash benches/run_100k.sh [CLIENTS=100000] [SPEED=20] [WORKERS=6]
+#
+# A scaled-down version runs in the tests: tests/harness.rs
+# (`the_real_server_delivers_a_replayed_match_to_every_watcher`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${1:-100000}
+SPEED=${2:-20}
+WORKERS=${3:-6}
+FLOOR_ROUNDS=${FLOOR_ROUNDS:-20}
+OUT=${OUT:-benches/results/$(date +%F)-$(hostname -s)}
+mkdir -p "$OUT"
+BIN=target/release/matchstream
+cargo build --release --bin matchstream 2>/dev/null
+# Build the floor before anything runs (a build during the run would be noise).
+cargo bench --bench floor --no-run 2>/dev/null
+
+TMP=$(mktemp -d)
+SPID=
+cleanup() {
+    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+TOKEN=bench-$RANDOM
+start_server() {
+    PORT=$(free_port)
+    TPORT=$(free_port)
+    SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN"
+    echo "+ $SERVE_CMD"
+    $SERVE_CMD >"$TMP/serve.log" 2>&1 &
+    SPID=$!
+    for _ in $(seq 100); do grep -q 'listening' "$TMP/serve.log" && break; sleep 0.1; done
+    grep 'listening' "$TMP/serve.log"
+}
+stop_server() {
+    kill "$SPID"
+    wait "$SPID" 2>/dev/null || true
+    SPID=
+    sleep 5 # TIME_WAIT and memory settle
+}
+
+# 1. Idle memory, on a fresh server (a server that already held 100K connections has its
+#    allocator's pages and would show only growth): hold CLIENTS connections, RSS and kernel
+#    memory deltas per connection.
+start_server
+IDLE_CMD="$BIN load --server http://127.0.0.1:$PORT --idle --clients $CLIENTS --hold 5 --server-pid $SPID --report $OUT/idle-100k.json"
+echo "+ $IDLE_CMD"
+$IDLE_CMD >/dev/null 2>"$TMP/idle.err" || { echo "idle run failed:"; tail -5 "$TMP/idle.err"; }
+grep -E 'rss_bytes_per|slab' "$OUT/idle-100k.json" || true
+stop_server
+
+# 2. The verified run, on a fresh server: every watcher must get the status, every event in
+#    order, then `stop`.
+start_server
+LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/100k.json --svg $OUT/100k.svg"
+echo "+ $LOAD_CMD"
+set +e
+$LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/100k.txt"
+LOAD_RC=${PIPESTATUS[0]}
+set -e
+grep '^load:' "$TMP/load.err" | tee "$OUT/100k-plan.txt" || true
+echo "verified run exit status: $LOAD_RC"
+stop_server
+
+# 3. The floor, same box, same run.
+FLOOR_CMD="cargo bench --bench floor -- --pairs $CLIENTS --rounds $FLOOR_ROUNDS --out $OUT/floor-100k.json"
+echo "+ $FLOOR_CMD"
+$FLOOR_CMD >/dev/null 2>"$TMP/floor.err" || { echo "floor failed:"; tail -5 "$TMP/floor.err"; }
+
+# 4. The report.
+python3 - "$OUT" "$SERVE_CMD" "$LOAD_CMD" "$IDLE_CMD" "$FLOOR_CMD" "$("$BIN" --version)" \
+    "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml || echo ' (+ uncommitted changes)')" <<'PY'
+import json, os, sys, subprocess, datetime, platform
+out, serve_cmd, load_cmd, idle_cmd, floor_cmd, version, rev = sys.argv[1:]
+def load(name):
+    try:
+        return json.load(open(f"{out}/{name}"))
+    except Exception as e:
+        return {"error": str(e)}
+r, idle, floor = load("100k.json"), load("idle-100k.json"), load("floor-100k.json")
+sh = lambda c: subprocess.getoutput(c).strip()
+model = sh("lscpu | sed -n 's/^Model name: *//p'")
+mem = sh("free -g | awk '/^Mem:/{print $2}'")
+fl = floor.get("floor_cpu_us_per_delivery")
+per = r.get("server_cpu_us_per_delivery")
+lat = r.get("latency_us", {})
+last = r.get("last_delivery_summary_us", {})
+srv = r.get("server", {})
+f = lambda v, fmt: "-" if v is None else fmt.format(v)
+ms = lambda us: "-" if us is None else f"{us/1000:,.1f} ms"
+plan = r.get("plan", {})
+rows = [
+    ("watchers connected / asked", f"{r.get('connected')} / {r.get('clients')} ({f(r.get('connect_per_s'), '{:,.0f}')} connects/s, plan: {plan.get('threads')} load threads, {plan.get('sources')} source addresses)"),
+    ("verified", f"{'PASS' if r.get('passed') else 'FAIL'}: {r.get('events')} events, {r.get('deliveries'):,} of {r.get('expected_deliveries'):,} deliveries; lost {r.get('lost')}, duplicated {r.get('duplicated')}, reordered {r.get('reordered')}" if 'deliveries' in r else str(r.get('error'))),
+    ("fan-out latency (publish → each watcher)", f"p50 {ms(lat.get('p50'))} · p99 {ms(lat.get('p99'))} · p999 {ms(lat.get('p999'))} · max {ms(lat.get('max'))}"),
+    ("last watcher per event", f"p50 {ms(last.get('p50'))} · p99 {ms(last.get('p99'))} · max {ms(last.get('max'))}"),
+    ("delivered frames/s", f"{f(r.get('peak_event_frames_per_s'), '{:,.0f}')} within one event's fan-out (best event); {f(r.get('frames_per_s'), '{:,.0f}')} averaged over the whole replay"),
+    ("server CPU during delivery", f"{f((srv.get('cpu_during_delivery_us') or 0)/1e6, '{:.2f}')} s (user {f((srv.get('cpu_user_during_delivery_us') or 0)/1e6, '{:.2f}')} s); harness {f((srv.get('harness_cpu_during_delivery_us') or 0)/1e6, '{:.2f}')} s"),
+    ("server CPU per delivery", f"{f(per, '{:.3f}')} µs"),
+    ("floor (raw io_uring Send, same N)", f"{f(fl, '{:.3f}')} µs per delivery ({floor.get('pairs')} pairs × {floor.get('rounds')} rounds of a {floor.get('frame_bytes')}-byte frame; one round's fan-out p50 {ms((floor.get('round_fanout_us') or {}).get('p50'))})"),
+    ("**server CPU per delivery ÷ floor**", f"**{per/fl:.2f}×** (goal ≤ 1.3×)" if per and fl else "-"),
+    ("server user memory per idle watcher", f"{f(idle.get('server_rss_bytes_per_connection'), '{:,.0f}')} B (RSS delta ÷ {idle.get('connected')} held connections; goal ≤ 400 B)"),
+    ("kernel memory per idle connection, both ends", f"{f(idle.get('kernel_slab_bytes_per_connection_both_ends'), '{:,.0f}')} B slab + {f(idle.get('kernel_tcp_bytes_per_connection_both_ends'), '{:,.0f}')} B TCP buffers"),
+    ("server user memory per watching connection", f"{f(r.get('server_rss_bytes_per_connection'), '{:,.0f}')} B (RSS delta at ready, verified run)"),
+]
+lines = [
+    f"# 100K verified watchers on one box — {datetime.date.today()}",
+    "",
+    f"Machine: `{platform.node()}`, {model}, {sh('nproc')} cores, {mem} GiB RAM; kernel {platform.release()}; "
+    f"open files {sh('ulimit -Hn')} per process (hard). {version}, git {rev}. "
+    "Server, harness and floor share the 2 cores (the harness's 100K receivers cost about as much CPU as the server).",
+    "",
+    "| what | measured |",
+    "|---|---|",
+] + [f"| {a} | {b} |" for a, b in rows] + [
+    "",
+    "Commands (one script: `bash benches/run_100k.sh`):",
+    "",
+    "```",
+    serve_cmd, load_cmd, idle_cmd, floor_cmd,
+    "```",
+    "",
+    "Files: `100k.json` (the harness report: per-event last-delivery times, timeline, plan), `100k.svg`,",
+    "`100k.txt` (summary), `idle-100k.json`, `floor-100k.json`.",
+    "",
+]
+open(f"{out}/README.md", "w").write("\n".join(lines))
+print("\n".join(lines))
+PY
+exit "$LOAD_RC"
