@@ -48,14 +48,14 @@ for n in a b c; do
   "$bin" serve --listen "127.0.0.1:$port" --tcp-listen 127.0.0.1:0 --workers 2 \
     --admin-token "$token" --redis "redis://127.0.0.1:$redis_port/0" --node-id "$n" \
     --advertise "ws://127.0.0.1:$port" >"$work/$n.out" 2>"$work/$n.log" &
-  node_pids+=($!); pids+=($!)
-  for _ in $(seq 100); do grep -q '^matchstream listening' "$work/$n.out" && break; sleep 0.1; done
+  node_pids+=($!); pids+=($!); disown $!
+  for _ in $(seq 100); do grep -qs '^matchstream listening' "$work/$n.out" && break; sleep 0.1; done
   urls+=("http://127.0.0.1:$port"); ports+=("$port")
 done
 seq_on() { curl -s --max-time 1 "$1/1/match/$mid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq"])' 2>/dev/null || echo -1; }
 
 : >"$out/events.log"
-log "machine: $(nproc) cores, $(uname -r), $(redis-server --version | grep -o 'v=[^ ]*'), matchstream $("$bin" --version 2>/dev/null | head -1) ($(git rev-parse --short HEAD))"
+log "machine: $(nproc) cores, $(uname -r), $(redis-server --version | grep -o 'v=[^ ]*'), $("$bin" --version 2>/dev/null | head -1) ($(git rev-parse --short HEAD))"
 log "nodes a b c: ${urls[*]} (2 workers each, pids ${node_pids[*]}), redis 127.0.0.1:$redis_port (pid $redis_pid, appendfsync always)"
 
 server_list=$(IFS=,; echo "${urls[*]}")
@@ -70,7 +70,8 @@ for p in "${node_pids[@]}" "$redis_pid"; do cpu0[$p]=$(ticks "$p"); done
 "${cmd[@]}" >"$out/summary.txt" 2>"$out/load.log" &
 load_pid=$!
 
-# Events in the sample: 31. Node b dies once the match is at 10, Redis goes at 20.
+# The match lasts 1094 s / SPEED once `start` is posted: node b dies at 1/3 of it, Redis goes
+# away at 2/3.
 wait_seq() {
   for _ in $(seq 1200); do
     kill -0 "$load_pid" 2>/dev/null || return 1
@@ -79,13 +80,19 @@ wait_seq() {
   done
   return 1
 }
+match_s=$(python3 -c "print(1094/$speed)")
+wait_seq 1 || true
+t_start=$(now)
+until_frac() { python3 -c "import time; time.sleep(max(0, $t_start + $match_s*$1 - time.time()))"; }
 redis_cpu=0
-if wait_seq 10; then
+until_frac 0.333
+if kill -0 "$load_pid" 2>/dev/null; then
   b_cpu=$(( $(ticks "${node_pids[1]}") - cpu0[${node_pids[1]}] ))
   kill -9 "${node_pids[1]}"
   log "kill -9 node b (pid ${node_pids[1]}) at seq $(seq_on "${urls[0]}")"
 fi
-if wait_seq 20; then
+until_frac 0.667
+if kill -0 "$load_pid" 2>/dev/null; then
   if [ "$outage" = stop ]; then
     kill -STOP "$redis_pid"
     log "redis SIGSTOP at seq $(seq_on "${urls[0]}")"
