@@ -5,7 +5,10 @@
 # watcher having every event exactly once (exit 0).
 #   bash benches/cluster_failover.sh [CLIENTS] [SPEED] [OUTDIR]
 # Needs redis-server, redis-cli and a release build (cargo build --release --bins).
-# Env: OUTAGE=restart (default) | stop  (stop = SIGSTOP/SIGCONT: Redis frozen, not restarted)
+# Env: OUTAGE=restart (default) | stop (SIGSTOP/SIGCONT: Redis frozen 3 s, not restarted)
+#      | none (no failures: a steady run, e.g. with EXTRA="--every-ms 20 --events 300" for
+#      300 comments at 50/s; per-node fan-out latency is in the summary);
+#      EXTRA: more `matchstream load` flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-3000}
@@ -62,7 +65,7 @@ server_list=$(IFS=,; echo "${urls[*]}")
 pid_list=$(IFS=,; echo "${node_pids[*]}")
 cmd=("$bin" load --server "$server_list" --reconnect --clients "$clients" --replay sample
   --speed "$speed" --admin-token "$token" --server-pid "$pid_list" --drain 30
-  --report "$out/report.json")
+  --report "$out/report.json" ${EXTRA:-})
 log "command: ${cmd[*]}"
 t0=$(now)
 declare -A cpu0
@@ -85,14 +88,14 @@ wait_seq 1 || true
 t_start=$(now)
 until_frac() { python3 -c "import time; time.sleep(max(0, $t_start + $match_s*$1 - time.time()))"; }
 redis_cpu=0
-until_frac 0.333
-if kill -0 "$load_pid" 2>/dev/null; then
+[ "$outage" = none ] || until_frac 0.333
+if [ "$outage" != none ] && kill -0 "$load_pid" 2>/dev/null; then
   b_cpu=$(( $(ticks "${node_pids[1]}") - cpu0[${node_pids[1]}] ))
   kill -9 "${node_pids[1]}"
   log "kill -9 node b (pid ${node_pids[1]}) at seq $(seq_on "${urls[0]}")"
 fi
-until_frac 0.667
-if kill -0 "$load_pid" 2>/dev/null; then
+[ "$outage" = none ] || until_frac 0.667
+if [ "$outage" != none ] && kill -0 "$load_pid" 2>/dev/null; then
   if [ "$outage" = stop ]; then
     kill -STOP "$redis_pid"
     log "redis SIGSTOP at seq $(seq_on "${urls[0]}")"
@@ -123,7 +126,7 @@ redis_cpu=$(( redis_cpu + $(ticks "$redis_pid") - cpu0[$redis_pid] ))
 {
   echo "exit status: $rc"
   echo "wall: $(printf %.1f "$wall") s (load run, connect to last watcher done)"
-  echo "cpu: redis $(pct "$redis_cpu"), node a $(pct $(( $(ticks "${node_pids[0]}") - cpu0[${node_pids[0]}] ))), node b $(pct "${b_cpu:-0}") (until killed), node c $(pct $(( $(ticks "${node_pids[2]}") - cpu0[${node_pids[2]}] ))) of one core over the run"
+  echo "cpu: redis $(pct "$redis_cpu"), node a $(pct $(( $(ticks "${node_pids[0]}") - cpu0[${node_pids[0]}] ))), node b $(pct "${b_cpu:-$(( $(ticks "${node_pids[1]}") - cpu0[${node_pids[1]}] ))}")${b_cpu:+ (until killed)}, node c $(pct $(( $(ticks "${node_pids[2]}") - cpu0[${node_pids[2]}] ))) of one core over the run"
   echo "redis data after the run: seq $(redis-cli -p "$redis_port" hget "ms:{$mid}:match" seq), stream length $(redis-cli -p "$redis_port" xlen "ms:{$mid}:events")"
 } | tee -a "$out/events.log"
 cat "$out/summary.txt"

@@ -494,6 +494,26 @@ pub fn summary(report: &Value) -> String {
             lat("max")
         ),
     );
+    if let Some(per) = report
+        .get("latency_per_server_us")
+        .and_then(Value::as_object)
+        .filter(|m| m.len() > 1)
+    {
+        for (addr, p) in per {
+            let q = |k: &str| fmt_us(p.get(k).and_then(Value::as_f64).unwrap_or(0.0));
+            line(
+                &mut s,
+                "  on server",
+                format!(
+                    "{addr}: p50 {}  p99 {}  max {}  ({} frames)",
+                    q("p50"),
+                    q("p99"),
+                    q("max"),
+                    p.get("count").and_then(Value::as_u64).unwrap_or(0)
+                ),
+            );
+        }
+    }
     line(
         &mut s,
         "last watcher",

@@ -426,12 +426,19 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
     let timeline = std::mem::take(&mut mon.timeline);
     let lens: Vec<usize> = feeds.iter().map(|f| f.sent_ns.len()).collect();
     let mut latency = LatencyStats::new(&lens);
+    let mut per_server = std::collections::BTreeMap::new();
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(clients);
     for h in threads {
         let r = h
             .join()
             .map_err(|_| io::Error::other("a load thread panicked"))?;
         latency.merge(&r.stats);
+        for (addr, h) in r.per_server {
+            let entry = per_server
+                .entry(addr.to_string())
+                .or_insert_with(super::stats::histogram);
+            let _ = entry.add(&h);
+        }
         outcomes.extend(r.outcomes);
     }
     let tally = report::tally(&feeds, &outcomes);
@@ -442,6 +449,10 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
         "matches": feeds.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
         "plan": plan,
         "server_url": args.server,
+        "latency_per_server_us": per_server
+            .iter()
+            .map(|(a, h)| (a.clone(), json!(super::stats::Percentiles::of(h))))
+            .collect::<serde_json::Map<_, _>>(),
         "server_pid": args.server_pid,
         "ramp_per_s": args.tuning.ramp,
     });

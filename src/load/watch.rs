@@ -149,6 +149,8 @@ pub struct ThreadResult {
     pub outcomes: Vec<Outcome>,
     /// Latency aggregates.
     pub stats: LatencyStats,
+    /// Latency histograms per server the watchers were on when the event arrived.
+    pub per_server: Vec<(SocketAddr, hdrhistogram::Histogram<u64>)>,
 }
 
 struct Ctx {
@@ -157,6 +159,7 @@ struct Ctx {
     indices: Vec<usize>,
     outcomes: RefCell<Vec<Outcome>>,
     stats: RefCell<LatencyStats>,
+    per_server: RefCell<Vec<(SocketAddr, hdrhistogram::Histogram<u64>)>>,
     scratch: RefCell<Vec<u8>>,
     done: Cell<usize>,
 }
@@ -210,6 +213,7 @@ pub fn run_thread(
         indices,
         outcomes: RefCell::new(outcomes),
         stats: RefCell::new(LatencyStats::new(&lens)),
+        per_server: RefCell::new(Vec::new()),
         scratch: RefCell::new(vec![0; 64 * 1024]),
         done: Cell::new(0),
     });
@@ -234,6 +238,7 @@ pub fn run_thread(
     ThreadResult {
         outcomes: ctx.outcomes.into_inner(),
         stats: ctx.stats.into_inner(),
+        per_server: ctx.per_server.into_inner(),
     }
 }
 
@@ -540,6 +545,20 @@ fn on_event(ctx: &Ctx, slot: usize, feed: usize, seq: u64, now_ns: u64) -> Verdi
             let index = (seq - f.base.load(Ordering::Acquire) - 1) as usize;
             let latency = now_ns.saturating_sub(sent);
             ctx.stats.borrow_mut().record(feed, index, latency);
+            let server = ctx.outcomes.borrow()[slot].server;
+            if let (Some(server), true) = (server, ctx.cfg.targets.len() > 1) {
+                let mut per = ctx.per_server.borrow_mut();
+                let at = match per.iter().position(|(a, _)| *a == server) {
+                    Some(i) => i,
+                    None => {
+                        per.push((server, super::stats::histogram()));
+                        per.len() - 1
+                    }
+                };
+                per[at]
+                    .1
+                    .saturating_record(latency.clamp(1, super::stats::MAX_TRACKED_NS));
+            }
         }
     }
     verdict
