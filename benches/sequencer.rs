@@ -51,6 +51,7 @@ fn started_sequencer(dir: &std::path::Path, sync: Synchronous) -> (SequencerHand
         mid: mid.clone(),
         kind,
         data: data.clone(),
+        expect_seq: None,
     };
     call(&h, start);
     (h, mid)
@@ -61,6 +62,7 @@ fn shot(mid: &str) -> Request {
         mid: mid.to_owned(),
         kind: EventKind::Shot,
         data: json!({"team": "tig", "player": 7}),
+        expect_seq: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn play_once(sequencer: &SequencerHandle) -> Option<()> {
                     mid: mid.clone(),
                     kind: *event,
                     data: data.clone(),
+                    expect_seq: None,
                 };
                 match ask(sequencer, request)? {
                     Reply::Api(api) if api.status >= 500 => return None,

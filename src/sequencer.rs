@@ -99,6 +99,9 @@ pub enum Request {
         kind: EventKind,
         /// The event data (a JSON object).
         data: Value,
+        /// Post it only as this event number (`"seq"` in the body): 409 when the match is
+        /// past it already. A publisher retrying after a lost answer can never post twice.
+        expect_seq: Option<u64>,
     },
     /// `DELETE /1/match/{id}`: 200 `{"id"}`, 404; watchers get [`Broadcast::Cancelled`].
     DeleteMatch {

@@ -224,15 +224,25 @@ pub struct Published {
     pub started_ns: u64,
     /// See `started_ns`.
     pub ended_ns: u64,
+    /// Posts sent again after a failure (connection refused or reset, 503, a timeout).
+    pub retries: u64,
+    /// Posts whose answer was lost but which the server had applied (found by the match's
+    /// `seq`, or a 409 to the retry carrying `"seq"`): not posted a second time.
+    pub recovered: u64,
+    /// Times the publisher moved to the next server.
+    pub failovers: u64,
 }
+
+/// How long the publisher keeps trying one event before the run fails.
+pub const POST_GIVE_UP: Duration = Duration::from_secs(120);
 
 /// Where the publisher posts.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// The matchstream admin API: `POST /1/match/{id}/events`.
     Admin {
-        /// The server.
-        server: Url,
+        /// The servers (posts go to the first one until it fails, then the next).
+        servers: Vec<Url>,
         /// The admin token.
         token: String,
     },
@@ -244,18 +254,23 @@ pub enum Target {
 }
 
 /// Posts `plan` to every feed on schedule; sets each feed's send times and final number.
+/// Against the admin API each post carries its expected `seq`, and a failed post (refused,
+/// reset, timed out, 503) is retried with backoff on the next server, after checking the
+/// match's `seq` there: each planned event is posted exactly once.
 pub fn publish(
     target: &Target,
     plan: &[Planned],
     feeds: &[Feed],
     origin: Instant,
 ) -> io::Result<Published> {
-    let mut c = match target {
-        Target::Admin { server, token } => {
-            Client::with_addr(server.addr, &server.host, Some(token.clone()))
-        }
-        Target::Raw { url } => Client::with_addr(url.addr, &url.host, None),
+    let mut clients: Vec<Client> = match target {
+        Target::Admin { servers, token } => servers
+            .iter()
+            .map(|u| Client::with_addr(u.addr, &u.host, Some(token.clone())))
+            .collect(),
+        Target::Raw { url } => vec![Client::with_addr(url.addr, &url.host, None)],
     };
+    let mut current = 0usize;
     let run_id = origin.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
     let start = Instant::now();
     let mut out = Published {
@@ -274,32 +289,32 @@ pub fn publish(
         for feed in feeds {
             let base = feed.base.load(Ordering::Acquire);
             let want = base + i as u64 + 1;
-            let (path, body) = match target {
-                Target::Admin { .. } => (
-                    format!("/1/match/{}/events", feed.id),
-                    json!({ "kind": p.kind, "data": p.data }).to_string(),
-                ),
-                Target::Raw { url } => (
-                    url.path.clone(),
-                    json!({ "n": want, "run": run_id }).to_string(),
-                ),
-            };
-            let sent = Instant::now();
-            feed.sent_ns[i].store(origin.elapsed().as_nanos().max(1) as u64, Ordering::Release);
-            let r = c.request("POST", &path, Some(&body))?;
-            out.ack_us.push(sent.elapsed().as_micros() as u64);
-            if let Target::Admin { .. } = target {
-                expect(&r, &[201], &format!("POST {path} ({})", p.kind))?;
-                let seq = serde_json::from_str::<Value>(&r.body)
-                    .ok()
-                    .and_then(|v| v.get("seq").and_then(Value::as_u64));
-                if seq != Some(want) {
-                    return Err(io::Error::other(format!(
-                        "POST {path}: got seq {seq:?}, expected {want}: someone else posts to this match"
-                    )));
+            match target {
+                Target::Admin { .. } => {
+                    let path = format!("/1/match/{}/events", feed.id);
+                    let body = json!({ "kind": p.kind, "data": p.data, "seq": want }).to_string();
+                    let what = format!("POST {path} ({}, seq {want})", p.kind);
+                    post_once(
+                        &mut clients,
+                        &mut current,
+                        &path,
+                        &body,
+                        want,
+                        &what,
+                        |at| feed.sent_ns[i].store(at, Ordering::Release),
+                        origin,
+                        &mut out,
+                    )?;
                 }
-            } else {
-                expect(&r, &[200, 201, 202, 204], &format!("POST {path}"))?;
+                Target::Raw { url } => {
+                    let body = json!({ "n": want, "run": run_id }).to_string();
+                    let sent = Instant::now();
+                    feed.sent_ns[i]
+                        .store(origin.elapsed().as_nanos().max(1) as u64, Ordering::Release);
+                    let r = clients[0].request("POST", &url.path, Some(&body))?;
+                    out.ack_us.push(sent.elapsed().as_micros() as u64);
+                    expect(&r, &[200, 201, 202, 204], &format!("POST {}", url.path))?;
+                }
             }
             out.posts += 1;
         }
@@ -311,6 +326,94 @@ pub fn publish(
     }
     out.ended_ns = origin.elapsed().as_nanos() as u64;
     Ok(out)
+}
+
+/// The `seq` a JSON body names.
+fn body_seq(r: &crate::http_client::Response) -> Option<u64> {
+    serde_json::from_str::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+}
+
+/// Posts one event that must become number `want`, retrying over the servers until it is in
+/// (at most [`POST_GIVE_UP`]). `sent` records each attempt's send time.
+#[allow(clippy::too_many_arguments)]
+fn post_once(
+    clients: &mut [Client],
+    current: &mut usize,
+    path: &str,
+    body: &str,
+    want: u64,
+    what: &str,
+    sent: impl Fn(u64),
+    origin: Instant,
+    out: &mut Published,
+) -> io::Result<()> {
+    let deadline = Instant::now() + POST_GIVE_UP;
+    let seed = super::seed(want);
+    // Whether an earlier attempt may have been applied without our hearing of it.
+    let mut uncertain = false;
+    let mut last_error = String::new();
+    for attempt in 0u32.. {
+        if attempt > 0 {
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "{what}: gave up after {attempt} attempts over {:?}: {last_error}",
+                    POST_GIVE_UP
+                )));
+            }
+            std::thread::sleep(super::backoff(attempt - 1, seed));
+            out.retries += 1;
+            if clients.len() > 1 {
+                *current = (*current + 1) % clients.len();
+                out.failovers += 1;
+            }
+            // The answer to an earlier attempt was lost: was it applied after all?
+            if uncertain {
+                let mid_path = path.trim_end_matches("/events");
+                if let Ok(r) = clients[*current].request("GET", mid_path, None) {
+                    if r.status == 200 && body_seq(&r).is_some_and(|s| s >= want) {
+                        out.recovered += 1;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let t = Instant::now();
+        sent(origin.elapsed().as_nanos().max(1) as u64);
+        match clients[*current].request("POST", path, Some(body)) {
+            Ok(r) if r.status == 201 => {
+                out.ack_us.push(t.elapsed().as_micros() as u64);
+                let seq = body_seq(&r);
+                if seq != Some(want) {
+                    return Err(io::Error::other(format!(
+                        "{what}: got seq {seq:?}, expected {want}: someone else posts to this match"
+                    )));
+                }
+                return Ok(());
+            }
+            Ok(r) if r.status == 409 && uncertain && body_seq(&r).is_some_and(|s| s >= want) => {
+                out.recovered += 1;
+                return Ok(());
+            }
+            Ok(r) if r.status == 503 || r.status == 500 || r.status == 502 => {
+                uncertain = true;
+                last_error = format!("HTTP {} {}", r.status, r.text().trim());
+            }
+            Ok(r) => {
+                return Err(io::Error::other(format!(
+                    "{what}: HTTP {} {}",
+                    r.status,
+                    r.text().trim()
+                )))
+            }
+            Err(e) => {
+                uncertain = true;
+                last_error = e.to_string();
+            }
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ struct Progress {
 
 /// Runs the idle mode; returns the process exit status.
 pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
-    let (addr, host) = server_addr(&args.server)?;
+    let (addr, host) = server_addr(args.primary_server())?;
     let plan = super::plan::make(args.clients, args.tuning.threads, args.tuning.sources)
         .map_err(io::Error::other)?;
     for note in &plan.notes {

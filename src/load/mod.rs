@@ -43,8 +43,20 @@ pub use watch::Protocol;
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// The server, `http://HOST:PORT` (WebSocket at `--path` there, admin API, /1/checkin).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub server: String,
+    /// Repeat it (or give a comma-separated list) for a cluster: watchers are spread over the
+    /// servers round-robin (or by `GET /1/checkin` with --checkin), the publisher posts to the
+    /// first one and moves on to the next when it fails.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub server: Vec<String>,
+    /// Watchers whose connection drops (EOF, reset, a close other than the final 1000 after
+    /// `stop`) reconnect to another server, with exponential backoff and jitter, and watch
+    /// again with `since` = the last event they verified (WebSocket only).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Pick each watcher's server by `GET /1/checkin` on one of the --server list (round-robin)
+    /// instead of going round-robin over the list itself.
+    #[arg(long)]
+    pub checkin: bool,
     /// Watch this match (someone else drives it unless --replay / --every-ms).
     #[arg(long = "match")]
     pub match_id: Option<String>,
@@ -168,6 +180,13 @@ pub struct StepArgs {
 }
 
 impl LoadArgs {
+    /// The first `--server`: where the matches are created and the publisher starts.
+    pub fn primary_server(&self) -> &str {
+        self.server
+            .first()
+            .map_or("http://127.0.0.1:8080", String::as_str)
+    }
+
     /// Whether this is an idle run (explicit, or nothing to watch).
     pub fn is_idle(&self) -> bool {
         self.idle
@@ -176,6 +195,26 @@ impl LoadArgs {
                 && self.every_ms.is_none()
                 && !self.raw.enabled)
     }
+}
+
+/// Backoff before reconnect (or repost) attempt `attempt` (0, 1, …): 100 ms × 2^attempt,
+/// capped at 2 s, times a jitter factor in [0.5, 1.5) drawn from `seed`.
+pub fn backoff(attempt: u32, seed: u64) -> std::time::Duration {
+    let base = (100u64 << attempt.min(5)).min(2000) as f64;
+    let mut z = seed.wrapping_add(u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let jitter = 0.5 + (z >> 11) as f64 / (1u64 << 53) as f64;
+    std::time::Duration::from_micros((base * jitter * 1000.0) as u64)
+}
+
+/// A seed for [`backoff`] that differs between callers and runs.
+pub fn seed(salt: u64) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ salt.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
 /// `http://HOST:PORT` → its IPv4 address and `HOST:PORT`.
@@ -195,6 +234,9 @@ pub(crate) fn server_addr(server: &str) -> io::Result<(SocketAddr, String)> {
 /// Runs the load as the flags say; returns the process exit status (0: every watcher got
 /// everything).
 pub fn run(args: LoadArgs) -> io::Result<i32> {
+    if args.server.is_empty() {
+        return Err(io::Error::other("--server: give at least one server"));
+    }
     if args.is_idle() {
         return idle::run(&args);
     }
@@ -208,4 +250,21 @@ pub fn run(args: LoadArgs) -> io::Result<i32> {
     println!("{}", report::summary(&result.report));
     result.write(&args)?;
     Ok(if result.passed { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_two_seconds_with_jitter() {
+        for seed in [1u64, 42, 7_777] {
+            for (attempt, base_ms) in [(0, 100.0), (1, 200.0), (3, 800.0), (4, 1600.0), (9, 2000.0)]
+            {
+                let ms = backoff(attempt, seed).as_secs_f64() * 1000.0;
+                assert!(ms >= base_ms * 0.5 && ms < base_ms * 1.5, "{attempt}: {ms}");
+            }
+        }
+        assert_ne!(backoff(2, 1), backoff(2, 2));
+    }
 }

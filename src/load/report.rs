@@ -49,6 +49,16 @@ pub struct Tally {
     pub errors: BTreeMap<String, u64>,
     /// A few failed watchers in detail, for diagnosis.
     pub failed_samples: Vec<String>,
+    /// Reconnects after dropped connections (all watchers).
+    pub reconnects: u64,
+    /// The most reconnects of one watcher.
+    pub max_reconnects: u64,
+    /// Watchers that reconnected at least once.
+    pub reconnected_watchers: u64,
+    /// Watchers per server they first watched on.
+    pub watchers_per_server: BTreeMap<String, u64>,
+    /// Watchers per server they watched on last.
+    pub watchers_per_server_end: BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -100,6 +110,15 @@ pub fn tally(feeds: &[Feed], outcomes: &[Outcome]) -> Tally {
         t.events += finals[i].saturating_sub(start);
     }
     for o in outcomes {
+        t.reconnects += u64::from(o.reconnects);
+        t.max_reconnects = t.max_reconnects.max(u64::from(o.reconnects));
+        t.reconnected_watchers += u64::from(o.reconnects > 0);
+        if let Some(a) = o.first_server {
+            *t.watchers_per_server.entry(a.to_string()).or_default() += 1;
+        }
+        if let Some(a) = o.server {
+            *t.watchers_per_server_end.entry(a.to_string()).or_default() += 1;
+        }
         if let Some(e) = &o.error {
             let key: String = e.chars().take(100).collect();
             *t.errors.entry(key).or_default() += 1;
@@ -299,7 +318,10 @@ pub fn to_json(data: &RunData) -> Value {
             v.get(((v.len() as f64 - 1.0) * q).round() as usize)
                 .copied()
         };
-        json!({ "posts": p.posts, "p50_us": at(0.5), "max_us": v.last() })
+        json!({
+            "posts": p.posts, "p50_us": at(0.5), "max_us": v.last(),
+            "retries": p.retries, "recovered": p.recovered, "failovers": p.failovers,
+        })
     });
     let mut report = json!({
         "passed": t.passed() && data.publish_error.is_none(),
@@ -317,6 +339,11 @@ pub fn to_json(data: &RunData) -> Value {
             "unfinished": t.unfinished, "before_status": t.before_status,
             "publish": data.publish_error,
         },
+        "reconnects": t.reconnects,
+        "reconnects_max_per_watcher": t.max_reconnects,
+        "reconnected_watchers": t.reconnected_watchers,
+        "watchers_per_server": t.watchers_per_server,
+        "watchers_per_server_end": t.watchers_per_server_end,
         "errors": t.errors,
         "failed_samples": t.failed_samples,
         "latency_us": lat,
@@ -424,6 +451,38 @@ pub fn summary(report: &Value) -> String {
             f("/failures/unfinished").unwrap_or(0.0)
         ),
     );
+    if n("reconnects") > 0.0
+        || report
+            .get("watchers_per_server")
+            .is_some_and(|m| m.as_object().is_some_and(|m| m.len() > 1))
+    {
+        let per = |k: &str| {
+            report
+                .get(k)
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(a, c)| format!("{a} {c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        line(
+            &mut s,
+            "failover",
+            format!(
+                "{} reconnects by {} watchers (at most {} each); publisher retries {}, recovered {}",
+                n("reconnects"),
+                n("reconnected_watchers"),
+                n("reconnects_max_per_watcher"),
+                f("/publish/retries").unwrap_or(0.0),
+                f("/publish/recovered").unwrap_or(0.0)
+            ),
+        );
+        line(&mut s, "watchers at start", per("watchers_per_server"));
+        line(&mut s, "watchers at end", per("watchers_per_server_end"));
+    }
     line(
         &mut s,
         "fan-out latency",
@@ -435,6 +494,26 @@ pub fn summary(report: &Value) -> String {
             lat("max")
         ),
     );
+    if let Some(per) = report
+        .get("latency_per_server_us")
+        .and_then(Value::as_object)
+        .filter(|m| m.len() > 1)
+    {
+        for (addr, p) in per {
+            let q = |k: &str| fmt_us(p.get(k).and_then(Value::as_f64).unwrap_or(0.0));
+            line(
+                &mut s,
+                "  on server",
+                format!(
+                    "{addr}: p50 {}  p99 {}  max {}  ({} frames)",
+                    q("p50"),
+                    q("p99"),
+                    q("max"),
+                    p.get("count").and_then(Value::as_u64).unwrap_or(0)
+                ),
+            );
+        }
+    }
     line(
         &mut s,
         "last watcher",

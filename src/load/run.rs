@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::drive::{self, Feed, Planned, Published, Target};
 use super::report::{self, RunData, Sample, ServerUse};
 use super::stats::LatencyStats;
-use super::watch::{self, Outcome, Progress, Protocol, WatchConfig};
+use super::watch::{self, Endpoint, Outcome, Progress, Protocol, WatchConfig};
 use super::{plan, procfs, LoadArgs};
 use crate::domain::{EventKind, MatchScript};
 use crate::http_client::{HttpClient as Client, Url};
@@ -140,30 +140,63 @@ fn driving(args: &LoadArgs, run_index: usize) -> io::Result<Driving> {
         .map(|(id, _)| Feed::new(id.clone(), &plan))
         .collect();
     let dates: Vec<String> = ids.iter().map(|(_, d)| d.clone()).collect();
-    let server = Url::parse(&args.server)?;
-    drive::setup(&server, &token, &script, &feeds, &dates)
+    let servers = args
+        .server
+        .iter()
+        .map(|s| Url::parse(s))
+        .collect::<io::Result<Vec<_>>>()?;
+    drive::setup(&servers[0], &token, &script, &feeds, &dates)
         .map_err(|e| io::Error::other(format!("setting up the match: {e}")))?;
+    // In a cluster the other nodes learn of the matches through Redis: wait for them.
+    for server in &servers[1..] {
+        let mut c = Client::with_addr(server.addr, &server.host, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for feed in &feeds {
+            let path = format!("/1/match/{}", feed.id);
+            while !c.request("GET", &path, None).is_ok_and(|r| r.status == 200) {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::other(format!(
+                        "{}: match {} not known there 10 s after creating it on {}",
+                        server.host, feed.id, servers[0].host
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
     Ok(Driving {
         mode,
         plan,
         feeds,
-        target: Some(Target::Admin { server, token }),
+        target: Some(Target::Admin { servers, token }),
     })
 }
 
-/// Where the watchers connect: (address, Host header, path).
-fn watch_target(args: &LoadArgs) -> io::Result<(std::net::SocketAddr, String, String)> {
+/// Where the watchers connect: the servers and the path.
+fn watch_target(args: &LoadArgs) -> io::Result<(Vec<Endpoint>, String)> {
+    let endpoint = |u: Url| Endpoint {
+        addr: u.addr,
+        host: u.host,
+    };
     if args.raw.enabled {
         let u = Url::parse(args.raw.subscribe.as_deref().unwrap_or_default())?;
-        return Ok((u.addr, u.host, u.path));
+        let path = u.path.clone();
+        return Ok((vec![endpoint(u)], path));
     }
-    let server = Url::parse(&args.server)?;
     match args.protocol {
-        Protocol::Ws => Ok((server.addr, server.host, args.path.clone())),
+        Protocol::Ws => {
+            let servers = args
+                .server
+                .iter()
+                .map(|s| Url::parse(s).map(endpoint))
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok((servers, args.path.clone()))
+        }
         Protocol::Tcp => {
+            let server = Url::parse(args.primary_server())?;
             if let Some(t) = &args.tuning.tcp_server {
                 let (addr, host) = super::server_addr(t)?;
-                return Ok((addr, host, String::new()));
+                return Ok((vec![Endpoint { addr, host }], String::new()));
             }
             let mut c = Client::with_addr(server.addr, &server.host, None);
             let r = c.request("GET", "/1/checkin", None)?;
@@ -174,7 +207,13 @@ fn watch_target(args: &LoadArgs) -> io::Result<(std::net::SocketAddr, String, St
                     io::Error::other("GET /1/checkin gave no port: pass --tcp-server")
                 })?;
             let addr = std::net::SocketAddr::new(server.addr.ip(), port as u16);
-            Ok((addr, addr.to_string(), String::new()))
+            Ok((
+                vec![Endpoint {
+                    addr,
+                    host: addr.to_string(),
+                }],
+                String::new(),
+            ))
         }
     }
 }
@@ -218,7 +257,7 @@ impl Monitor<'_> {
             .rss
             .map_or(String::new(), |r| format!("  server RSS {} MiB", r >> 20));
         let line = format!(
-            "[{:6.1}s] {phase:<10} connected {}/{}  ready {}  failed {}  open {}  delivered {}{rss}",
+            "[{:6.1}s] {phase:<10} connected {}/{}  ready {}  failed {}  open {}  delivered {}  reconnects {}{rss}",
             s.t_s,
             s.connected,
             self.clients,
@@ -226,6 +265,7 @@ impl Monitor<'_> {
             p.connect_failed.load(Ordering::Relaxed) + p.handshake_failed.load(Ordering::Relaxed),
             s.open,
             s.deliveries,
+            p.reconnects.load(Ordering::Relaxed),
         );
         if self.tty {
             eprint!("\r{line}\x1b[K");
@@ -256,7 +296,11 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
         target,
     } = driving(args, run_index)?;
     let feeds = Arc::new(feeds);
-    let (addr, host, path) = watch_target(args)?;
+    let (targets, path) = watch_target(args)?;
+    let checkin = (args.checkin && !args.raw.enabled && args.protocol == Protocol::Ws)
+        .then(|| targets.clone());
+    let shown: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
+    let shown = shown.join(",");
     let cfg = Arc::new(WatchConfig {
         protocol: if args.raw.enabled {
             Protocol::Ws
@@ -264,8 +308,9 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
             args.protocol
         },
         raw: args.raw.enabled,
-        addr,
-        host,
+        targets,
+        checkin,
+        reconnect: args.reconnect,
         path,
         subscribe_message: args.raw.subscribe_message.clone(),
         feeds: feeds.clone(),
@@ -278,8 +323,11 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
     let progress = Arc::new(Progress::default());
     if !args.quiet {
         eprintln!(
-            "load: {clients} watchers ({:?}, {mode}) over {} thread(s) and {} source address(es) -> {addr}",
-            cfg.protocol, plan.threads, plan.sources
+            "load: {clients} watchers ({:?}, {mode}) over {} thread(s) and {} source address(es) -> {shown}{}",
+            cfg.protocol,
+            plan.threads,
+            plan.sources,
+            if args.reconnect { " (reconnecting)" } else { "" }
         );
     }
     let mut server = ServerUse {
@@ -378,12 +426,19 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
     let timeline = std::mem::take(&mut mon.timeline);
     let lens: Vec<usize> = feeds.iter().map(|f| f.sent_ns.len()).collect();
     let mut latency = LatencyStats::new(&lens);
+    let mut per_server = std::collections::BTreeMap::new();
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(clients);
     for h in threads {
         let r = h
             .join()
             .map_err(|_| io::Error::other("a load thread panicked"))?;
         latency.merge(&r.stats);
+        for (addr, h) in r.per_server {
+            let entry = per_server
+                .entry(addr.to_string())
+                .or_insert_with(super::stats::histogram);
+            let _ = entry.add(&h);
+        }
         outcomes.extend(r.outcomes);
     }
     let tally = report::tally(&feeds, &outcomes);
@@ -394,6 +449,10 @@ pub(crate) fn run_once(args: &LoadArgs, clients: usize, run_index: usize) -> io:
         "matches": feeds.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
         "plan": plan,
         "server_url": args.server,
+        "latency_per_server_us": per_server
+            .iter()
+            .map(|(a, h)| (a.clone(), json!(super::stats::Percentiles::of(h))))
+            .collect::<serde_json::Map<_, _>>(),
         "server_pid": args.server_pid,
         "ramp_per_s": args.tuning.ramp,
     });

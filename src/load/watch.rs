@@ -40,10 +40,12 @@ pub struct WatchConfig {
     pub protocol: Protocol,
     /// `--raw`: subscribe by connecting (plus `subscribe_message`); payloads `{"n":K}`.
     pub raw: bool,
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// `Host` header.
-    pub host: String,
+    /// Where to connect: watcher `i` starts on `targets[i % len]` (unless `checkin`).
+    pub targets: Vec<Endpoint>,
+    /// Ask `GET /1/checkin` on these (round-robin) for each watcher's server.
+    pub checkin: Option<Vec<Endpoint>>,
+    /// Reconnect a dropped watcher elsewhere and resume with `since`.
+    pub reconnect: bool,
     /// WebSocket path.
     pub path: String,
     /// A text message sent after a raw handshake, if any.
@@ -61,6 +63,20 @@ pub struct WatchConfig {
     /// The run's time origin.
     pub origin: Instant,
 }
+
+/// A server to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// `Host` header.
+    pub host: String,
+}
+
+/// How long a dropped watcher keeps trying to reconnect before it counts as failed.
+pub const RECONNECT_GIVE_UP: Duration = Duration::from_secs(60);
+/// Bound on one reconnect attempt's connect + handshake (+ checkin).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters the main thread shows and waits on.
 #[derive(Debug, Default)]
@@ -81,6 +97,8 @@ pub struct Progress {
     pub deliveries: AtomicU64,
     /// Watchers currently open.
     pub open: AtomicU64,
+    /// Reconnects after a dropped connection (all watchers).
+    pub reconnects: AtomicU64,
     /// Set by the main thread: stop now, report what you have.
     pub stop: AtomicBool,
 }
@@ -116,6 +134,12 @@ pub struct Outcome {
     pub unexpected_close: bool,
     /// What went wrong, short (counted by kind in the report).
     pub error: Option<String>,
+    /// The server it first watched on.
+    pub first_server: Option<SocketAddr>,
+    /// The server it watched on last.
+    pub server: Option<SocketAddr>,
+    /// Times it reconnected after its connection dropped.
+    pub reconnects: u32,
 }
 
 /// What a load thread hands back.
@@ -125,6 +149,8 @@ pub struct ThreadResult {
     pub outcomes: Vec<Outcome>,
     /// Latency aggregates.
     pub stats: LatencyStats,
+    /// Latency histograms per server the watchers were on when the event arrived.
+    pub per_server: Vec<(SocketAddr, hdrhistogram::Histogram<u64>)>,
 }
 
 struct Ctx {
@@ -133,6 +159,7 @@ struct Ctx {
     indices: Vec<usize>,
     outcomes: RefCell<Vec<Outcome>>,
     stats: RefCell<LatencyStats>,
+    per_server: RefCell<Vec<(SocketAddr, hdrhistogram::Histogram<u64>)>>,
     scratch: RefCell<Vec<u8>>,
     done: Cell<usize>,
 }
@@ -186,6 +213,7 @@ pub fn run_thread(
         indices,
         outcomes: RefCell::new(outcomes),
         stats: RefCell::new(LatencyStats::new(&lens)),
+        per_server: RefCell::new(Vec::new()),
         scratch: RefCell::new(vec![0; 64 * 1024]),
         done: Cell::new(0),
     });
@@ -210,6 +238,7 @@ pub fn run_thread(
     ThreadResult {
         outcomes: ctx.outcomes.into_inner(),
         stats: ctx.stats.into_inner(),
+        per_server: ctx.per_server.into_inner(),
     }
 }
 
@@ -241,7 +270,16 @@ async fn connector(ctx: Rc<Ctx>, next: Rc<Cell<usize>>, started: Instant) {
         }
         let index = ctx.indices[slot];
         let source = source_for(index, ctx.cfg.sources);
-        let stream = match client::connect_from(source, ctx.cfg.addr).await {
+        let target = match pick_target(&ctx, index, None, 0).await {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.progress.connect_failed.fetch_add(1, Ordering::AcqRel);
+                ctx.fail(slot, format!("checkin: {e}"));
+                ctx.finish(slot, Phase::ConnectFailed);
+                continue;
+            }
+        };
+        let stream = match client::connect_from(source, target.addr).await {
             Ok(s) => s,
             Err(e) => {
                 ctx.progress.connect_failed.fetch_add(1, Ordering::AcqRel);
@@ -255,7 +293,7 @@ async fn connector(ctx: Rc<Ctx>, next: Rc<Cell<usize>>, started: Instant) {
         };
         let leftover = if ctx.cfg.protocol == Protocol::Ws {
             let mut scratch = vec![0u8; 2048];
-            match client::handshake(&stream, &ctx.cfg.host, &ctx.cfg.path, &mut scratch).await {
+            match client::handshake(&stream, &target.host, &ctx.cfg.path, &mut scratch).await {
                 Ok(rest) => rest,
                 Err(e) => {
                     ctx.progress.handshake_failed.fetch_add(1, Ordering::AcqRel);
@@ -269,7 +307,12 @@ async fn connector(ctx: Rc<Ctx>, next: Rc<Cell<usize>>, started: Instant) {
         };
         ctx.progress.connected.fetch_add(1, Ordering::AcqRel);
         ctx.progress.open.fetch_add(1, Ordering::AcqRel);
-        ctx.outcomes.borrow_mut()[slot].phase = Phase::Watching;
+        {
+            let mut o = ctx.outcomes.borrow_mut();
+            o[slot].phase = Phase::Watching;
+            o[slot].first_server = Some(target.addr);
+            o[slot].server = Some(target.addr);
+        }
         monoio::spawn(watcher(ctx.clone(), slot, index, stream, leftover));
     }
 }
@@ -288,21 +331,175 @@ fn explain_connect_error(e: &io::Error, source: IpAddr) -> String {
     }
 }
 
-async fn watcher(ctx: Rc<Ctx>, slot: usize, index: usize, stream: TcpStream, leftover: Vec<u8>) {
+/// How a watch ended badly.
+struct Failure {
+    /// The connection dropped (EOF, reset, a close before the end): a reconnect may resume.
+    dropped: bool,
+    /// What happened.
+    why: String,
+}
+
+fn dropped(why: impl Into<String>) -> Failure {
+    Failure {
+        dropped: true,
+        why: why.into(),
+    }
+}
+
+fn failed(why: impl Into<String>) -> Failure {
+    Failure {
+        dropped: false,
+        why: why.into(),
+    }
+}
+
+async fn watcher(
+    ctx: Rc<Ctx>,
+    slot: usize,
+    index: usize,
+    mut stream: TcpStream,
+    mut leftover: Vec<u8>,
+) {
     let feed = ctx.outcomes.borrow()[slot].feed as usize;
-    let result = match ctx.cfg.protocol {
-        Protocol::Ws => watch_ws(&ctx, slot, feed, index, &stream, leftover).await,
-        Protocol::Tcp => watch_tcp(&ctx, slot, feed, index, &stream).await,
-    };
-    ctx.progress.open.fetch_sub(1, Ordering::AcqRel);
-    match result {
-        Ok(()) => ctx.finish(slot, Phase::Finished),
-        Err(e) => {
-            ctx.outcomes.borrow_mut()[slot].unexpected_close = true;
-            ctx.fail(slot, e);
-            ctx.finish(slot, Phase::Watching);
+    let mut since = None;
+    loop {
+        let result = match ctx.cfg.protocol {
+            Protocol::Ws => watch_ws(&ctx, slot, feed, index, &stream, leftover, since).await,
+            Protocol::Tcp => watch_tcp(&ctx, slot, feed, index, &stream)
+                .await
+                .map_err(failed),
+        };
+        ctx.progress.open.fetch_sub(1, Ordering::AcqRel);
+        let why = match result {
+            Ok(()) => return ctx.finish(slot, Phase::Finished),
+            Err(f)
+                if f.dropped
+                    && ctx.cfg.reconnect
+                    && !ctx.cfg.raw
+                    && ctx.cfg.protocol == Protocol::Ws =>
+            {
+                f.why
+            }
+            Err(f) => {
+                ctx.outcomes.borrow_mut()[slot].unexpected_close = true;
+                ctx.fail(slot, f.why);
+                return ctx.finish(slot, Phase::Watching);
+            }
+        };
+        drop(stream);
+        let dead = ctx.outcomes.borrow()[slot].server;
+        match reconnect(&ctx, index, dead).await {
+            Ok((target, s, rest)) => {
+                let mut o = ctx.outcomes.borrow_mut();
+                o[slot].reconnects += 1;
+                o[slot].server = Some(target.addr);
+                since = Some(o[slot].checker.last());
+                drop(o);
+                ctx.progress.reconnects.fetch_add(1, Ordering::AcqRel);
+                ctx.progress.open.fetch_add(1, Ordering::AcqRel);
+                stream = s;
+                leftover = rest;
+            }
+            Err(e) => {
+                ctx.outcomes.borrow_mut()[slot].unexpected_close = true;
+                ctx.fail(slot, format!("{why}; reconnect failed: {e}"));
+                return ctx.finish(slot, Phase::Watching);
+            }
         }
     }
+}
+
+/// The server for watcher `index`: round-robin over the targets (skipping `dead`, spread by
+/// `index` and `attempt`), or what `GET /1/checkin` on one of them names.
+async fn pick_target(
+    ctx: &Ctx,
+    index: usize,
+    dead: Option<SocketAddr>,
+    attempt: u32,
+) -> io::Result<Endpoint> {
+    let targets = &ctx.cfg.targets;
+    let alive: Vec<&Endpoint> = targets.iter().filter(|t| Some(t.addr) != dead).collect();
+    let pool = if alive.is_empty() {
+        targets.iter().collect()
+    } else {
+        alive
+    };
+    let k = (index + attempt as usize) % pool.len();
+    if let Some(http) = &ctx.cfg.checkin {
+        let ask = &http[(index + attempt as usize) % http.len()];
+        let source = source_for(index, ctx.cfg.sources);
+        let named = checkin(source, ask).await?;
+        // A node that just died is named until its registration expires: go round-robin.
+        if Some(named.addr) != dead {
+            return Ok(named);
+        }
+    }
+    Ok(pool[k].clone())
+}
+
+/// `GET /1/checkin` on `server`: the `ws` URL it names.
+async fn checkin(source: IpAddr, server: &Endpoint) -> io::Result<Endpoint> {
+    let stream = client::connect_from(source, server.addr).await?;
+    let request = format!(
+        "GET /1/checkin HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.host
+    );
+    client::send_all(&stream, request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut scratch = vec![0u8; 4096];
+    while client::recv_some(&stream, &mut scratch, &mut buf).await? > 0 && buf.len() < 16384 {}
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let ws = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("ws")?.as_str().map(str::to_string))
+        .ok_or_else(|| io::Error::other(format!("no ws URL from {}", server.host)))?;
+    let host = ws
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let (addr, host) = super::server_addr(&host)?;
+    Ok(Endpoint { addr, host })
+}
+
+/// Connects a dropped watcher again (another server first), with backoff and jitter, for at
+/// most [`RECONNECT_GIVE_UP`].
+async fn reconnect(
+    ctx: &Ctx,
+    index: usize,
+    dead: Option<SocketAddr>,
+) -> Result<(Endpoint, TcpStream, Vec<u8>), String> {
+    let deadline = Instant::now() + RECONNECT_GIVE_UP;
+    let seed = super::seed(index as u64);
+    let source = source_for(index, ctx.cfg.sources);
+    let mut last = String::from("stopped");
+    for attempt in 0u32.. {
+        if ctx.progress.stop.load(Ordering::Acquire) || Instant::now() >= deadline {
+            break;
+        }
+        monoio::time::sleep(super::backoff(attempt, seed)).await;
+        let attempt_fut = async {
+            let target = pick_target(ctx, index, dead, attempt)
+                .await
+                .map_err(|e| format!("checkin: {e}"))?;
+            let stream = client::connect_from(source, target.addr)
+                .await
+                .map_err(|e| format!("connect {}: {e}", target.addr))?;
+            let mut scratch = vec![0u8; 2048];
+            let rest = client::handshake(&stream, &target.host, &ctx.cfg.path, &mut scratch)
+                .await
+                .map_err(|e| format!("handshake {}: {e}", target.addr))?;
+            Ok::<_, String>((target, stream, rest))
+        };
+        match monoio::time::timeout(ATTEMPT_TIMEOUT, attempt_fut).await {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = format!("attempt timed out after {ATTEMPT_TIMEOUT:?}"),
+        }
+    }
+    Err(last)
 }
 
 /// Reads what is there (waiting for readiness) into `buf`; `Ok(false)` at EOF.
@@ -348,6 +545,20 @@ fn on_event(ctx: &Ctx, slot: usize, feed: usize, seq: u64, now_ns: u64) -> Verdi
             let index = (seq - f.base.load(Ordering::Acquire) - 1) as usize;
             let latency = now_ns.saturating_sub(sent);
             ctx.stats.borrow_mut().record(feed, index, latency);
+            let server = ctx.outcomes.borrow()[slot].server;
+            if let (Some(server), true) = (server, ctx.cfg.targets.len() > 1) {
+                let mut per = ctx.per_server.borrow_mut();
+                let at = match per.iter().position(|(a, _)| *a == server) {
+                    Some(i) => i,
+                    None => {
+                        per.push((server, super::stats::histogram()));
+                        per.len() - 1
+                    }
+                };
+                per[at]
+                    .1
+                    .saturating_record(latency.clamp(1, super::stats::MAX_TRACKED_NS));
+            }
         }
     }
     verdict
@@ -368,17 +579,20 @@ async fn watch_ws(
     index: usize,
     stream: &TcpStream,
     mut buf: Vec<u8>,
-) -> Result<(), String> {
+    since: Option<u64>,
+) -> Result<(), Failure> {
     let mask = (index as u32).wrapping_mul(2_654_435_761).to_be_bytes();
     let command = if ctx.cfg.raw {
         on_status(ctx, slot, 0);
         ctx.cfg.subscribe_message.clone()
     } else {
         let mid = &ctx.cfg.feeds[feed].id;
-        Some(
-            serde_json::json!({"command": "watch", "mid": mid, "uid": format!("u{index}")})
-                .to_string(),
-        )
+        let mut watch =
+            serde_json::json!({"command": "watch", "mid": mid, "uid": format!("u{index}")});
+        if let Some(since) = since {
+            watch["since"] = since.into();
+        }
+        Some(watch.to_string())
     };
     if let Some(text) = command {
         client::send_all(
@@ -386,18 +600,18 @@ async fn watch_ws(
             &client::client_frame(OpCode::Text, text.as_bytes(), mask),
         )
         .await
-        .map_err(|e| format!("send watch: {e}"))?;
+        .map_err(|e| dropped(format!("send watch: {e}")))?;
     }
     let final_n = ctx.cfg.feeds[feed].sent_ns.len() as u64;
     loop {
         let mut now = ctx.now_ns();
         while let Some((opcode, payload)) =
-            client::next_raw_frame(&mut buf).map_err(|e| e.to_string())?
+            client::next_raw_frame(&mut buf).map_err(|e| failed(e.to_string()))?
         {
             match opcode {
                 OpCode::Text => {
                     let Ok(m) = serde_json::from_slice::<Message>(&payload) else {
-                        return Err("unparsable message".into());
+                        return Err(failed("unparsable message"));
                     };
                     if ctx.cfg.raw {
                         if let Some(n) = m.n {
@@ -417,16 +631,19 @@ async fn watch_ws(
                             }
                         }
                         (Some("error"), _) => {
-                            return Err(format!("server error: {}", m.error.unwrap_or_default()))
+                            return Err(failed(format!(
+                                "server error: {}",
+                                m.error.unwrap_or_default()
+                            )))
                         }
-                        _ => return Err("unexpected message".into()),
+                        _ => return Err(failed("unexpected message")),
                     }
                 }
                 OpCode::Ping => {
                     let pong = client::client_frame(OpCode::Pong, &payload, mask);
                     client::send_all(stream, &pong)
                         .await
-                        .map_err(|e| format!("send pong: {e}"))?;
+                        .map_err(|e| dropped(format!("send pong: {e}")))?;
                     now = ctx.now_ns();
                 }
                 OpCode::Close => {
@@ -437,9 +654,9 @@ async fn watch_ws(
                     return if stopped && code == 1000 {
                         Ok(())
                     } else if stopped {
-                        Err(format!("close {code} {reason:?} after stop"))
+                        Err(dropped(format!("close {code} {reason:?} after stop")))
                     } else {
-                        Err(format!("close {code} {reason:?} before stop"))
+                        Err(dropped(format!("close {code} {reason:?} before stop")))
                     };
                 }
                 _ => {}
@@ -456,13 +673,13 @@ async fn watch_ws(
         match read_more(ctx, stream, &mut buf).await {
             Ok(true) => {}
             Ok(false) => {
-                return Err(if ctx.outcomes.borrow()[slot].stop_seq.is_some() {
-                    "closed after stop without a close frame".into()
+                return Err(dropped(if ctx.outcomes.borrow()[slot].stop_seq.is_some() {
+                    "closed after stop without a close frame"
                 } else {
-                    "closed before stop".into()
-                })
+                    "closed before stop"
+                }))
             }
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(dropped(format!("read: {e}"))),
         }
     }
 }

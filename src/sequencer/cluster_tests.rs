@@ -190,3 +190,38 @@ fn an_unreachable_store_refuses_writes_with_503() {
         201
     );
 }
+
+#[test]
+fn a_post_with_an_expected_seq_is_never_applied_twice() {
+    let store = SharedStore::default();
+    let (a, _) = start(Box::new(store.clone()));
+    let s = create_sample(&a);
+    let mid = "elp-tig-2011-09-10";
+    let (b, seen_b) = start(Box::new(store.clone()));
+    let first = s.events().next().unwrap();
+    let expect = |h: &SequencerHandle, seq: u64, n: u64| {
+        api(
+            h,
+            Request::PostEvent {
+                mid: mid.into(),
+                kind: EventKind::Comment,
+                data: json!({ "n": n }),
+                expect_seq: Some(seq),
+            },
+        )
+    };
+    assert_eq!(post(&a, mid, first.0, first.1.clone()).0, 201);
+    assert_eq!(expect(&a, 2, 2).0, 201);
+    // The same event again (its first answer lost): a knows it exists.
+    let (status, body) = expect(&a, 2, 2);
+    assert_eq!((status, body["seq"].clone()), (409, json!(2)));
+    // b's replica is behind: it catches up, then refuses rather than appending it as 3.
+    let (status, body) = expect(&b, 2, 2);
+    assert_eq!((status, body["seq"].clone()), (409, json!(2)));
+    assert_eq!(event_seqs(&seen_b), [1, 2]);
+    // The next number goes through on either node; one too far ahead is refused.
+    assert_eq!(expect(&b, 3, 3).0, 201);
+    assert_eq!(expect(&a, 3, 3).0, 409);
+    assert_eq!(expect(&a, 9, 9).0, 409);
+    assert_eq!(expect(&a, 4, 4).0, 201);
+}

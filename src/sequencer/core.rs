@@ -105,7 +105,12 @@ impl Core {
                 start_date,
                 stadium,
             } => self.create_match(&home, &visit, &start_date, &stadium),
-            Request::PostEvent { mid, kind, data } => self.post_event(&mid, kind, &data),
+            Request::PostEvent {
+                mid,
+                kind,
+                data,
+                expect_seq,
+            } => self.post_event(&mid, kind, &data, expect_seq),
             Request::DeleteMatch { mid } => self.delete_match(&mid),
             Request::GetTeam { id } => match self.teams.get(&id) {
                 Some(team) => ok(200, json!(team)),
@@ -173,11 +178,36 @@ impl Core {
         ok(201, body)
     }
 
-    fn post_event(&mut self, mid: &str, kind: EventKind, data: &Value) -> Reply {
+    fn post_event(
+        &mut self,
+        mid: &str,
+        kind: EventKind,
+        data: &Value,
+        expect_seq: Option<u64>,
+    ) -> Reply {
         for _ in 0..MAX_ATTEMPTS {
             let Some(entry) = self.matches.get(mid) else {
                 return not_found(mid);
             };
+            if let Some(want) = expect_seq {
+                let at = entry.state.seq;
+                if at >= want {
+                    return taken(want, at);
+                }
+                if at + 1 < want {
+                    // A shared store may be ahead of this replica: judge on the latest.
+                    match self.catch_up(mid) {
+                        Ok(0) => {
+                            return err(
+                                409,
+                                format!("event {want} cannot be next: match is at {at}"),
+                            )
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return store_failed(e),
+                    }
+                }
+            }
             let mut next = Match::clone(&entry.state);
             let ts = (self.clock)().max(next.last_ts);
             let data = match next.apply(kind, data, ts) {
@@ -342,6 +372,15 @@ impl Core {
             state: Arc::clone(&entry.state),
         })
     }
+}
+
+/// 409 for a post with `"seq": want` when the match is at `at >= want` already.
+fn taken(want: u64, at: u64) -> Reply {
+    Reply::Api(ApiReply {
+        status: 409,
+        body: json!({ "error": format!("event {want} exists: match is at {at}"), "seq": at })
+            .to_string(),
+    })
 }
 
 fn not_found(mid: &str) -> Reply {

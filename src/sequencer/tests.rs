@@ -64,6 +64,7 @@ pub(super) fn post(h: &SequencerHandle, mid: &str, kind: EventKind, data: Value)
             mid: mid.into(),
             kind,
             data,
+            expect_seq: None,
         },
     )
 }
@@ -277,6 +278,7 @@ fn watch_replies_splice_into_live_events_without_gap_or_repeat() {
                     mid: mid.clone(),
                     kind: EventKind::Comment,
                     data,
+                    expect_seq: None,
                 };
                 h.submit(req, Box::new(move |_| tx.send(()).unwrap()));
             }

@@ -71,6 +71,9 @@ struct EventBody {
     kind: String,
     #[serde(default = "empty_object")]
     data: Value,
+    /// Post only as this event number (409 when the match is past it).
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 fn empty_object() -> Value {
@@ -172,6 +175,7 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
                             mid: mid.to_string(),
                             kind,
                             data: b.data,
+                            expect_seq: b.seq,
                         };
                         answer(worker, req, keep_alive).await
                     }
