@@ -14,9 +14,10 @@ SYSCTL_ROOT=${MATCHSTREAM_SYSCTL_ROOT:-/proc/sys}
 # Descriptors each worker keeps for itself (io_uring ring, listeners, eventfds, SQLite, logs);
 # must match RESERVED_FDS_PER_WORKER in src/server/limits.rs.
 RESERVED_FDS=64
-# Bytes one idle connection costs: ~3.9 KB kernel socket + ~0.43 KB matchstream state (measured).
+# Bytes one idle connection costs on the server: ~4.6 KB kernel socket (slab) + ~0.9 KB
+# matchstream state, measured with 100K idle WebSockets (benches/results/2026-11-26-vm/).
 # shellcheck disable=SC2034 # used by the scripts that source this file
-BYTES_PER_CONN=4608
+BYTES_PER_CONN=5632
 
 die() {
   printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2
