@@ -179,6 +179,43 @@ fn health_metrics_and_checkin() {
     wait_until(WAIT, "two watchers", || {
         server.metrics().lines().any(|l| l == format!("{key} 2"))
     });
+    // One live event to two watchers: frames and their bytes are counted, whether the
+    // socket took them at once or they waited in the queue.
+    let before = server.metrics();
+    let (frames0, bytes0, events0) = (
+        metric_sum(&before, "matchstream_frames_sent_total"),
+        metric_sum(&before, "matchstream_bytes_sent_total"),
+        metric_sum(&before, "matchstream_events_fanned_out_total"),
+    );
+    let r = post_event(
+        &mut server.admin(),
+        SAMPLE_MID,
+        "corner",
+        &json!({"team": "elp"}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    ws.expect_event(SAMPLE_MID, 2);
+    line.next_block().unwrap();
+    // The counters are bumped right after the writes: poll rather than race them.
+    let mut after = String::new();
+    wait_until(WAIT, "two more frames counted", || {
+        after = server.metrics();
+        metric_sum(&after, "matchstream_frames_sent_total") - frames0 >= 2
+    });
+    assert_eq!(
+        metric_sum(&after, "matchstream_frames_sent_total") - frames0,
+        2,
+        "{after}"
+    );
+    assert!(
+        metric_sum(&after, "matchstream_bytes_sent_total") - bytes0 > 60,
+        "{after}"
+    );
+    let fanouts = metric_sum(&after, "matchstream_events_fanned_out_total") - events0;
+    assert!(
+        (1..=2).contains(&fanouts),
+        "one fan-out per worker that has watchers, got {fanouts}:\n{after}"
+    );
     ws.unwatch(SAMPLE_MID);
     wait_until(WAIT, "one watcher after unwatch", || {
         server.metrics().lines().any(|l| l == format!("{key} 1"))

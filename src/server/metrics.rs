@@ -28,7 +28,7 @@ pub struct WorkerStats {
     pub http_requests: AtomicU64,
     /// Frames (or line blocks) queued to clients.
     pub frames_sent: AtomicU64,
-    /// Bytes written to clients.
+    /// Bytes of the frames in `frames_sent` (written at once, or queued to be written).
     pub bytes_sent: AtomicU64,
     /// Connections closed because their outbound queue overflowed.
     pub slow_consumer_closes: AtomicU64,
@@ -136,7 +136,7 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
         (
             "matchstream_bytes_sent_total",
             "counter",
-            "Bytes written to clients",
+            "Bytes of the frames queued or written to clients",
             |s| &s.bytes_sent,
         ),
         (

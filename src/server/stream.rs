@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
-use super::metrics::WorkerStats;
 use super::outbox::CloseMode;
 use super::sys::{self, Transfer};
 use super::worker::{ConnState, Worker};
@@ -42,7 +41,7 @@ enum Wake {
 
 /// Writes what the outbox holds until it is empty or the socket is full.
 /// Returns `Ok(true)` when everything was written.
-fn flush(worker: &Worker, fd: i32, state: &ConnState) -> io::Result<bool> {
+fn flush(fd: i32, state: &ConnState) -> io::Result<bool> {
     while !state.outbox.is_empty() {
         let res =
             state.outbox.write_with(sys::MAX_IOVECS, |slices| {
@@ -55,7 +54,6 @@ fn flush(worker: &Worker, fd: i32, state: &ConnState) -> io::Result<bool> {
         if res == 0 {
             return Ok(false);
         }
-        WorkerStats::add(&worker.stats().bytes_sent, res as u64);
     }
     Ok(true)
 }
@@ -95,7 +93,7 @@ pub fn drive<'a, H: Handler>(
                 CloseMode::Open | CloseMode::AfterFlush => {}
             }
             if !waits.write_blocked {
-                match flush(worker, fd, state) {
+                match flush(fd, state) {
                     Ok(true) => {}
                     Ok(false) => waits.write_blocked = true,
                     Err(_) => return,

@@ -79,6 +79,7 @@ pub fn status_block(m: &Match) -> Bytes {
 
 fn queue(worker: &Worker, state: &ConnState, bytes: Bytes) {
     WorkerStats::add(&worker.stats().frames_sent, 1);
+    WorkerStats::add(&worker.stats().bytes_sent, bytes.len() as u64);
     if state.outbox.push(bytes).is_err() {
         WorkerStats::add(&worker.stats().slow_consumer_closes, 1);
     }
@@ -293,6 +294,7 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
             let conns = worker.conns.borrow();
             let mut delivered = 0u64;
             let mut overflowed = 0u64;
+            let mut delivered_bytes = 0u64;
             for (_, w) in entry.watchers.iter() {
                 let Some(conn) = conns.get(w.conn).filter(|c| c.serial == w.serial) else {
                     continue;
@@ -314,10 +316,12 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
                     overflowed += 1;
                 }
                 delivered += 1;
+                delivered_bytes += bytes.len() as u64;
             }
             let stats = worker.stats();
             WorkerStats::add(&stats.events, 1);
             WorkerStats::add(&stats.frames_sent, delivered);
+            WorkerStats::add(&stats.bytes_sent, delivered_bytes);
             WorkerStats::add(&stats.slow_consumer_closes, overflowed);
             stats.observe_latency(sent_at.elapsed().as_micros() as u64);
             if ended {

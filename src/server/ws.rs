@@ -97,7 +97,9 @@ impl WsHandler {
     fn echo(&self, opcode: OpCode, payload: &[u8], state: &ConnState) {
         let mut frame = Vec::with_capacity(payload.len() + 10);
         encode_frame(&mut frame, opcode, payload);
-        WorkerStats::add(&self.worker.stats().frames_sent, 1);
+        let stats = self.worker.stats();
+        WorkerStats::add(&stats.frames_sent, 1);
+        WorkerStats::add(&stats.bytes_sent, frame.len() as u64);
         let _ = state.outbox.push(Bytes::from(frame));
     }
 }
