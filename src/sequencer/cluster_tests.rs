@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::tests::{api, create_sample, post, start};
+use super::tests::{api, create_sample, event_seqs, post, start};
 use super::*;
 use crate::domain::Team;
 use crate::store::{Snapshot, StoredMatch};
@@ -87,17 +87,6 @@ impl Store for SharedStore {
             m.events.iter().filter(|e| e.seq > seq).cloned().collect()
         }))
     }
-}
-
-fn event_seqs(seen: &Mutex<Vec<Broadcast>>) -> Vec<u64> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|b| match b {
-            Broadcast::Event { seq, .. } => Some(*seq),
-            Broadcast::Cancelled { .. } => None,
-        })
-        .collect()
 }
 
 #[test]

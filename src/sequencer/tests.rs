@@ -90,7 +90,7 @@ pub(super) fn create_sample(h: &SequencerHandle) -> MatchScript {
     s
 }
 
-fn event_seqs(seen: &Seen) -> Vec<u64> {
+pub(super) fn event_seqs(seen: &Mutex<Vec<Broadcast>>) -> Vec<u64> {
     seen.lock()
         .unwrap()
         .iter()
