@@ -153,7 +153,7 @@ pub fn watch(worker: &Rc<Worker>, conn: usize, state: &ConnState, mid: &str, sin
 }
 
 /// Handles `unwatch`.
-pub fn unwatch(worker: &Rc<Worker>, conn: usize, state: &ConnState, mid: &str) {
+pub fn unwatch(worker: &Rc<Worker>, state: &ConnState, mid: &str) {
     let removed = {
         let mut watching = state.watching.borrow_mut();
         watching
@@ -164,7 +164,6 @@ pub fn unwatch(worker: &Rc<Worker>, conn: usize, state: &ConnState, mid: &str) {
     if let Some(w) = removed {
         drop_slot(worker, &w);
     }
-    let _ = conn;
 }
 
 fn drop_slot(worker: &Worker, w: &Watching) {

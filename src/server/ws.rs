@@ -86,7 +86,7 @@ impl WsHandler {
             Ok(Command::Watch { mid, since, .. }) => {
                 watch::watch(&self.worker, self.conn, state, &mid, since)
             }
-            Ok(Command::Unwatch { mid }) => watch::unwatch(&self.worker, self.conn, state, &mid),
+            Ok(Command::Unwatch { mid }) => watch::unwatch(&self.worker, state, &mid),
             Err(e) => {
                 let message = error_message(&format!("bad command: {e}"));
                 let _ = state.outbox.push(watch::text_frame(&message));
