@@ -33,6 +33,7 @@ pub mod demo;
 pub mod domain;
 pub mod http_client;
 pub mod load;
+pub mod os;
 pub mod proto;
 pub mod replay;
 pub mod sequencer;

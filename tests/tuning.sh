@@ -110,8 +110,8 @@ fi
 missing=""
 while IFS=$'\t' read -r k _; do key_meta "$k" >/dev/null || missing+=" $k"; done < <(profile_entries)
 check_that "profile: every key has a key_meta row$missing" test -z "$missing"
-rust_reserve=$(grep -oE 'RESERVED_FDS_PER_WORKER: u64 = [0-9]+' src/server/limits.rs | grep -oE '[0-9]+$')
-check_that "reserve per worker agrees with src/server/limits.rs ($RESERVED_FDS = ${rust_reserve:-?})" \
+rust_reserve=$(grep -oE 'RESERVED_FDS_PER_WORKER: u64 = [0-9]+' src/os/limits.rs | grep -oE '[0-9]+$')
+check_that "reserve per worker agrees with src/os/limits.rs ($RESERVED_FDS = ${rust_reserve:-?})" \
   test "$RESERVED_FDS" = "${rust_reserve:-}"
 unit_ok=1
 for line in 'ExecStart=/usr/local/bin/matchstream serve' 'LimitNOFILE=1048576' 'LimitMEMLOCK=infinity' \

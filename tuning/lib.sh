@@ -12,7 +12,7 @@ LIMITS_FILE="$TUNING_DIR/limits.d/90-matchstream.conf"
 # Where sysctls are read from / written to; tests may point it at a scratch tree.
 SYSCTL_ROOT=${MATCHSTREAM_SYSCTL_ROOT:-/proc/sys}
 # Descriptors each worker keeps for itself (io_uring ring, listeners, eventfds, SQLite, logs);
-# must match RESERVED_FDS_PER_WORKER in src/server/limits.rs.
+# must match RESERVED_FDS_PER_WORKER in src/os/limits.rs.
 RESERVED_FDS=64
 # Bytes one idle connection costs on the server: ~4.6 KB kernel socket (slab) + ~0.9 KB
 # matchstream state, measured with 100K idle WebSockets (benches/results/2026-11-26-vm/).

@@ -9,9 +9,9 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::os::sys::{self, Transfer};
 use crate::proto::frame::{FrameHeader, OpCode};
 use crate::proto::mask::apply_mask;
-use crate::server::sys::{self, Transfer};
 
 /// Connects to `server` from `source` (port chosen by the kernel at connect time, so one
 /// source address serves many destinations).

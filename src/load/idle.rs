@@ -120,7 +120,7 @@ fn idle_thread(
     concurrency: usize,
     progress: Arc<Progress>,
 ) {
-    if let Err(e) = crate::server::sys::unshare_fd_table() {
+    if let Err(e) = crate::os::sys::unshare_fd_table() {
         eprintln!("load: unshare: {e}");
     }
     let mut rt = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()

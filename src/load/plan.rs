@@ -8,7 +8,7 @@ use std::fs;
 
 use serde::Serialize;
 
-use crate::server::limits;
+use crate::os::limits;
 
 /// Descriptors a load thread keeps for itself (its io_uring ring, eventfds, slack).
 pub const RESERVED_FDS_PER_THREAD: u64 = 64;

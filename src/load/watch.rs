@@ -20,8 +20,8 @@ use super::client;
 use super::drive::Feed;
 use super::stats::LatencyStats;
 use super::verify::{align_kind, SeqChecker, Verdict};
+use crate::os::sys::{self, Transfer};
 use crate::proto::frame::OpCode;
-use crate::server::sys::{self, Transfer};
 
 /// The wire the watchers speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -217,7 +217,7 @@ pub fn run_thread(
         scratch: RefCell::new(vec![0; 64 * 1024]),
         done: Cell::new(0),
     });
-    if let Err(e) = crate::server::sys::unshare_fd_table() {
+    if let Err(e) = crate::os::sys::unshare_fd_table() {
         eprintln!("load: unshare(CLONE_FILES): {e} (this thread shares the process fd table)");
     }
     let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()

@@ -18,7 +18,6 @@ pub mod replies;
 pub mod router;
 pub mod signal;
 pub mod stream;
-pub mod sys;
 pub mod watch;
 pub mod worker;
 pub mod ws;
@@ -29,10 +28,9 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub mod limits;
-
 use crate::cli::ServeArgs;
 use crate::cluster::{spawn_reader, spawn_registry, ClusterConfig, NodeInfo, Peers, StopFlag};
+use crate::os::{limits, sys};
 use crate::sequencer::{system_clock_ms, Broadcast, Sequencer, SequencerHandle};
 use crate::store::redis::ReadCursor;
 use crate::store::{RedisStore, SqliteStore, Store};

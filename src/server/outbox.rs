@@ -13,8 +13,8 @@ use std::task::Waker;
 
 use bytes::Bytes;
 
+use crate::os::sys::{self, Transfer};
 use crate::proto::frame::{encode_close, encode_frame, OpCode};
-use crate::server::sys::{self, Transfer};
 
 /// What the connection's task must do beyond writing its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,8 +220,7 @@ impl Outbox {
         write: impl FnOnce(&[&[u8]]) -> Result<usize, E>,
     ) -> Result<usize, E> {
         let mut queue = self.queue.borrow_mut();
-        let mut slices: [&[u8]; crate::server::sys::MAX_IOVECS] =
-            [&[]; crate::server::sys::MAX_IOVECS];
+        let mut slices: [&[u8]; crate::os::sys::MAX_IOVECS] = [&[]; crate::os::sys::MAX_IOVECS];
         let max = max.min(slices.len());
         let mut count = 0;
         for (i, frame) in queue.iter().take(max).enumerate() {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::outbox::CloseMode;
-use super::sys::{self, Transfer};
 use super::worker::{ConnState, Worker};
+use crate::os::sys::{self, Transfer};
 
 /// How long a connection that sent its close frame waits for the peer's.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);

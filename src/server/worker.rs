@@ -22,8 +22,8 @@ use super::metrics::WorkerStats;
 use super::outbox::Outbox;
 use super::replies::ReplyTable;
 use super::signal::LocalSignal;
-use super::sys;
 use super::watch::{WatchTables, Watching};
+use crate::os::sys;
 use crate::proto::keepalive::{Keepalive, KeepaliveAction};
 use crate::sequencer::{Broadcast, Reply, SequencerHandle};
 

@@ -1,4 +1,5 @@
-//! Thin, audited wrappers over the few system calls the runtime makes directly.
+//! Thin, audited wrappers over the few system calls the server and the load harness make
+//! directly.
 //!
 //! Readiness comes from io_uring (`readable()` / `writable()` poll operations); the data
 //! itself moves with non-blocking `recv` / `sendmsg` into the worker's scratch buffer and out
