@@ -2,6 +2,7 @@
 //! side of the WebSocket handshake, and a reader of server frames (unmasked) that hands
 //! complete text messages to the caller.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
@@ -9,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::os::sys::{self, Transfer};
+use crate::os::stream::{recv_some, write_all};
 use crate::proto::frame::{FrameHeader, OpCode};
 use crate::proto::mask::apply_mask;
 
@@ -62,26 +63,6 @@ pub async fn connect_from(source: IpAddr, server: SocketAddr) -> io::Result<TcpS
     Ok(stream)
 }
 
-/// Writes all of `bytes` (the server's own helper: readiness from io_uring, non-blocking send).
-pub use crate::server::stream::write_all as send_all;
-
-/// Reads once (waiting for readiness) and appends to `buf`; `Ok(0)` means EOF.
-pub async fn recv_some(
-    stream: &TcpStream,
-    scratch: &mut [u8],
-    buf: &mut Vec<u8>,
-) -> io::Result<usize> {
-    loop {
-        match sys::recv_nonblocking(stream.as_raw_fd(), scratch)? {
-            Transfer::Done(n) => {
-                buf.extend_from_slice(&scratch[..n]);
-                return Ok(n);
-            }
-            Transfer::WouldBlock => stream.readable(false).await?,
-        }
-    }
-}
-
 /// The bytes of a client handshake request for `path` on `host`.
 pub fn handshake_request(host: &str, path: &str, key: &str) -> Vec<u8> {
     format!(
@@ -96,10 +77,10 @@ pub async fn handshake(
     stream: &TcpStream,
     host: &str,
     path: &str,
-    scratch: &mut [u8],
+    scratch: &RefCell<Vec<u8>>,
 ) -> io::Result<Vec<u8>> {
     let key = "dGhlIHNhbXBsZSBub25jZQ==";
-    send_all(stream, &handshake_request(host, path, key)).await?;
+    write_all(stream, &handshake_request(host, path, key)).await?;
     let mut buf = Vec::new();
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {

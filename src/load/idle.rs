@@ -1,7 +1,7 @@
 //! Idle mode (`--idle`, or no match to watch): open the connections, hold them for `--hold`
 //! seconds and measure what they cost the server (RSS per connection) and the kernel.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -15,6 +15,7 @@ use super::client;
 use super::procfs;
 use super::watch::source_for;
 use super::{server_addr, LoadArgs};
+use crate::os::stream::{recv_some, write_all};
 use crate::proto::frame::OpCode;
 
 /// Counters shared by all load threads.
@@ -123,11 +124,7 @@ fn idle_thread(
     if let Err(e) = crate::os::sys::unshare_fd_table() {
         eprintln!("load: unshare: {e}");
     }
-    let mut rt = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .with_entries(4096)
-        .enable_timer()
-        .build()
-    {
+    let mut rt = match crate::os::runtime::uring_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("load: runtime: {e}");
@@ -141,7 +138,7 @@ fn idle_thread(
         for _ in 0..concurrency.max(1) {
             let (next, indices, ctx) = (next.clone(), indices.clone(), ctx.clone());
             monoio::spawn(async move {
-                let mut scratch = vec![0u8; 4096];
+                let scratch = RefCell::new(vec![0u8; 4096]);
                 loop {
                     let i = next.get();
                     if i >= indices.len() {
@@ -151,7 +148,7 @@ fn idle_thread(
                     let source = source_for(indices[i], sources);
                     let result = async {
                         let stream = client::connect_from(source, addr).await?;
-                        client::handshake(&stream, &ctx.0, &ctx.1, &mut scratch).await?;
+                        client::handshake(&stream, &ctx.0, &ctx.1, &scratch).await?;
                         Ok::<_, io::Error>(stream)
                     }
                     .await;
@@ -180,16 +177,16 @@ fn idle_thread(
 /// Keeps an idle client alive: answers pings, notes when the server closes it.
 async fn hold(stream: monoio::net::TcpStream, ctx: Rc<(String, String, Arc<Progress>)>) {
     let mut buf = Vec::new();
-    let mut scratch = [0u8; 512];
+    let scratch = RefCell::new(vec![0u8; 512]);
     loop {
-        match client::recv_some(&stream, &mut scratch, &mut buf).await {
+        match recv_some(&stream, &scratch, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
         while let Ok(Some(frame)) = client::next_frame(&mut buf) {
             if let client::ServerFrame::Ping(p) = frame {
                 let pong = client::client_frame(OpCode::Pong, &p, [1, 2, 3, 4]);
-                let _ = client::send_all(&stream, &pong).await;
+                let _ = write_all(&stream, &pong).await;
             }
         }
     }

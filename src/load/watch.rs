@@ -7,7 +7,6 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use super::client;
 use super::drive::Feed;
 use super::stats::LatencyStats;
 use super::verify::{align_kind, SeqChecker, Verdict};
-use crate::os::sys::{self, Transfer};
+use crate::os::stream::{recv_some, write_all};
 use crate::proto::frame::OpCode;
 
 /// The wire the watchers speak.
@@ -220,11 +219,7 @@ pub fn run_thread(
     if let Err(e) = crate::os::sys::unshare_fd_table() {
         eprintln!("load: unshare(CLONE_FILES): {e} (this thread shares the process fd table)");
     }
-    let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .with_entries(4096)
-        .enable_timer()
-        .build();
-    match built {
+    match crate::os::runtime::uring_runtime() {
         Ok(mut rt) => rt.block_on(thread_main(ctx.clone())),
         Err(e) => {
             eprintln!("load: io_uring runtime: {e}");
@@ -292,8 +287,8 @@ async fn connector(ctx: Rc<Ctx>, next: Rc<Cell<usize>>, started: Instant) {
             }
         };
         let leftover = if ctx.cfg.protocol == Protocol::Ws {
-            let mut scratch = vec![0u8; 2048];
-            match client::handshake(&stream, &target.host, &ctx.cfg.path, &mut scratch).await {
+            let scratch = RefCell::new(vec![0u8; 2048]);
+            match client::handshake(&stream, &target.host, &ctx.cfg.path, &scratch).await {
                 Ok(rest) => rest,
                 Err(e) => {
                     ctx.progress.handshake_failed.fetch_add(1, Ordering::AcqRel);
@@ -444,10 +439,10 @@ async fn checkin(source: IpAddr, server: &Endpoint) -> io::Result<Endpoint> {
         "GET /1/checkin HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         server.host
     );
-    client::send_all(&stream, request.as_bytes()).await?;
+    write_all(&stream, request.as_bytes()).await?;
     let mut buf = Vec::new();
-    let mut scratch = vec![0u8; 4096];
-    while client::recv_some(&stream, &mut scratch, &mut buf).await? > 0 && buf.len() < 16384 {}
+    let scratch = RefCell::new(vec![0u8; 4096]);
+    while recv_some(&stream, &scratch, &mut buf).await? > 0 && buf.len() < 16384 {}
     let text = String::from_utf8_lossy(&buf);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     let ws = serde_json::from_str::<serde_json::Value>(body)
@@ -487,8 +482,8 @@ async fn reconnect(
             let stream = client::connect_from(source, target.addr)
                 .await
                 .map_err(|e| format!("connect {}: {e}", target.addr))?;
-            let mut scratch = vec![0u8; 2048];
-            let rest = client::handshake(&stream, &target.host, &ctx.cfg.path, &mut scratch)
+            let scratch = RefCell::new(vec![0u8; 2048]);
+            let rest = client::handshake(&stream, &target.host, &ctx.cfg.path, &scratch)
                 .await
                 .map_err(|e| format!("handshake {}: {e}", target.addr))?;
             Ok::<_, String>((target, stream, rest))
@@ -504,22 +499,7 @@ async fn reconnect(
 
 /// Reads what is there (waiting for readiness) into `buf`; `Ok(false)` at EOF.
 async fn read_more(ctx: &Ctx, stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
-    loop {
-        let got = {
-            let mut scratch = ctx.scratch.borrow_mut();
-            match sys::recv_nonblocking(stream.as_raw_fd(), &mut scratch)? {
-                Transfer::Done(n) => {
-                    buf.extend_from_slice(&scratch[..n]);
-                    Some(n)
-                }
-                Transfer::WouldBlock => None,
-            }
-        };
-        match got {
-            Some(n) => return Ok(n > 0),
-            None => stream.readable(false).await?,
-        }
-    }
+    Ok(recv_some(stream, &ctx.scratch, buf).await? > 0)
 }
 
 #[derive(Deserialize)]
@@ -595,7 +575,7 @@ async fn watch_ws(
         Some(watch.to_string())
     };
     if let Some(text) = command {
-        client::send_all(
+        write_all(
             stream,
             &client::client_frame(OpCode::Text, text.as_bytes(), mask),
         )
@@ -641,7 +621,7 @@ async fn watch_ws(
                 }
                 OpCode::Ping => {
                     let pong = client::client_frame(OpCode::Pong, &payload, mask);
-                    client::send_all(stream, &pong)
+                    write_all(stream, &pong)
                         .await
                         .map_err(|e| dropped(format!("send pong: {e}")))?;
                     now = ctx.now_ns();
@@ -649,7 +629,7 @@ async fn watch_ws(
                 OpCode::Close => {
                     let (code, reason) = client::close_code_and_reason(&payload);
                     let reply = client::client_frame(OpCode::Close, &code.to_be_bytes(), mask);
-                    let _ = client::send_all(stream, &reply).await;
+                    let _ = write_all(stream, &reply).await;
                     let stopped = ctx.outcomes.borrow()[slot].stop_seq.is_some();
                     return if stopped && code == 1000 {
                         Ok(())
@@ -664,7 +644,7 @@ async fn watch_ws(
         }
         if ctx.cfg.raw && ctx.outcomes.borrow()[slot].stop_seq.is_some() {
             let close = client::client_frame(OpCode::Close, &1000u16.to_be_bytes(), mask);
-            let _ = client::send_all(stream, &close).await;
+            let _ = write_all(stream, &close).await;
             return Ok(());
         }
         if buf.is_empty() && buf.capacity() > 4096 {
@@ -712,7 +692,7 @@ async fn watch_tcp(
 ) -> Result<(), String> {
     let f = &ctx.cfg.feeds[feed];
     let line = format!("VERSION:1:CONNECT:u{index}:MATCH:{}\r\n", f.id);
-    client::send_all(stream, line.as_bytes())
+    write_all(stream, line.as_bytes())
         .await
         .map_err(|e| format!("send connect: {e}"))?;
     let numbered = f.kinds.iter().filter(|k| k.as_str() == "comment").count() + 2 == f.kinds.len();

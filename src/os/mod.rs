@@ -5,6 +5,10 @@
 //!   `unshare(CLONE_FILES)`, shutdown signals), each `unsafe` block audited.
 //! * [`limits`] — the open-files limit (`RLIMIT_NOFILE`) and the connection capacity it
 //!   allows threads with private fd tables.
+//! * [`runtime`] — the io_uring event loop each worker and load thread builds.
+//! * [`stream`] — whole-buffer writes and reads on a socket, waiting for readiness.
 
 pub mod limits;
+pub mod runtime;
+pub mod stream;
 pub mod sys;

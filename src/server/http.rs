@@ -8,9 +8,10 @@ use monoio::net::TcpStream;
 
 use super::metrics::WorkerStats;
 use super::router::{route, Routed};
-use super::stream::{read_more, write_all, ReadMore};
+use super::stream::{read_more, ReadMore};
 use super::worker::{ConnState, Worker};
 use super::ws::WsMode;
+use crate::os::stream::write_all;
 use crate::proto::http::parse_request;
 use crate::proto::response::write_json_error;
 

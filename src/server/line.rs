@@ -9,9 +9,10 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use super::metrics::WorkerStats;
-use super::stream::{drive, read_more, write_all, Handler, ReadMore};
+use super::stream::{drive, read_more, Handler, ReadMore};
 use super::watch;
 use super::worker::{ConnKind, ConnState, Worker};
+use crate::os::stream::write_all;
 use crate::proto::line::{encode_error, parse_connect};
 
 /// Longest `CONNECT` line accepted.

@@ -224,15 +224,3 @@ pub async fn read_more(
         Ok(Transfer::WouldBlock) => ReadMore::Data(0),
     }
 }
-
-/// Writes all of `bytes` (a response), waiting for write readiness as needed.
-pub async fn write_all(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < bytes.len() {
-        match sys::send_nonblocking(stream.as_raw_fd(), &[&bytes[done..]])? {
-            Transfer::Done(n) => done += n,
-            Transfer::WouldBlock => stream.writable(false).await?,
-        }
-    }
-    Ok(())
-}

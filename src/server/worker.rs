@@ -176,11 +176,7 @@ pub fn run_worker(
         let _ = bound.send(Err(e));
         return;
     }
-    let mut runtime = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .with_entries(4096)
-        .enable_timer()
-        .build()
-    {
+    let mut runtime = match crate::os::runtime::uring_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = bound.send(Err(e));
