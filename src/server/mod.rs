@@ -7,6 +7,7 @@
 //! SIGINT/SIGTERM and asks every worker to shut down.
 
 pub mod api;
+mod args;
 pub mod config;
 pub mod http;
 pub mod inbox;
@@ -28,7 +29,8 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::cli::ServeArgs;
+pub use args::ServeArgs;
+
 use crate::cluster::{spawn_reader, spawn_registry, ClusterConfig, NodeInfo, Peers, StopFlag};
 use crate::os::{limits, sys};
 use crate::sequencer::{system_clock_ms, Broadcast, Sequencer, SequencerHandle};
