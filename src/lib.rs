@@ -17,7 +17,7 @@
 //! * [`domain`] — teams, matches, events and the scoreboard fold (no I/O).
 //! * [`store`] — durable storage behind one small interface (SQLite embedded, Redis in a
 //!   cluster).
-//! * [`cluster`] — cluster mode (`--redis`): the node's Redis stream reader (events other
+//! * [`sequencer::cluster`] — cluster mode (`--redis`): the node's Redis stream reader (events other
 //!   nodes wrote, fed to the sequencer) and its registration for `/1/checkin`.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 //!
@@ -28,7 +28,6 @@
 //! `memlock` limit large enough for io_uring rings on kernels older than 5.12.
 
 pub mod cli;
-pub mod cluster;
 pub mod demo;
 pub mod domain;
 pub mod http_client;

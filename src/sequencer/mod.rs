@@ -25,6 +25,8 @@
 //! below holds for them; an event this node already has (its own, or one fetched on a
 //! conflict) is skipped by seq. A store that cannot be reached answers 503
 //! `{"error":"redis unavailable"}` and changes nothing.
+//! The threads that run beside the sequencer in a cluster (that stream reader and the node
+//! registry behind `/1/checkin`) are in [`cluster`].
 //!
 //! ## The watch invariant
 //!
@@ -354,6 +356,7 @@ fn stopped_reply(watch: bool) -> Reply {
     }
 }
 
+pub mod cluster;
 mod core;
 use self::core::Core;
 

@@ -50,7 +50,7 @@ pub struct ServerConfig {
     /// Listen backlog of each worker's `SO_REUSEPORT` listener.
     pub listen_backlog: i32,
     /// Cluster mode (`--redis`): Redis instead of the embedded store. `None`: single node.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<crate::sequencer::cluster::ClusterConfig>,
 }
 
 impl ServerConfig {

@@ -31,8 +31,10 @@ use std::time::{Duration, Instant};
 
 pub use args::ServeArgs;
 
-use crate::cluster::{spawn_reader, spawn_registry, ClusterConfig, NodeInfo, Peers, StopFlag};
 use crate::os::{limits, sys};
+use crate::sequencer::cluster::{
+    spawn_reader, spawn_registry, ClusterConfig, NodeInfo, Peers, StopFlag,
+};
 use crate::sequencer::{system_clock_ms, Broadcast, Sequencer, SequencerHandle};
 use crate::store::redis::ReadCursor;
 use crate::store::{RedisStore, SqliteStore, Store};

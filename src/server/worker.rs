@@ -42,7 +42,7 @@ pub struct Shared {
     /// Where the listeners ended up (port 0 resolved), set once all workers listen.
     pub bound: std::sync::OnceLock<BoundAddrs>,
     /// Cluster mode: the live nodes, for `/1/checkin` (`None` on a single node).
-    pub peers: Option<Arc<crate::cluster::Peers>>,
+    pub peers: Option<Arc<crate::sequencer::cluster::Peers>>,
 }
 
 impl Shared {
