@@ -1,7 +1,7 @@
 //! Command-line interface: `matchstream serve | replay | load`.
 //!
 //! Each command's flags live next to it: [`crate::server::ServeArgs`],
-//! [`crate::replay::ReplayArgs`], [`crate::load::LoadArgs`]. Every flag of `serve` can also
+//! [`crate::feed::replay::ReplayArgs`], [`crate::load::LoadArgs`]. Every flag of `serve` can also
 //! be set through a `MATCHSTREAM_*` environment variable.
 //! Errors are printed as one line and turn into a non-zero exit status.
 
@@ -24,7 +24,7 @@ pub enum Command {
     /// Run the server.
     Serve(crate::server::ServeArgs),
     /// Play a match script through the admin API.
-    Replay(crate::replay::ReplayArgs),
+    Replay(crate::feed::replay::ReplayArgs),
     /// Load generator and blackbox tester.
     Load(crate::load::LoadArgs),
 }
@@ -43,7 +43,7 @@ where
     };
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(args).map(|()| 0),
-        Command::Replay(args) => crate::replay::run(args),
+        Command::Replay(args) => crate::feed::replay::run(args),
         Command::Load(args) => crate::load::run(args),
     };
     match result {

@@ -30,11 +30,11 @@
 pub mod cli;
 pub mod demo;
 pub mod domain;
+pub mod feed;
 pub mod http_client;
 pub mod load;
 pub mod os;
 pub mod proto;
-pub mod replay;
 pub mod sequencer;
 pub mod server;
 pub mod store;
