@@ -28,7 +28,6 @@
 //! `memlock` limit large enough for io_uring rings on kernels older than 5.12.
 
 pub mod cli;
-pub mod demo;
 pub mod domain;
 pub mod feed;
 pub mod http_client;

@@ -96,7 +96,7 @@ pub fn serve(args: ServeArgs) -> io::Result<()> {
     sys::block_shutdown_signals()?;
     let running = start(config)?;
     if running.shared.config.demo {
-        crate::demo::spawn(running.shared.sequencer.clone());
+        crate::feed::demo::spawn(running.shared.sequencer.clone());
     }
     let signal = sys::wait_for_shutdown_signal();
     tracing::info!(signal, "shutting down");
