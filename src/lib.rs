@@ -30,7 +30,6 @@
 pub mod cli;
 pub mod domain;
 pub mod feed;
-pub mod http_client;
 pub mod load;
 pub mod os;
 pub mod proto;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 
 use common::redis::Redis;
 use common::*;
-use matchstream::http_client::HttpClient;
+use matchstream::feed::http_client::HttpClient;
 use serde_json::{json, Value};
 
 fn admin(url: &str) -> HttpClient {

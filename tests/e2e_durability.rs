@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use matchstream::http_client::HttpClient;
+use matchstream::feed::http_client::HttpClient;
 use serde_json::{json, Value};
 
 fn history(server: &Server) -> Vec<Value> {

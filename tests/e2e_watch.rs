@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use matchstream::http_client::HttpClient;
+use matchstream::feed::http_client::HttpClient;
 use serde_json::{json, Value};
 
 const OTHER_MID: &str = "tig-elp-2011-09-17";

@@ -4,6 +4,9 @@
 //!   API.
 //! * [`demo`] — `serve --demo`: plays the bundled sample match in a loop, straight into the
 //!   node's sequencer.
+//! * [`http_client`] — the small blocking HTTP/1.1 client for the admin API that `replay`,
+//!   the load harness's publisher and the tests use.
 
 pub mod demo;
+pub mod http_client;
 pub mod replay;

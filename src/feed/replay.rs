@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::domain::script::{MatchScript, Step};
-use crate::http_client::HttpClient;
+use crate::feed::http_client::HttpClient;
 
 /// Flags of `matchstream replay`.
 #[derive(Debug, Clone, Args)]
@@ -41,7 +41,7 @@ pub fn load_script(path: &PathBuf) -> io::Result<MatchScript> {
     MatchScript::parse(&text).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
 }
 
-fn expect(what: &str, response: crate::http_client::Response, ok: &[u16]) -> io::Result<()> {
+fn expect(what: &str, response: crate::feed::http_client::Response, ok: &[u16]) -> io::Result<()> {
     if ok.contains(&response.status) {
         Ok(())
     } else {

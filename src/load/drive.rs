@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::domain::{match_id, EventKind, MatchScript};
-use crate::http_client::{HttpClient as Client, Url};
+use crate::feed::http_client::{HttpClient as Client, Url};
 
 /// `base` of a feed whose starting number is not known (a passive run).
 pub const UNKNOWN: u64 = u64::MAX;
@@ -158,7 +158,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-fn expect(resp: &crate::http_client::Response, ok: &[u16], what: &str) -> io::Result<()> {
+fn expect(resp: &crate::feed::http_client::Response, ok: &[u16], what: &str) -> io::Result<()> {
     if ok.contains(&resp.status) {
         Ok(())
     } else {
@@ -329,7 +329,7 @@ pub fn publish(
 }
 
 /// The `seq` a JSON body names.
-fn body_seq(r: &crate::http_client::Response) -> Option<u64> {
+fn body_seq(r: &crate::feed::http_client::Response) -> Option<u64> {
     serde_json::from_str::<Value>(&r.body)
         .ok()
         .and_then(|v| v.get("seq").and_then(Value::as_u64))

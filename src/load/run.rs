@@ -16,7 +16,7 @@ use super::stats::LatencyStats;
 use super::watch::{self, Endpoint, Outcome, Progress, Protocol, WatchConfig};
 use super::{plan, procfs, LoadArgs};
 use crate::domain::{EventKind, MatchScript};
-use crate::http_client::{HttpClient as Client, Url};
+use crate::feed::http_client::{HttpClient as Client, Url};
 
 /// A finished run.
 pub(crate) struct RunResult {

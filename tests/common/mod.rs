@@ -28,7 +28,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use matchstream::domain::script::{MatchScript, Step};
-use matchstream::http_client::{HttpClient, Response};
+use matchstream::feed::http_client::{HttpClient, Response};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
