@@ -17,8 +17,14 @@
 //! * [`domain`] — teams, matches, events and the scoreboard fold (no I/O).
 //! * [`store`] — durable storage behind one small interface (SQLite embedded, Redis in a
 //!   cluster).
-//! * [`sequencer::cluster`] — cluster mode (`--redis`): the node's Redis stream reader (events other
-//!   nodes wrote, fed to the sequencer) and its registration for `/1/checkin`.
+//! * [`sequencer`] — the node's single writer: validates, orders and stores events, then
+//!   broadcasts them; [`sequencer::cluster`] holds cluster mode's (`--redis`) Redis stream
+//!   reader and node registry for `/1/checkin`.
+//! * [`feed`] — the publishing side: the `replay` command, the `--demo` loop and the admin
+//!   API's HTTP client.
+//! * [`load`] — the load generator and blackbox tester (`matchstream load`).
+//! * [`os`] — system calls, open-file limits, the io_uring runtime builder and socket
+//!   read/write helpers, shared by `server` and `load`.
 //! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
 //!
 //! ## Prerequisites
