@@ -3,8 +3,9 @@
 //! Every worker thread unshares its file-descriptor table (`unshare(CLONE_FILES)`), so the
 //! per-process `RLIMIT_NOFILE` applies to each worker's table separately: capacity =
 //! workers × (limit − the descriptors a worker keeps for itself). At start `serve` raises its
-//! soft limit to the hard one ([`raise_nofile_soft_limit`]), computes its [`Capacity`], logs it
-//! and warns ([`capacity_warning`]) when `--max-connections` cannot be reached. `tuning/check`
+//! soft limit to the hard one ([`raise_nofile_soft_limit`]) and computes its [`Capacity`]: it
+//! logs it at info, or warns ([`capacity_warning`]) when the operator gave a
+//! `--max-connections` it cannot reach. `tuning/check`
 //! does the same arithmetic (its `RESERVED_FDS` must equal [`RESERVED_FDS_PER_WORKER`]).
 
 use std::fmt;

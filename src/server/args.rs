@@ -6,76 +6,158 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-/// Flags of `matchstream serve`.
+/// Flags of `matchstream serve`, grouped in `--help` by what they set.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// HTTP + WebSocket listen address.
-    #[arg(long, env = "MATCHSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "MATCHSTREAM_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080",
+        help_heading = "Listening"
+    )]
     pub listen: SocketAddr,
     /// TCP line-protocol listen address.
-    #[arg(long, env = "MATCHSTREAM_TCP_LISTEN", default_value = "0.0.0.0:9999")]
+    #[arg(
+        long,
+        env = "MATCHSTREAM_TCP_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9999",
+        help_heading = "Listening"
+    )]
     pub tcp_listen: SocketAddr,
-    /// Worker threads (event loops); default one per CPU. May exceed the CPU count.
-    #[arg(long, env = "MATCHSTREAM_WORKERS")]
+    /// Worker threads, each an io_uring event loop with its own fd table [default: one per
+    /// CPU; more is fine].
+    #[arg(
+        long,
+        env = "MATCHSTREAM_WORKERS",
+        value_name = "N",
+        help_heading = "Listening"
+    )]
     pub workers: Option<usize>,
-    /// Directory of the embedded store.
-    #[arg(long, env = "MATCHSTREAM_DATA_DIR", default_value = "./data")]
+    /// Directory of the embedded store (SQLite).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./data",
+        help_heading = "Store and admin API"
+    )]
     pub data_dir: PathBuf,
-    /// Bearer token for the admin API; a random one is generated and printed when unset.
-    #[arg(long, env = "MATCHSTREAM_ADMIN_TOKEN")]
+    /// Bearer token for the admin API [default: a random one, printed at start].
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        help_heading = "Store and admin API",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Replay the bundled sample match in a loop.
-    #[arg(long, env = "MATCHSTREAM_DEMO")]
+    #[arg(long, env = "MATCHSTREAM_DEMO", help_heading = "Extras")]
     pub demo: bool,
     /// Serve the WebSocket echo endpoint `/1/echo` (for the Autobahn suite).
-    #[arg(long, env = "MATCHSTREAM_ENABLE_ECHO")]
+    #[arg(long, env = "MATCHSTREAM_ENABLE_ECHO", help_heading = "Extras")]
     pub enable_echo: bool,
-    /// Most connections the whole server accepts at once (over it: 503 / refused).
-    #[arg(long, env = "MATCHSTREAM_MAX_CONNECTIONS", default_value_t = 1_000_000)]
-    pub max_connections: usize,
-    /// Most bytes queued towards one connection before it is closed as a slow consumer.
-    #[arg(long, env = "MATCHSTREAM_MAX_OUTBOUND_BYTES", default_value_t = 256 << 10)]
+    /// Most connections held at once, all workers together; past it: 503, or the line
+    /// connection is refused [default: 1000000; the open-files limit usually binds first,
+    /// start-up logs the capacity and warns when a number given here is out of reach].
+    #[arg(
+        long,
+        env = "MATCHSTREAM_MAX_CONNECTIONS",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_connections: Option<usize>,
+    /// Most bytes queued towards one connection; past it the connection is dropped as a slow
+    /// consumer.
+    #[arg(long, env = "MATCHSTREAM_MAX_OUTBOUND_BYTES", value_name = "BYTES",
+          default_value_t = 256 << 10, help_heading = "Limits"
+)]
     pub max_outbound_bytes: usize,
-    /// Largest WebSocket message (and frame) accepted from a watcher, bytes.
-    #[arg(long, env = "MATCHSTREAM_MAX_MESSAGE_BYTES", default_value_t = 64 << 10)]
+    /// Largest WebSocket message (and frame) accepted from a watcher.
+    #[arg(long, env = "MATCHSTREAM_MAX_MESSAGE_BYTES", value_name = "BYTES",
+          default_value_t = 64 << 10, help_heading = "Limits"
+)]
     pub max_message_bytes: usize,
-    /// Largest HTTP request body, bytes.
-    #[arg(long, env = "MATCHSTREAM_MAX_BODY_BYTES", default_value_t = 64 << 10)]
+    /// Largest HTTP request body.
+    #[arg(long, env = "MATCHSTREAM_MAX_BODY_BYTES", value_name = "BYTES",
+          default_value_t = 64 << 10, help_heading = "Limits"
+)]
     pub max_body_bytes: usize,
-    /// Time allowed for a complete request head (and WebSocket handshake), ms.
+    /// Time allowed for a complete request head (and WebSocket handshake).
     #[arg(
         long,
         env = "MATCHSTREAM_HANDSHAKE_TIMEOUT_MS",
-        default_value_t = 10_000
+        value_name = "MS",
+        default_value_t = 10_000,
+        help_heading = "Timeouts"
     )]
     pub handshake_timeout_ms: u64,
-    /// A WebSocket silent this long is pinged, ms.
-    #[arg(long, env = "MATCHSTREAM_WS_PING_AFTER_MS", default_value_t = 30_000)]
+    /// A WebSocket silent this long is pinged.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_WS_PING_AFTER_MS",
+        value_name = "MS",
+        default_value_t = 30_000,
+        help_heading = "Timeouts"
+    )]
     pub ws_ping_after_ms: u64,
-    /// A pinged WebSocket silent this much longer is dropped as dead, ms.
-    #[arg(long, env = "MATCHSTREAM_WS_DEAD_AFTER_MS", default_value_t = 30_000)]
+    /// A pinged WebSocket silent this much longer is dropped as dead.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_WS_DEAD_AFTER_MS",
+        value_name = "MS",
+        default_value_t = 30_000,
+        help_heading = "Timeouts"
+    )]
     pub ws_dead_after_ms: u64,
-    /// Cluster mode: keep teams, matches and events in this Redis (`redis://HOST:PORT/DB`)
-    /// instead of the embedded store, shared with the other nodes.
-    #[arg(long, env = "MATCHSTREAM_REDIS", value_name = "URL")]
+    /// Keep teams, matches and events in this Redis (`redis://HOST:PORT/DB`), shared with the
+    /// other nodes, instead of the embedded store.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS",
+        value_name = "URL",
+        help_heading = "Cluster mode"
+    )]
     pub redis: Option<String>,
-    /// Cluster mode: this node's name in the registry (default: its advertised address).
-    #[arg(long, env = "MATCHSTREAM_NODE_ID", requires = "redis")]
+    /// This node's name in the registry [default: its advertised address].
+    #[arg(
+        long,
+        env = "MATCHSTREAM_NODE_ID",
+        value_name = "ID",
+        requires = "redis",
+        help_heading = "Cluster mode"
+    )]
     pub node_id: Option<String>,
-    /// Cluster mode: `ws://HOST:PORT` where watchers reach this node, for `/1/checkin`
-    /// (default: the bound HTTP address).
+    /// `ws://HOST:PORT` where watchers reach this node, for `/1/checkin` [default: the bound
+    /// HTTP address].
     #[arg(
         long,
         env = "MATCHSTREAM_ADVERTISE",
         value_name = "URL",
-        requires = "redis"
+        requires = "redis",
+        help_heading = "Cluster mode"
     )]
     pub advertise: Option<String>,
-    /// Cluster mode: the TCP line port announced for this node (default: the bound one).
-    #[arg(long, env = "MATCHSTREAM_ADVERTISE_TCP_PORT", requires = "redis")]
+    /// The TCP line port announced for this node [default: the bound one].
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADVERTISE_TCP_PORT",
+        value_name = "PORT",
+        requires = "redis",
+        help_heading = "Cluster mode"
+    )]
     pub advertise_tcp_port: Option<u16>,
-    /// Cluster mode: a node's registration expires this long after its last refresh, ms
-    /// (it refreshes every third of it).
-    #[arg(long, env = "MATCHSTREAM_NODE_TTL_MS", default_value_t = 10_000)]
+    /// A node's registration expires this long after its last refresh (refreshed every third
+    /// of it).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_NODE_TTL_MS",
+        value_name = "MS",
+        default_value_t = 10_000,
+        help_heading = "Cluster mode"
+    )]
     pub node_ttl_ms: u64,
 }

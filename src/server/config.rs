@@ -7,6 +7,10 @@ use std::time::Duration;
 use crate::proto::http::HttpLimits;
 use crate::proto::session::WsLimits;
 
+/// `--max-connections` when not given: more than any one box holds, so in practice the bound
+/// is the open-files limit (see [`crate::os::limits::capacity`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
+
 /// Everything a worker needs to know, built once from the command line.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -40,8 +44,8 @@ pub struct ServerConfig {
     pub ws_ping_after: Duration,
     /// A WebSocket connection silent this long after a ping is considered dead and dropped.
     pub ws_dead_after: Duration,
-    /// Most bytes queued towards one connection; past it the connection is closed (1008)
-    /// so a slow reader never holds up anyone else.
+    /// Most bytes queued towards one connection; past it the connection is dropped (no close
+    /// frame: a reader that slow would not read one) so it never holds up anyone else.
     pub max_outbound_bytes: usize,
     /// How long shutdown waits for connections to finish their close handshakes.
     pub shutdown_drain: Duration,
@@ -69,7 +73,7 @@ impl ServerConfig {
             admin_token: String::new(),
             enable_echo: false,
             demo: false,
-            max_connections: 1_000_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             http: HttpLimits::default(),
             ws: WsLimits::default(),
             echo_ws,

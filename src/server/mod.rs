@@ -23,7 +23,7 @@ pub mod watch;
 pub mod worker;
 pub mod ws;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -52,7 +52,9 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.data_dir = args.data_dir.clone();
     config.enable_echo = args.enable_echo;
     config.demo = args.demo;
-    config.max_connections = args.max_connections;
+    if let Some(n) = args.max_connections {
+        config.max_connections = n;
+    }
     config.admin_token = args.admin_token.clone().unwrap_or_default();
     config.max_outbound_bytes = args.max_outbound_bytes;
     config.ws.max_message_bytes = args.max_message_bytes;
@@ -86,13 +88,14 @@ pub fn serve(args: ServeArgs) -> io::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .try_init();
     let mut config = config_from_args(&args);
     if config.admin_token.is_empty() {
         config.admin_token = generate_token();
         println!("matchstream admin token: {}", config.admin_token);
     }
-    check_capacity(&config);
+    check_capacity(&config, args.max_connections.is_some());
     sys::block_shutdown_signals()?;
     let running = start(config)?;
     if running.shared.config.demo {
@@ -104,15 +107,15 @@ pub fn serve(args: ServeArgs) -> io::Result<()> {
     Ok(())
 }
 
-/// Raises the soft open-files limit, logs the capacity and warns when `max_connections`
-/// cannot be reached.
-fn check_capacity(config: &ServerConfig) {
+/// Raises the soft open-files limit and says the capacity once: as a warning naming the fix
+/// when the operator asked (`asked`) for a `--max-connections` it cannot reach, else at info.
+fn check_capacity(config: &ServerConfig, asked: bool) {
     match limits::raise_nofile_soft_limit() {
         Ok(limit) => {
             let capacity = limits::capacity(config.workers, limit.soft);
-            tracing::info!("capacity: {capacity}");
-            if let Some(warning) = limits::capacity_warning(capacity, config.max_connections) {
-                tracing::warn!("{warning}");
+            match limits::capacity_warning(capacity, config.max_connections) {
+                Some(warning) if asked => tracing::warn!("{warning}"),
+                _ => tracing::info!("capacity: {capacity}"),
             }
         }
         Err(e) => tracing::warn!("cannot read or raise the open-files limit: {e}"),
