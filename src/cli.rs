@@ -11,7 +11,20 @@ use clap::{Parser, Subcommand};
 
 /// Live football-match events pushed to every watcher over WebSocket or TCP.
 #[derive(Debug, Parser)]
-#[command(name = "matchstream", version, about, propagate_version = true)]
+#[command(
+    name = "matchstream",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:
+  matchstream serve --demo                  a live sample match at http://localhost:8080/
+  matchstream replay sample --speed 20 --admin-token TOKEN
+                                            play the sample match into a running server
+  matchstream load --replay sample --speed 50 --clients 1000 --admin-token TOKEN
+                                            1,000 watchers, every event verified
+
+Each command has its own --help."
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -21,11 +34,11 @@ pub struct Cli {
 /// The subcommands of `matchstream`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server.
+    /// Run the server: HTTP API and WebSocket on --listen, the line protocol on --tcp-listen.
     Serve(crate::server::ServeArgs),
     /// Play a match script through the admin API.
     Replay(crate::feed::replay::ReplayArgs),
-    /// Load generator and blackbox tester.
+    /// Load generator and blackbox tester: connect watchers, drive a match, verify, report.
     Load(crate::load::LoadArgs),
 }
 

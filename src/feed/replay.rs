@@ -18,13 +18,18 @@ pub struct ReplayArgs {
     /// The match script (JSON); `sample` plays the bundled sample match.
     pub script: PathBuf,
     /// The server, `http://HOST:PORT`.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// Speed-up factor for the script's pauses (10 = ten times faster).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub speed: f64,
     /// The admin bearer token.
-    #[arg(long, env = "MATCHSTREAM_ADMIN_TOKEN")]
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: String,
     /// Print nothing but errors.
     #[arg(long)]

@@ -42,76 +42,123 @@ pub use watch::Protocol;
 /// Flags of `matchstream load`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// The server, `http://HOST:PORT` (WebSocket at `--path` there, admin API, /1/checkin).
-    /// Repeat it (or give a comma-separated list) for a cluster: watchers are spread over the
+    /// The server, `http://HOST:PORT`; repeat it (or give a comma-separated list) for a cluster.
+    ///
+    /// The harness uses the WebSocket at `--path` there, the admin API and `/1/checkin`. With
+    /// several servers (a cluster) watchers are spread over the
     /// servers round-robin (or by `GET /1/checkin` with --checkin), the publisher posts to the
     /// first one and moves on to the next when it fails.
-    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL",
+        help_heading = "Servers"
+    )]
     pub server: Vec<String>,
-    /// Watchers whose connection drops (EOF, reset, a close other than the final 1000 after
-    /// `stop`) reconnect to another server, with exponential backoff and jitter, and watch
-    /// again with `since` = the last event they verified (WebSocket only).
-    #[arg(long)]
+    /// Watchers whose connection drops reconnect and resume (WebSocket only).
+    ///
+    /// A drop is EOF, a reset, or a close other than the final 1000 after `stop`. The watcher
+    /// reconnects to another server, with exponential backoff and jitter, and watches again
+    /// with `since` = the last event it verified.
+    #[arg(long, help_heading = "Servers")]
     pub reconnect: bool,
     /// Pick each watcher's server by `GET /1/checkin` on one of the --server list (round-robin)
     /// instead of going round-robin over the list itself.
-    #[arg(long)]
+    #[arg(long, help_heading = "Servers")]
     pub checkin: bool,
     /// Watch this match (someone else drives it unless --replay / --every-ms).
-    #[arg(long = "match")]
+    #[arg(long = "match", value_name = "ID", help_heading = "Watchers")]
     pub match_id: Option<String>,
     /// Number of watchers.
-    #[arg(long, default_value_t = 100)]
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_name = "N",
+        help_heading = "Watchers"
+    )]
     pub clients: usize,
     /// Wire: WebSocket or the TCP line protocol.
-    #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+    #[arg(long, value_enum, default_value_t = Protocol::Ws, help_heading = "Watchers")]
     pub protocol: Protocol,
     /// WebSocket path.
-    #[arg(long, default_value = "/1/ws")]
+    #[arg(
+        long,
+        default_value = "/1/ws",
+        value_name = "PATH",
+        help_heading = "Watchers"
+    )]
     pub path: String,
     /// Drive the match: replay this script (`sample` for the bundled one).
-    #[arg(long)]
+    #[arg(long, value_name = "SCRIPT", help_heading = "Driving a match")]
     pub replay: Option<String>,
     /// Replay speed (pauses divided by it).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "X",
+        help_heading = "Driving a match"
+    )]
     pub speed: f64,
-    /// Drive the match: post `start`, `--events` numbered comments and `stop`, one every T ms.
-    #[arg(long)]
+    /// Drive the match: post `start`, `--events` numbered comments and `stop`, one every MS ms.
+    #[arg(long, value_name = "MS", help_heading = "Driving a match")]
     pub every_ms: Option<u64>,
     /// Numbered events to post with --every-ms (and in --raw mode).
-    #[arg(long, default_value_t = 60)]
+    #[arg(
+        long,
+        default_value_t = 60,
+        value_name = "N",
+        help_heading = "Driving a match"
+    )]
     pub events: usize,
     /// Matches to drive at once (watcher i watches match i mod N).
-    #[arg(long, default_value_t = 1)]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        help_heading = "Driving a match"
+    )]
     pub matches: usize,
     /// Admin token for creating and driving the match.
-    #[arg(long, env = "MATCHSTREAM_ADMIN_TOKEN")]
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        help_heading = "Driving a match",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Idle mode: connect, hold `--hold` seconds, measure memory; no match.
-    #[arg(long)]
+    #[arg(long, help_heading = "Idle mode")]
     pub idle: bool,
-    /// PID of the server, to read its memory and CPU use. Repeat it (or give a comma-separated
-    /// list) for a server made of several processes, e.g. nginx's workers: their RSS and CPU
+    /// PID of the server, to read its memory and CPU use.
+    ///
+    /// Repeat it (or give a comma-separated list) for a server made of several processes, e.g. nginx's workers: their RSS and CPU
     /// are summed.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PID",
+        help_heading = "Output"
+    )]
     pub server_pid: Vec<u32>,
     /// Where to write the JSON report.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
     /// Where to write the SVG chart (default: the report's path with `.svg`).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub svg: Option<PathBuf>,
     /// No live progress line.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub quiet: bool,
     /// Raw mode (other servers).
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Raw mode (any pub/sub WebSocket server)")]
     pub raw: Box<RawArgs>,
     /// How the load is spread and paced.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Spread, pace and wait")]
     pub tuning: Box<TuningArgs>,
     /// `--ramp-until-failure`.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Ramp until failure")]
     pub steps: Box<StepArgs>,
 }
 
@@ -123,13 +170,13 @@ pub struct RawArgs {
     #[arg(long = "raw", requires_all = ["subscribe", "publish"])]
     pub enabled: bool,
     /// Raw mode: the subscribe URL.
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     pub subscribe: Option<String>,
     /// Raw mode: the publish URL.
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     pub publish: Option<String>,
     /// Raw mode: a text message to send after the handshake (a subscribe command).
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     pub subscribe_message: Option<String>,
 }
 
@@ -137,28 +184,28 @@ pub struct RawArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TuningArgs {
     /// TCP line-protocol address `HOST:PORT` (default: asked from GET /1/checkin).
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     pub tcp_server: Option<String>,
     /// Seconds to hold the connections open once all are connected (idle mode).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub hold: u64,
     /// New connections per second, all threads together (default: as fast as they go).
-    #[arg(long)]
+    #[arg(long, value_name = "PER_S")]
     pub ramp: Option<f64>,
     /// Handshakes in flight per load thread.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_name = "N")]
     pub concurrency: usize,
     /// Load threads (each with a private fd table); default: enough for the clients.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Source addresses 127.0.0.2…; default: enough for the clients.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub sources: Option<usize>,
     /// Seconds to wait for every watcher to connect and get its status.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub connect_timeout: u64,
     /// Seconds to wait, after the last post, for every watcher to finish.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     pub drain: u64,
 }
 
@@ -169,13 +216,13 @@ pub struct StepArgs {
     #[arg(long)]
     pub ramp_until_failure: bool,
     /// Watchers added per step of --ramp-until-failure (default: --clients).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub ramp_step: Option<usize>,
     /// Most watchers --ramp-until-failure tries.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_clients: usize,
     /// SLO of --ramp-until-failure: p99 fan-out latency bound, ms.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_name = "MS")]
     pub slo_p99_ms: f64,
 }
 
