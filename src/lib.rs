@@ -2,30 +2,52 @@
 //!
 //! A live football-match event server: an operator (or a data feed) posts what happens in a
 //! match; every person watching that match gets it pushed within milliseconds, over WebSocket
-//! or the seed system's plain TCP line protocol.
+//! or the seed system's plain TCP line protocol. The HTTP API, the WebSocket and line
+//! protocols and the close codes are described for client authors in `docs/protocol.md`.
 //!
-//! ## Architecture
+//! ## The path of one event
 //!
-//! * [`proto`] — the sans-I/O protocol core: HTTP/1.1 request heads, the RFC 6455 opening
-//!   handshake, WebSocket frames, masking, UTF-8 validation, close codes and a per-connection
-//!   state machine. Bytes in; events and bytes-to-send out. No sockets, no clock.
-//! * [`server`] — the thin runtime shell: one monoio (io_uring) event loop per worker thread,
-//!   each pinned to a CPU, each with a private file-descriptor table (`unshare(CLONE_FILES)`),
-//!   its own `SO_REUSEPORT` listeners, connection slab and subscription tables. Workers share no
-//!   lock on the hot path; they exchange messages over channels woken by eventfds created
-//!   before the workers unshare.
-//! * [`domain`] — teams, matches, events and the scoreboard fold (no I/O).
-//! * [`store`] — durable storage behind one small interface (SQLite embedded, Redis in a
-//!   cluster).
-//! * [`sequencer`] — the node's single writer: validates, orders and stores events, then
-//!   broadcasts them; [`sequencer::cluster`] holds cluster mode's (`--redis`) Redis stream
-//!   reader and node registry for `/1/checkin`.
-//! * [`feed`] — the publishing side: the `replay` command, the `--demo` loop and the admin
-//!   API's HTTP client.
-//! * [`load`] — the load generator and blackbox tester (`matchstream load`).
-//! * [`os`] — system calls, open-file limits, the io_uring runtime builder and socket
-//!   read/write helpers, shared by `server` and `load`.
-//! * [`cli`] — command-line parsing; `main.rs` is a thin shell over it.
+//! An admin `POST /1/match/{id}/events` arrives on some worker ([`server::api`]), which hands
+//! it to the node's one [`sequencer`] thread. The sequencer checks it against the match (the
+//! fold, [`domain::Match::apply`]), numbers it, makes it durable ([`store`]), builds its wire
+//! views once ([`domain::event_message`]) and puts it in every worker's inbox
+//! ([`server::inbox`]: an mpsc queue plus one byte on a Unix socket pair to wake the worker)
+//! before it answers 201. Each worker encodes the event once per wire and writes the same
+//! bytes to each of its local watchers ([`server::watch`], [`server::outbox`]). Workers never
+//! talk to each other; only the sequencer and the main thread write to their inboxes.
+//!
+//! ## Modules, from the bottom up
+//!
+//! * [`proto`] — the sans-I/O protocol core; bytes in, events and bytes-to-send out, no
+//!   sockets, no clock: HTTP/1.1 request heads ([`proto::http`]) and responses
+//!   ([`proto::response`]), the RFC 6455 opening handshake ([`proto::handshake`]), frames
+//!   ([`proto::frame`]), masking ([`proto::mask`]), UTF-8 validation ([`proto::utf8`]),
+//!   close codes ([`proto::close`]) and errors ([`proto::error`]), the per-connection
+//!   session state machine ([`proto::session`]), keepalive deadlines
+//!   ([`proto::keepalive`]) and the TCP line protocol ([`proto::line`]).
+//! * [`domain`] — teams, matches, events, the scoreboard fold, match scripts and the wire
+//!   views of them. No I/O.
+//! * [`store`] — durable storage behind one small trait: SQLite embedded (`--data-dir`),
+//!   Redis in a cluster (`--redis`), memory for tests.
+//! * [`sequencer`] — the node's single writer: validates, numbers, stores, then broadcasts and
+//!   acknowledges; [`sequencer::cluster`] holds cluster mode's Redis stream reader and the
+//!   node registry behind `/1/checkin`.
+//! * [`os`] — below both the server and the harness: the few direct system calls, open-file
+//!   limits and connection capacity, the io_uring runtime builder, whole-buffer socket reads
+//!   and writes.
+//! * [`server`] — the runtime shell (`matchstream serve`): one monoio io_uring event loop per
+//!   worker thread ([`server::worker`]), each pinned to a CPU, with a private fd table
+//!   (`unshare(CLONE_FILES)`), its own `SO_REUSEPORT` listeners, connection slab and
+//!   subscription tables. A connection goes through its HTTP phase ([`server::http`],
+//!   [`server::router`], [`server::api`]) and then the WebSocket ([`server::ws`]) or line
+//!   ([`server::line`]) loop ([`server::stream`]). Settings: [`server::ServeArgs`] →
+//!   [`server::config`]; counters: [`server::metrics`].
+//! * [`feed`] — the publishing side: `matchstream replay`, the `--demo` loop and the blocking
+//!   HTTP client of the admin API.
+//! * [`load`] — `matchstream load`, the load generator and blackbox tester: connects
+//!   watchers, drives matches, verifies every delivery and reports. It talks to the server
+//!   over sockets only.
+//! * [`cli`] — the command line; `main.rs` is a thin shell over [`cli::run`].
 //!
 //! ## Prerequisites
 //!

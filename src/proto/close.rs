@@ -10,7 +10,7 @@ pub const PROTOCOL_ERROR: u16 = 1002;
 pub const UNSUPPORTED_DATA: u16 = 1003;
 /// 1007: a message's data is inconsistent with its type (invalid UTF-8 in text).
 pub const INVALID_PAYLOAD: u16 = 1007;
-/// 1008: a message violates the endpoint's policy (also: outbound queue overflow).
+/// 1008: a message violates the endpoint's policy.
 pub const POLICY: u16 = 1008;
 /// 1009: a frame or message is too big to process.
 pub const TOO_BIG: u16 = 1009;
