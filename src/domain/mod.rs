@@ -16,4 +16,4 @@ pub use fold::{MatchState, Rejection};
 pub use matches::{match_id, validate_date, Match, Period, Player};
 pub use script::{MatchScript, Step};
 pub use team::{validate_team_id, InputError, Team, MAX_TEAM_ID_LEN};
-pub use view::{error_body, error_message, event_line_fields, event_message, status_message};
+pub use view::{error_message, event_line_fields, event_message, status_message};

@@ -72,11 +72,6 @@ pub fn error_message(error: &str) -> String {
     })
 }
 
-/// An HTTP error body: `{"error":"…"}`.
-pub fn error_body(error: &str) -> String {
-    serde_json::json!({ "error": error }).to_string()
-}
-
 fn to_json(value: &impl Serialize) -> String {
     // Serializing these plain structs (string keys, no maps with non-string keys) cannot fail.
     serde_json::to_string(value).expect("wire messages always serialize")
@@ -176,7 +171,6 @@ mod tests {
             error_message("match not found: \"x\""),
             r#"{"type":"error","error":"match not found: \"x\""}"#
         );
-        assert_eq!(error_body("nope"), r#"{"error":"nope"}"#);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::domain::script::{MatchScript, Step};
-use crate::sequencer::{Reply, Request, SequencerHandle};
+use crate::sequencer::{Refused, Reply, Request, SequencerHandle};
 
 /// Pause after the final whistle before the demo match is replayed again.
 pub const DEMO_PAUSE: Duration = Duration::from_secs(30);
@@ -65,9 +65,11 @@ fn play_once(sequencer: &SequencerHandle) -> Option<()> {
                     data: data.clone(),
                     expect_seq: None,
                 };
-                match ask(sequencer, request)? {
-                    Reply::Api(api) if api.status >= 500 => return None,
-                    _ => {}
+                if let Reply::Refused(
+                    Refused::Stopped | Refused::StoreFailed(_) | Refused::StoreUnreachable,
+                ) = ask(sequencer, request)?
+                {
+                    return None;
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::tests::{api, create_sample, event_seqs, post, start};
+use super::tests::{api, create_sample, event_seqs, post, read, start, Read};
 use super::*;
 use crate::domain::Team;
 use crate::store::{Snapshot, StoredMatch};
@@ -79,6 +79,9 @@ impl Store for SharedStore {
         self.check()?;
         self.shared.lock().unwrap().matches.remove(mid);
         Ok(())
+    }
+    fn is_shared(&self) -> bool {
+        true
     }
     fn events_after(&mut self, mid: &str, seq: u64) -> Result<Vec<Event>, StoreError> {
         self.check()?;
@@ -155,13 +158,13 @@ fn remote_changes_create_teams_and_matches_and_gaps_are_filled() {
     });
     assert_eq!(api(&b, remote).0, 200);
     assert_eq!(event_seqs(&seen_b), [1, 2]);
-    let (_, m) = api(&b, Request::GetMatch { mid: mid.into() });
+    let (_, m) = read(&seen_b, Read::Match(mid.into()));
     assert_eq!(
         (m["seq"].clone(), m["period"].clone()),
         (json!(2), json!("first"))
     );
     assert_eq!(api(&b, Request::Remote(Remote::Deleted(mid.into()))).0, 200);
-    assert_eq!(api(&b, Request::GetMatch { mid: mid.into() }).0, 404);
+    assert_eq!(read(&seen_b, Read::Match(mid.into())).0, 404);
 }
 
 #[test]

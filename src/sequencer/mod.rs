@@ -1,63 +1,81 @@
 //! The sequencer: the node's single writer. One thread, outside the workers, owns the store
-//! and the authoritative state of every team and match.
+//! and the authoritative state of every team and match. It handles writes only: every read
+//! is answered by the workers from the snapshots it publishes ([`snapshot`]).
 //!
-//! Workers hand it [`Request`]s through a [`SequencerHandle`] (a channel; `submit` never
-//! blocks). The thread handles them one at a time, in arrival order:
+//! Workers hand it [`Request`]s through a [`SequencerHandle`] (a bounded queue: past
+//! [`Limits::max_queued_writes`] a write is refused at once with [`Refused::Busy`]; `submit`
+//! never blocks). The thread takes every request queued at that moment (at most
+//! [`Limits::max_batch`]) and handles them in arrival order:
 //!
-//! * an event is validated by the fold ([`Match::apply`]), given `seq = last + 1` and
-//!   `ts = max(clock(), last ts)`, made durable in the store, **then** handed to the sink as
-//!   a [`Broadcast::Event`] (every worker gets it), and only **after that** acknowledged
-//!   through the request's reply closure (`201 {"seq","ts"}`);
-//! * on a store failure nothing is broadcast, the in-memory state is left as it was and the
-//!   reply is a 500: an event is acknowledged only once it is durable;
-//! * reads are answered from memory, which mirrors the store.
+//! * events are **group-committed**: each is validated by the fold ([`Match::apply`])
+//!   against the state as the batch folds, given `seq = last + 1` and
+//!   `ts = max(clock(), last ts)`; a refused event refuses only itself. The accepted ones are
+//!   made durable in one store transaction (one fsync), **then** handed to the sink in order
+//!   as [`Broadcast::Event`]s (every worker gets each, with the match's new
+//!   [`MatchSnapshot`]), and only **after that** acknowledged through each request's reply
+//!   closure ([`Done::Event`]). A lone publisher's batch is its one event: one fsync;
+//! * on a store failure nothing is broadcast, the in-memory state is left as it was and
+//!   every event of the batch is refused ([`Refused::StoreFailed`]): an event is
+//!   acknowledged only once it is durable;
+//! * any other request (team, match creation or deletion, watch, a remote change) first
+//!   commits the events staged before it, then is handled alone.
+//!
+//! Answers are in domain terms ([`Done`], [`Refused`]); the HTTP layer maps them to status
+//! codes, once.
 //!
 //! ## In a cluster
 //!
 //! With a shared store ([`crate::store::RedisStore`]) other nodes append too. The thread
 //! stays this node's only writer path: an event is validated against the replica at seq
-//! `N` and the store appends it only if the match is still at `N` (atomically, in Redis);
-//! on a [`StoreError::Conflict`] the thread reads the events it missed
+//! `N` and the store appends it only if the match is still at `N` (atomically, in Redis,
+//! one script call per batch); on a conflict the thread reads the events it missed
 //! ([`Store::events_after`]), applies and broadcasts them, validates again and retries
-//! (at most [`MAX_ATTEMPTS`] times, then 503). Events appended by other nodes arrive as
-//! [`Request::Remote`] from the node's stream reader and go through the same apply-and-
-//! broadcast step, so they too are broadcast in sequencer order and the watch invariant
-//! below holds for them; an event this node already has (its own, or one fetched on a
-//! conflict) is skipped by seq. A store that cannot be reached answers 503
-//! `{"error":"redis unavailable"}` and changes nothing.
+//! (at most [`MAX_ATTEMPTS`] times, then [`Refused::Contention`]). When the store is
+//! *behind* this node (Redis restored from an older snapshot, a match re-created before
+//! this node's reader caught up), the node resyncs the match from the store
+//! ([`Broadcast::Cancelled`] then the stored match: its watchers reconnect). Events appended
+//! by other nodes arrive as [`Request::Remote`] from the node's stream reader and go through
+//! the same apply-and-broadcast step, so they too are broadcast in sequencer order and the
+//! watch invariant below holds for them; an event this node already has (its own, or one
+//! fetched on a conflict) is skipped by seq. A store that cannot be reached answers
+//! [`Refused::StoreUnreachable`] and changes nothing.
 //! The threads that run beside the sequencer in a cluster (that stream reader and the node
 //! registry behind `/1/checkin`) are in [`cluster`].
 //!
 //! ## The watch invariant
 //!
-//! Broadcasts and replies leave the sequencer thread in one total order, the order in which
-//! it handled the requests. A [`Request::Watch`] is answered with the match's status at seq
-//! `N` plus the event messages of `(since, N]`, all taken at that point of the order: every
-//! event with a seq above `N` is broadcast *after* the watch reply was handed over, every
-//! event up to `N` *before* it. So when the sink and the reply closure of a worker both push
-//! into that worker's one FIFO inbox, a worker that subscribes the connection when it takes
-//! the watch reply out of the inbox and from then on forwards the match's broadcasts gets
-//! every event after `since` exactly once, in order, without gap or repeat. Never block in a
-//! reply closure or in the sink: they run on the sequencer thread.
+//! Broadcasts and replies leave the sequencer thread in one total order. A worker applies
+//! the broadcasts to its [`Catalog`] in that order through its one FIFO inbox, so a watch
+//! answered from the worker's catalog (status at seq `N` plus the events of `(since, N]`)
+//! is followed by exactly the broadcasts of `N + 1, N + 2…`: no gap, no repeat. (The same
+//! holds for a [`Request::Watch`] answered by the sequencer when its reply closure pushes
+//! into that inbox.) Never block in a reply closure or in the sink: they run on the
+//! sequencer thread.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 
+use bytes::Bytes;
 use serde_json::Value;
+use thiserror::Error;
 
-use crate::domain::{error_body, error_message, Event, EventKind, Match, Team};
+use crate::domain::{error_message, Event, EventKind, InputError, Match, Rejection, Team};
 use crate::store::{Store, StoreError};
 
-/// Where accepted events and cancellations go: called on the sequencer thread, once per
-/// broadcast, before the writer is answered. Must not block.
+pub mod snapshot;
+pub use snapshot::{Catalog, History, Loaded, MatchSnapshot};
+
+/// Where accepted events and other published changes go: called on the sequencer thread,
+/// once per broadcast, before the writer is answered. Must not block.
 pub type Sink = Arc<dyn Fn(Broadcast) + Send + Sync>;
 
 /// Answers one request; called once, on the sequencer thread. Must not block.
 pub type ReplyFn = Box<dyn FnOnce(Reply) + Send>;
 
 /// How many times a write is validated and tried against a shared store that keeps moving
-/// under it before it is refused with 503.
+/// under it before it is refused with [`Refused::Contention`].
 pub const MAX_ATTEMPTS: usize = 32;
 
 /// Milliseconds since the Unix epoch.
@@ -70,19 +88,51 @@ pub fn system_clock_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// What a worker asks of the sequencer.
+/// The sequencer's bounds (each a named, documented setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Writes waiting in the queue past which a new write is refused at once with
+    /// [`Refused::Busy`] (HTTP 503 with `Retry-After`). `--max-queued-writes`.
+    pub max_queued_writes: usize,
+    /// Most requests taken from the queue into one group commit.
+    pub max_batch: usize,
+    /// Ended matches whose history stays in memory; past it the history of the match that
+    /// ended longest ago is let go (served from the store when asked).
+    /// `--ended-history-matches`. `usize::MAX`: keep everything.
+    pub ended_history_matches: usize,
+}
+
+/// Default of [`Limits::max_queued_writes`].
+pub const DEFAULT_MAX_QUEUED_WRITES: usize = 8_192;
+/// Default of [`Limits::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 1_024;
+/// Default of [`Limits::ended_history_matches`].
+pub const DEFAULT_ENDED_HISTORY_MATCHES: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_queued_writes: DEFAULT_MAX_QUEUED_WRITES,
+            max_batch: DEFAULT_MAX_BATCH,
+            ended_history_matches: DEFAULT_ENDED_HISTORY_MATCHES,
+        }
+    }
+}
+
+/// What a worker asks of the sequencer: writes, watches (until every worker answers them
+/// from its catalog) and changes other nodes made.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// `PUT /1/team/{id}`: create (201) or replace (200) a team.
+    /// `PUT /1/team/{id}`: create or replace a team.
     PutTeam {
-        /// The team id (must be a valid slug, else 422).
+        /// The team id (must be a valid slug).
         id: String,
         /// Full name.
         name: String,
         /// Division.
         division: String,
     },
-    /// `POST /1/matches`: 201 `{"id"}`, 409 duplicate, 422 unknown team or bad date.
+    /// `POST /1/matches`.
     CreateMatch {
         /// Home team id.
         home: String,
@@ -93,7 +143,7 @@ pub enum Request {
         /// Stadium.
         stadium: String,
     },
-    /// `POST /1/match/{id}/events`: 201 `{"seq","ts"}` once durable, 404, 422.
+    /// `POST /1/match/{id}/events`: [`Done::Event`] once durable.
     PostEvent {
         /// The match id.
         mid: String,
@@ -101,33 +151,15 @@ pub enum Request {
         kind: EventKind,
         /// The event data (a JSON object).
         data: Value,
-        /// Post it only as this event number (`"seq"` in the body): 409 when the match is
-        /// past it already. A publisher retrying after a lost answer can never post twice.
+        /// Post it only as this event number (`"seq"` in the body): [`Refused::Conflict`]
+        /// when the match is past it already. A publisher retrying after a lost answer can
+        /// never post twice.
         expect_seq: Option<u64>,
     },
-    /// `DELETE /1/match/{id}`: 200 `{"id"}`, 404; watchers get [`Broadcast::Cancelled`].
+    /// `DELETE /1/match/{id}`: watchers get [`Broadcast::Cancelled`].
     DeleteMatch {
         /// The match id.
         mid: String,
-    },
-    /// `GET /1/team/{id}`: 200 team object, 404.
-    GetTeam {
-        /// The team id.
-        id: String,
-    },
-    /// `GET /1/matches`: 200 array of match ids, sorted.
-    ListMatches,
-    /// `GET /1/match/{id}`: 200 match object, 404.
-    GetMatch {
-        /// The match id.
-        mid: String,
-    },
-    /// `GET /1/match/{id}/history?since=SEQ`: 200 array of events after `since`, 404.
-    History {
-        /// The match id.
-        mid: String,
-        /// Only events with a greater seq (0: all).
-        since: u64,
     },
     /// A WebSocket or TCP watch: answered with [`Reply::Watch`].
     Watch {
@@ -138,8 +170,15 @@ pub enum Request {
     },
     /// A change another cluster node made, read from Redis by this node's stream reader:
     /// applied to memory (and broadcast) like a local write, but not written again.
-    /// Answered with 200 (nobody waits for it).
+    /// Answered with [`Done::Applied`] (nobody waits for it).
     Remote(Remote),
+}
+
+impl Request {
+    /// Whether this is a client write (bounded by [`Limits::max_queued_writes`]).
+    fn is_write(&self) -> bool {
+        !matches!(self, Request::Watch { .. } | Request::Remote(_))
+    }
 }
 
 /// What another node did, as the stream reader saw it in Redis.
@@ -164,19 +203,105 @@ pub enum Remote {
 /// The sequencer's answer to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// An HTTP-style answer to an API request.
-    Api(ApiReply),
+    /// The write is done (durable and published).
+    Done(Done),
+    /// The request was refused; nothing changed.
+    Refused(Refused),
     /// The answer to [`Request::Watch`].
     Watch(WatchReply),
 }
 
-/// An HTTP status and JSON body (`{"error": "…"}` for errors).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiReply {
-    /// HTTP status: 200, 201, 404, 409, 422, 500 or 503.
-    pub status: u16,
-    /// JSON text.
-    pub body: String,
+/// A write that is done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    /// A team was stored.
+    Team {
+        /// The team as stored.
+        team: Team,
+        /// It did not exist before (else it was replaced).
+        created: bool,
+    },
+    /// A match was created.
+    MatchCreated {
+        /// Its id.
+        id: String,
+    },
+    /// An event is durable and broadcast.
+    Event {
+        /// Its seq.
+        seq: u64,
+        /// Its timestamp (ms since the epoch).
+        ts: i64,
+    },
+    /// A match was deleted.
+    MatchDeleted {
+        /// Its id.
+        id: String,
+    },
+    /// A remote change was applied.
+    Applied,
+}
+
+/// Why a request was refused (nothing changed). The HTTP layer maps each to a status.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum Refused {
+    /// A team id, a date or a pair of teams is not valid.
+    #[error("{0}")]
+    Invalid(#[from] InputError),
+    /// A match refers to a team that does not exist.
+    #[error("unknown team: {0}")]
+    UnknownTeam(String),
+    /// No such match.
+    #[error("match not found: {0}")]
+    UnknownMatch(String),
+    /// The match exists already.
+    #[error("match already exists: {0}")]
+    MatchExists(String),
+    /// The event numbered `want` exists already: the match is at `seq`.
+    #[error("event {want} exists: match is at {seq}")]
+    Conflict {
+        /// The seq the publisher asked for.
+        want: u64,
+        /// Where the match is.
+        seq: u64,
+    },
+    /// The event numbered `want` cannot be the next one: the match is at `seq`.
+    #[error("event {want} cannot be next: match is at {seq}")]
+    NotNext {
+        /// The seq the publisher asked for.
+        want: u64,
+        /// Where the match is.
+        seq: u64,
+    },
+    /// The fold refused the event.
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    /// Other nodes kept appending first ([`MAX_ATTEMPTS`] tries): try again.
+    #[error("write contention: try again")]
+    Contention,
+    /// The shared store (Redis) cannot be reached.
+    #[error("redis unavailable")]
+    StoreUnreachable,
+    /// The store failed the write.
+    #[error("store failure: {0}")]
+    StoreFailed(String),
+    /// The write queue is full ([`Limits::max_queued_writes`]): try again shortly.
+    #[error("too many writes queued: try again")]
+    Busy,
+    /// The sequencer has stopped.
+    #[error("sequencer stopped")]
+    Stopped,
+}
+
+impl Refused {
+    fn from_store(e: StoreError) -> Refused {
+        if let StoreError::Redis(why) = &e {
+            tracing::warn!(error = %why, "redis unavailable; write refused");
+            return Refused::StoreUnreachable;
+        }
+        tracing::error!(error = %e, "store write failed; nothing acknowledged");
+        Refused::StoreFailed(e.to_string())
+    }
 }
 
 /// The answer to a watch.
@@ -229,12 +354,25 @@ pub enum Broadcast {
         line_fields: Arc<[(String, String)]>,
         /// The match state after this event (for replicas and status snapshots).
         state: Arc<Match>,
+        /// The match as published after this event.
+        snapshot: Arc<MatchSnapshot>,
     },
     /// The match was deleted: close its watchers (1000, `match cancelled`).
     Cancelled {
         /// The match id.
         mid: Arc<str>,
     },
+    /// A match was created, resynced, or its history let go: its new snapshot.
+    Match(Arc<MatchSnapshot>),
+    /// A team was created or replaced.
+    Team {
+        /// The team id.
+        id: Arc<str>,
+        /// The team object's JSON.
+        json: Bytes,
+    },
+    /// Everything, once, when the sequencer starts.
+    Loaded(Arc<Loaded>),
 }
 
 enum Msg {
@@ -242,15 +380,26 @@ enum Msg {
     Stop(mpsc::Sender<()>),
 }
 
-/// A reply closure that is called exactly once: with the answer, or with a 503 when the
-/// request is dropped unanswered (queued while the sequencer stopped).
+/// A reply closure that is called exactly once: with the answer, or with
+/// [`Refused::Stopped`] when the request is dropped unanswered (queued while the sequencer
+/// stopped).
 struct Pending {
     watch: bool,
+    /// Counted in the handle's queue bound until taken out of the queue.
+    queued: Option<Arc<AtomicUsize>>,
     reply: Option<ReplyFn>,
 }
 
 impl Pending {
+    /// The request left the queue: it no longer counts against the bound.
+    fn dequeued(&mut self) {
+        if let Some(q) = self.queued.take() {
+            q.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     fn answer(mut self, reply: Reply) {
+        self.dequeued();
         if let Some(f) = self.reply.take() {
             f(reply);
         }
@@ -259,6 +408,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        self.dequeued();
         if let Some(f) = self.reply.take() {
             f(stopped_reply(self.watch));
         }
@@ -273,6 +423,8 @@ pub struct Sequencer;
 #[derive(Clone)]
 pub struct SequencerHandle {
     tx: mpsc::Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
 }
 
 impl std::fmt::Debug for SequencerHandle {
@@ -282,13 +434,23 @@ impl std::fmt::Debug for SequencerHandle {
 }
 
 impl Sequencer {
-    /// Starts the sequencer thread: loads everything from `store` into memory, then serves
-    /// requests until [`SequencerHandle::shutdown`] or until every handle is dropped.
-    /// Fails when the store cannot be loaded.
+    /// [`Sequencer::start_with`] the default [`Limits`].
     pub fn start(
         store: Box<dyn Store>,
         sink: Sink,
         clock: Clock,
+    ) -> Result<SequencerHandle, StoreError> {
+        Sequencer::start_with(store, sink, clock, Limits::default())
+    }
+
+    /// Starts the sequencer thread: loads everything from `store` into memory, publishes it
+    /// ([`Broadcast::Loaded`]), then serves requests until [`SequencerHandle::shutdown`] or
+    /// until every handle is dropped. Fails when the store cannot be loaded.
+    pub fn start_with(
+        store: Box<dyn Store>,
+        sink: Sink,
+        clock: Clock,
+        limits: Limits,
     ) -> Result<SequencerHandle, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), StoreError>>(1);
@@ -298,7 +460,7 @@ impl Sequencer {
                 let mut store = store;
                 let core = store
                     .load_all()
-                    .and_then(|snap| Core::new(store, snap, sink, clock));
+                    .and_then(|snap| Core::new(store, snap, sink, clock, limits));
                 match core {
                     Ok(core) => {
                         let _ = ready_tx.send(Ok(()));
@@ -310,7 +472,11 @@ impl Sequencer {
                 }
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(SequencerHandle { tx }),
+            Ok(Ok(())) => Ok(SequencerHandle {
+                tx,
+                queued: Arc::default(),
+                max_queued: limits.max_queued_writes,
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Corrupt(
                 "sequencer thread died while loading".into(),
@@ -321,15 +487,33 @@ impl Sequencer {
 
 impl SequencerHandle {
     /// Queues a request; never blocks. `reply` is called exactly once: on the sequencer
-    /// thread when the request is done, or with a 503 (a `NotFound` "sequencer stopped" for a
-    /// watch) when the sequencer has stopped — then possibly on the calling thread.
+    /// thread when the request is done; or at once, on the calling thread, with
+    /// [`Refused::Busy`] when [`Limits::max_queued_writes`] writes are waiting already; or
+    /// with [`Refused::Stopped`] (a `NotFound` "sequencer stopped" for a watch) when the
+    /// sequencer has stopped.
     pub fn submit(&self, request: Request, reply: ReplyFn) {
+        let queued = if request.is_write() {
+            if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                reply(Reply::Refused(Refused::Busy));
+                return;
+            }
+            Some(Arc::clone(&self.queued))
+        } else {
+            None
+        };
         let pending = Pending {
             watch: matches!(request, Request::Watch { .. }),
+            queued,
             reply: Some(reply),
         };
-        // When the thread is gone the message comes back and dropping it answers 503.
+        // When the thread is gone the message comes back and dropping it answers Stopped.
         let _ = self.tx.send(Msg::Request(request, pending));
+    }
+
+    /// Writes waiting in the queue now.
+    pub fn queued_writes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Stops the thread after the requests already queued, and waits until it has closed
@@ -343,25 +527,26 @@ impl SequencerHandle {
 }
 
 fn stopped_reply(watch: bool) -> Reply {
-    const STOPPED: &str = "sequencer stopped";
     if watch {
         Reply::Watch(WatchReply::NotFound {
-            error: error_message(STOPPED),
+            error: error_message(&Refused::Stopped.to_string()),
         })
     } else {
-        Reply::Api(ApiReply {
-            status: 503,
-            body: error_body(STOPPED),
-        })
+        Reply::Refused(Refused::Stopped)
     }
 }
 
+mod batch;
 pub mod cluster;
 mod core;
+mod shared;
 use self::core::Core;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod batch_tests;
 
 #[cfg(test)]
 mod cluster_tests;
@@ -382,20 +567,4 @@ fn check_history(state: &Match, events: &[Event]) -> Result<(), StoreError> {
             state.seq
         )))
     }
-}
-
-/// Builds the JSON reply for a successful request.
-fn ok(status: u16, body: Value) -> Reply {
-    Reply::Api(ApiReply {
-        status,
-        body: body.to_string(),
-    })
-}
-
-/// Builds an error reply `{"error": message}`.
-fn err(status: u16, message: impl std::fmt::Display) -> Reply {
-    Reply::Api(ApiReply {
-        status,
-        body: error_body(&message.to_string()),
-    })
 }

@@ -39,8 +39,50 @@ fn call(h: &SequencerHandle, request: Request) -> Reply {
 
 pub(super) fn api(h: &SequencerHandle, request: Request) -> (u16, Value) {
     match call(h, request) {
-        Reply::Api(ApiReply { status, body }) => (status, serde_json::from_str(&body).unwrap()),
-        other => panic!("expected an API reply, got {other:?}"),
+        Reply::Watch(w) => panic!("expected an API reply, got {w:?}"),
+        reply => {
+            let (status, body) = crate::server::api::reply_status_body(&reply);
+            (status, serde_json::from_str(&body).unwrap())
+        }
+    }
+}
+
+/// A public read, answered as a worker does: from a catalog fed by the broadcasts.
+#[derive(Debug, Clone)]
+pub(super) enum Read {
+    Team(&'static str),
+    Matches,
+    Match(String),
+    History(String, u64),
+}
+
+/// The catalog a worker would hold after every broadcast seen so far.
+pub(super) fn catalog(seen: &Mutex<Vec<Broadcast>>) -> Catalog {
+    let mut catalog = Catalog::default();
+    for b in seen.lock().unwrap().iter() {
+        catalog.apply(b);
+    }
+    catalog
+}
+
+pub(super) fn read(seen: &Mutex<Vec<Broadcast>>, what: Read) -> (u16, Value) {
+    let mut c = catalog(seen);
+    let json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap();
+    let missing = |what: &str| (404, json!({ "error": what }));
+    match what {
+        Read::Team(id) => c.team(id).map_or_else(
+            || missing(&format!("team not found: {id}")),
+            |t| (200, json(t)),
+        ),
+        Read::Matches => (200, json(&c.list())),
+        Read::Match(mid) => c.get(&mid).map_or_else(
+            || missing(&format!("match not found: {mid}")),
+            |m| (200, json(&m.json)),
+        ),
+        Read::History(mid, since) => c.get(&mid).map_or_else(
+            || missing(&format!("match not found: {mid}")),
+            |m| (200, json(&m.history.as_ref().unwrap().json_after(since))),
+        ),
     }
 }
 
@@ -96,7 +138,7 @@ pub(super) fn event_seqs(seen: &Mutex<Vec<Broadcast>>) -> Vec<u64> {
         .iter()
         .filter_map(|b| match b {
             Broadcast::Event { seq, .. } => Some(*seq),
-            Broadcast::Cancelled { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -124,6 +166,15 @@ fn the_sample_match_runs_through_the_sequencer_and_survives_a_restart() {
     assert_eq!(event_seqs(&seen), (1..=n).collect::<Vec<_>>());
     {
         let seen = seen.lock().unwrap();
+        let events: Vec<&Broadcast> = seen
+            .iter()
+            .filter(|b| matches!(b, Broadcast::Event { .. }))
+            .collect();
+        assert!(
+            matches!(seen[0], Broadcast::Loaded(_)),
+            "the load comes first"
+        );
+        let seen = events;
         for (i, b) in seen.iter().enumerate() {
             let Broadcast::Event {
                 mid: m,
@@ -146,7 +197,7 @@ fn the_sample_match_runs_through_the_sequencer_and_survives_a_restart() {
             assert_eq!(state.seq, *seq);
         }
     }
-    let (status, m) = api(&h, Request::GetMatch { mid: mid.clone() });
+    let (status, m) = read(&seen, Read::Match(mid.clone()));
     assert_eq!(status, 200);
     assert_eq!(
         (m["home_score"].as_u64(), m["visit_score"].as_u64()),
@@ -156,14 +207,8 @@ fn the_sample_match_runs_through_the_sequencer_and_survives_a_restart() {
     h.shutdown();
 
     let (h, seen) = start(Box::new(SqliteStore::open(dir.path()).unwrap()));
-    assert_eq!(api(&h, Request::GetMatch { mid: mid.clone() }), (200, m));
-    let (_, history) = api(
-        &h,
-        Request::History {
-            mid: mid.clone(),
-            since: 0,
-        },
-    );
+    assert_eq!(read(&seen, Read::Match(mid.clone())), (200, m));
+    let (_, history) = read(&seen, Read::History(mid.clone(), 0));
     assert_eq!(history.as_array().unwrap().len() as u64, n);
     assert_eq!(history[3]["data"]["player"], json!([25, "Albil"]));
     assert_eq!(
@@ -176,14 +221,14 @@ fn the_sample_match_runs_through_the_sequencer_and_survives_a_restart() {
         (201, json!({"seq": n + 1, "ts": T0}))
     );
     assert_eq!(event_seqs(&seen), vec![n + 1]);
-    let (_, teams) = api(&h, Request::GetTeam { id: "tig".into() });
+    let (_, teams) = read(&seen, Read::Team("tig"));
     assert_eq!(teams["name"], "Tigre");
-    assert_eq!(api(&h, Request::ListMatches), (200, json!([mid])));
+    assert_eq!(read(&seen, Read::Matches), (200, json!([mid])));
 }
 
 #[test]
 fn watch_mid_match_returns_exactly_the_missing_events() {
-    let (h, _) = start(Box::new(MemoryStore::new()));
+    let (h, seen) = start(Box::new(MemoryStore::new()));
     let script = create_sample(&h);
     let mid = script.match_id();
     for (kind, data) in script.events().take(10) {
@@ -220,13 +265,7 @@ fn watch_mid_match_returns_exactly_the_missing_events() {
             error: r#"{"type":"error","error":"match not found: nope"}"#.into()
         }
     );
-    let (_, history) = api(
-        &h,
-        Request::History {
-            mid: mid.clone(),
-            since: 8,
-        },
-    );
+    let (_, history) = read(&seen, Read::History(mid.clone(), 8));
     assert_eq!(history.as_array().unwrap().len(), 2);
     assert_eq!(history[0]["seq"], 9);
 }
@@ -357,19 +396,9 @@ fn api_errors_have_the_right_status() {
     );
     assert_eq!(api(&h, create("elp", "tig", "2011-09-31")).0, 422);
     assert_eq!(api(&h, create("elp", "elp", "2011-09-11")).0, 422);
-    assert_eq!(api(&h, Request::GetTeam { id: "boc".into() }).0, 404);
-    assert_eq!(api(&h, Request::GetMatch { mid: "x".into() }).0, 404);
-    assert_eq!(
-        api(
-            &h,
-            Request::History {
-                mid: "x".into(),
-                since: 0
-            }
-        )
-        .0,
-        404
-    );
+    assert_eq!(read(&seen, Read::Team("boc")).0, 404);
+    assert_eq!(read(&seen, Read::Match("x".into())).0, 404);
+    assert_eq!(read(&seen, Read::History("x".into(), 0)).0, 404);
     assert_eq!(api(&h, Request::DeleteMatch { mid: "x".into() }).0, 404);
     assert_eq!(
         post(&h, "x", EventKind::Start, json!({})),
@@ -384,11 +413,8 @@ fn api_errors_have_the_right_status() {
         )
     );
     assert_eq!(post(&h, mid, EventKind::Start, json!([])).0, 422);
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "refusals broadcast nothing"
-    );
-    assert_eq!(api(&h, Request::GetMatch { mid: mid.into() }).1["seq"], 0);
+    assert!(event_seqs(&seen).is_empty(), "refusals broadcast nothing");
+    assert_eq!(read(&seen, Read::Match(mid.into())).1["seq"], 0);
 }
 
 #[test]
@@ -415,8 +441,8 @@ fn a_store_failure_acknowledges_and_broadcasts_nothing() {
         .0,
         500
     );
-    assert_eq!(api(&h, Request::GetTeam { id: "boc".into() }).0, 404);
-    let (_, m) = api(&h, Request::GetMatch { mid: mid.clone() });
+    assert_eq!(read(&seen, Read::Team("boc")).0, 404);
+    let (_, m) = read(&seen, Read::Match(mid.clone()));
     assert_eq!(
         (m["seq"].as_u64(), m["visit_score"].as_u64()),
         (Some(1), Some(0))
@@ -444,8 +470,8 @@ fn delete_cancels_watchers_and_forgets_the_match() {
         seen.lock().unwrap().last(),
         Some(Broadcast::Cancelled { mid: m }) if **m == *mid
     ));
-    assert_eq!(api(&h, Request::GetMatch { mid: mid.clone() }).0, 404);
-    assert_eq!(api(&h, Request::ListMatches), (200, json!([])));
+    assert_eq!(read(&seen, Read::Match(mid.clone())).0, 404);
+    assert_eq!(read(&seen, Read::Matches), (200, json!([])));
     // Created again, it starts over at seq 1.
     let create = Request::CreateMatch {
         home: "elp".into(),
@@ -461,7 +487,7 @@ fn delete_cancels_watchers_and_forgets_the_match() {
 fn after_shutdown_requests_get_503() {
     let (h, _) = start(Box::new(MemoryStore::new()));
     h.shutdown();
-    assert_eq!(api(&h, Request::ListMatches).0, 503);
+    assert_eq!(api(&h, Request::DeleteMatch { mid: "x".into() }).0, 503);
     assert!(matches!(watch(&h, "x", None), WatchReply::NotFound { .. }));
 }
 
@@ -524,7 +550,8 @@ fn requests_racing_a_shutdown_are_all_answered() {
         std::thread::spawn(move || {
             for _ in 0..200 {
                 let tx = tx.clone();
-                h.submit(Request::ListMatches, Box::new(move |r| tx.send(r).unwrap()));
+                let delete = Request::DeleteMatch { mid: "x".into() };
+                h.submit(delete, Box::new(move |r| tx.send(r).unwrap()));
             }
         })
     };
@@ -535,8 +562,8 @@ fn requests_racing_a_shutdown_are_all_answered() {
             .recv_timeout(Duration::from_secs(10))
             .expect("every request is answered")
         {
-            Reply::Api(a) => assert!(a.status == 200 || a.status == 503, "{a:?}"),
-            Reply::Watch(w) => panic!("{w:?}"),
+            Reply::Refused(Refused::UnknownMatch(_) | Refused::Stopped) => {}
+            other => panic!("{other:?}"),
         }
     }
 }

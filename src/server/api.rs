@@ -1,15 +1,21 @@
-//! The HTTP API: the seed's v1 reads and the admin writes, answered by the sequencer.
+//! The HTTP API: the seed's v1 reads (answered on the worker, see [`super::reads`]) and the
+//! admin writes (answered by the sequencer, in domain terms mapped here to HTTP once).
 
 use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::reads;
 use super::router::{error, json, Routed};
 use super::worker::{Worker, WorkerMsg};
 use crate::domain::EventKind;
 use crate::proto::http::Request as HttpRequest;
-use crate::sequencer::{Reply, Request};
+use crate::proto::response::write_json_error_with;
+use crate::sequencer::{Done, Refused, Reply, Request};
+
+/// Seconds a client is told to wait (`Retry-After`) when the write queue is full.
+pub const BUSY_RETRY_AFTER_SECS: u32 = 1;
 
 /// Whether `request` carries `Authorization: Bearer <token>` (compared in constant time).
 pub fn authorized(request: &HttpRequest, token: &str) -> bool {
@@ -44,11 +50,61 @@ pub async fn ask(worker: &Rc<Worker>, request: Request) -> Reply {
     worker.replies.wait(ticket).await
 }
 
-async fn answer(worker: &Rc<Worker>, request: Request, keep_alive: bool) -> Routed {
-    match ask(worker, request).await {
-        Reply::Api(api) => json(api.status, &api.body, keep_alive),
-        Reply::Watch(_) => error(500, "unexpected reply", keep_alive),
+/// The HTTP status of a refusal.
+pub fn refused_status(refused: &Refused) -> u16 {
+    match refused {
+        Refused::Invalid(_) | Refused::UnknownTeam(_) | Refused::Rejected(_) => 422,
+        Refused::UnknownMatch(_) => 404,
+        Refused::MatchExists(_) | Refused::Conflict { .. } | Refused::NotNext { .. } => 409,
+        Refused::StoreFailed(_) => 500,
+        Refused::Contention | Refused::StoreUnreachable | Refused::Busy | Refused::Stopped => 503,
     }
+}
+
+/// The HTTP status and JSON body of a sequencer answer.
+pub fn reply_status_body(reply: &Reply) -> (u16, String) {
+    use serde_json::json;
+    let (status, body) = match reply {
+        Reply::Done(done) => match done {
+            Done::Team { team, created } => (if *created { 201 } else { 200 }, json!(team)),
+            Done::MatchCreated { id } => (201, json!({ "id": id })),
+            Done::Event { seq, ts } => (201, json!({ "seq": seq, "ts": ts })),
+            Done::MatchDeleted { id } => (200, json!({ "id": id })),
+            Done::Applied => (200, Value::Null),
+        },
+        Reply::Refused(refused @ Refused::Conflict { seq, .. }) => {
+            (409, json!({ "error": refused.to_string(), "seq": seq }))
+        }
+        Reply::Refused(refused) => (
+            refused_status(refused),
+            json!({ "error": refused.to_string() }),
+        ),
+        Reply::Watch(_) => (500, json!({ "error": "unexpected reply" })),
+    };
+    (status, body.to_string())
+}
+
+/// The HTTP response to a sequencer answer (503 with `Retry-After` when the write queue is
+/// full).
+pub fn reply_response(reply: &Reply, keep_alive: bool) -> Routed {
+    if let Reply::Refused(Refused::Busy) = reply {
+        let retry = BUSY_RETRY_AFTER_SECS.to_string();
+        let mut bytes = Vec::with_capacity(160);
+        write_json_error_with(
+            &mut bytes,
+            503,
+            &Refused::Busy.to_string(),
+            &[("Retry-After", &retry)],
+            keep_alive,
+        );
+        return Routed::Response { bytes, keep_alive };
+    }
+    let (status, body) = reply_status_body(reply);
+    json(status, &body, keep_alive)
+}
+
+async fn answer(worker: &Rc<Worker>, request: Request, keep_alive: bool) -> Routed {
+    reply_response(&ask(worker, request).await, keep_alive)
 }
 
 #[derive(Deserialize)]
@@ -117,7 +173,7 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
             });
             json(200, &body.to_string(), keep_alive)
         }
-        ("GET", ["1", "matches"]) => answer(worker, Request::ListMatches, keep_alive).await,
+        ("GET", ["1", "matches"]) => reads::list_matches(worker, keep_alive).await,
         ("POST", ["1", "matches"]) => {
             if !authorized(request, token) {
                 return Some(unauthorized(keep_alive));
@@ -135,12 +191,7 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
                 Err(e) => error(400, &e, keep_alive),
             }
         }
-        ("GET", ["1", "match", mid]) => {
-            let req = Request::GetMatch {
-                mid: mid.to_string(),
-            };
-            answer(worker, req, keep_alive).await
-        }
+        ("GET", ["1", "match", mid]) => reads::get_match(worker, mid, keep_alive).await,
         ("DELETE", ["1", "match", mid]) => {
             if !authorized(request, token) {
                 return Some(unauthorized(keep_alive));
@@ -158,11 +209,7 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
                     Err(_) => return Some(error(400, "since must be a number", keep_alive)),
                 },
             };
-            let req = Request::History {
-                mid: mid.to_string(),
-                since,
-            };
-            answer(worker, req, keep_alive).await
+            reads::history(worker, mid, since, keep_alive).await
         }
         ("POST", ["1", "match", mid, "events"]) => {
             if !authorized(request, token) {
@@ -184,10 +231,7 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
                 Err(e) => error(400, &e, keep_alive),
             }
         }
-        ("GET", ["1", "team", id]) => {
-            let req = Request::GetTeam { id: id.to_string() };
-            answer(worker, req, keep_alive).await
-        }
+        ("GET", ["1", "team", id]) => reads::get_team(worker, id, keep_alive).await,
         ("PUT", ["1", "team", id]) => {
             if !authorized(request, token) {
                 return Some(unauthorized(keep_alive));
@@ -213,4 +257,61 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
         _ => return None,
     };
     Some(routed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{InputError, Rejection};
+
+    fn text(routed: Routed) -> String {
+        match routed {
+            Routed::Response { bytes, .. } => String::from_utf8(bytes).unwrap(),
+            Routed::Upgrade { .. } => panic!("not a response"),
+        }
+    }
+
+    #[test]
+    fn refusals_map_to_statuses_once() {
+        let cases = [
+            (Refused::Invalid(InputError::SameTeams("a".into())), 422),
+            (Refused::UnknownTeam("a".into()), 422),
+            (Refused::Rejected(Rejection::AlreadyStarted), 422),
+            (Refused::UnknownMatch("m".into()), 404),
+            (Refused::MatchExists("m".into()), 409),
+            (Refused::NotNext { want: 5, seq: 2 }, 409),
+            (Refused::StoreFailed("disk".into()), 500),
+            (Refused::Contention, 503),
+            (Refused::StoreUnreachable, 503),
+            (Refused::Stopped, 503),
+        ];
+        for (refused, status) in cases {
+            let (s, body) = reply_status_body(&Reply::Refused(refused.clone()));
+            assert_eq!(s, status, "{refused:?}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"], refused.to_string());
+        }
+        let (s, body) = reply_status_body(&Reply::Refused(Refused::Conflict { want: 2, seq: 3 }));
+        assert_eq!(s, 409);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            serde_json::json!({"error": "event 2 exists: match is at 3", "seq": 3})
+        );
+        let done = Reply::Done(Done::Event { seq: 7, ts: 9 });
+        assert_eq!(
+            reply_status_body(&done),
+            (201, r#"{"seq":7,"ts":9}"#.into())
+        );
+    }
+
+    #[test]
+    fn a_full_write_queue_answers_503_with_retry_after() {
+        let t = text(reply_response(&Reply::Refused(Refused::Busy), true));
+        assert!(t.starts_with("HTTP/1.1 503 "), "{t}");
+        assert!(t.contains("\r\nRetry-After: 1\r\n"), "{t}");
+        assert!(
+            t.ends_with(r#"{"error":"too many writes queued: try again"}"#),
+            "{t}"
+        );
+    }
 }

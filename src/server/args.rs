@@ -160,4 +160,24 @@ pub struct ServeArgs {
         help_heading = "Cluster mode"
     )]
     pub node_ttl_ms: u64,
+    /// Writes waiting for the sequencer past which a new write is refused with 503 and
+    /// `Retry-After` (nothing already acknowledged is lost).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_MAX_QUEUED_WRITES",
+        value_name = "N",
+        default_value_t = crate::sequencer::DEFAULT_MAX_QUEUED_WRITES,
+        help_heading = "Limits"
+    )]
+    pub max_queued_writes: usize,
+    /// Ended matches whose history stays in memory; the history of older ones is read from
+    /// the store when asked.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ENDED_HISTORY_MATCHES",
+        value_name = "N",
+        default_value_t = crate::sequencer::DEFAULT_ENDED_HISTORY_MATCHES,
+        help_heading = "Limits"
+    )]
+    pub ended_history_matches: usize,
 }

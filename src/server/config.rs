@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub listen_backlog: i32,
     /// Cluster mode (`--redis`): Redis instead of the embedded store. `None`: single node.
     pub cluster: Option<crate::sequencer::cluster::ClusterConfig>,
+    /// The sequencer's bounds: queued writes (503 past it), group-commit batch, ended
+    /// matches' histories kept in memory.
+    pub sequencer: crate::sequencer::Limits,
 }
 
 impl ServerConfig {
@@ -86,6 +89,7 @@ impl ServerConfig {
             read_buffer_bytes: 64 << 10,
             listen_backlog: 4096,
             cluster: None,
+            sequencer: crate::sequencer::Limits::default(),
         }
     }
 }

@@ -9,12 +9,14 @@
 pub mod api;
 mod args;
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod inbox;
 pub mod line;
 pub mod metrics;
 pub mod outbox;
 pub mod page;
+pub mod reads;
 pub mod replies;
 pub mod router;
 pub mod signal;
@@ -63,6 +65,8 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.handshake_timeout = Duration::from_millis(args.handshake_timeout_ms);
     config.ws_ping_after = Duration::from_millis(args.ws_ping_after_ms);
     config.ws_dead_after = Duration::from_millis(args.ws_dead_after_ms);
+    config.sequencer.max_queued_writes = args.max_queued_writes.max(1);
+    config.sequencer.ended_history_matches = args.ended_history_matches;
     config.cluster = args.redis.as_ref().map(|url| ClusterConfig {
         redis_url: url.clone(),
         node_id: args.node_id.clone().unwrap_or_default(),
@@ -146,9 +150,15 @@ impl Running {
     }
 }
 
-/// The sequencer's sink: every worker gets every broadcast, stamped with the send time.
-fn broadcast_sink(inboxes: Vec<InboxSender<WorkerMsg>>) -> crate::sequencer::Sink {
+/// The sequencer's sink: every worker gets every broadcast, stamped with the send time;
+/// `published` counts them (before they are sent: a read waits until its worker has applied
+/// that many).
+fn broadcast_sink(
+    inboxes: Vec<InboxSender<WorkerMsg>>,
+    published: reads::Published,
+) -> crate::sequencer::Sink {
     Arc::new(move |broadcast: Broadcast| {
+        published.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let now = Instant::now();
         for inbox in &inboxes {
             inbox.send(WorkerMsg::Broadcast(broadcast.clone(), now));
@@ -156,12 +166,21 @@ fn broadcast_sink(inboxes: Vec<InboxSender<WorkerMsg>>) -> crate::sequencer::Sin
     })
 }
 
-/// Starts the sequencer on the configured store; in cluster mode also returns where the
-/// stream reader must start.
+/// What [`start_sequencer`] starts.
+struct Started {
+    sequencer: SequencerHandle,
+    /// Cluster mode: where the stream reader must start.
+    cursor: Option<ReadCursor>,
+    /// Reads histories let go from memory back from the store.
+    history: Option<history::HistoryReader>,
+}
+
+/// Starts the sequencer on the configured store (and the history reader next to it).
 fn start_sequencer(
     config: &ServerConfig,
     inboxes: Vec<InboxSender<WorkerMsg>>,
-) -> io::Result<(SequencerHandle, Option<ReadCursor>)> {
+    published: reads::Published,
+) -> io::Result<Started> {
     let (store, cursor): (Box<dyn Store>, _) = match &config.cluster {
         Some(cluster) => {
             let store = RedisStore::open(&cluster.redis_url)
@@ -179,10 +198,23 @@ fn start_sequencer(
             (Box::new(store), None)
         }
     };
-    let handle = Sequencer::start(store, broadcast_sink(inboxes), system_clock_ms)
-        .map_err(|e| io::Error::other(format!("cannot load the store: {e}")))?;
+    let history = match store.history_source() {
+        Some(source) => Some(history::spawn(source)?),
+        None => None,
+    };
+    let sequencer = Sequencer::start_with(
+        store,
+        broadcast_sink(inboxes, published),
+        system_clock_ms,
+        config.sequencer,
+    )
+    .map_err(|e| io::Error::other(format!("cannot load the store: {e}")))?;
     let cursor = cursor.map(|c| c.lock().expect("cursor lock").take().unwrap_or_default());
-    Ok((handle, cursor))
+    Ok(Started {
+        sequencer,
+        cursor,
+        history,
+    })
 }
 
 /// Cluster mode, once the listeners are bound: announces the node in the registry.
@@ -261,7 +293,12 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         senders.push(tx);
         receivers.push(rx);
     }
-    let (sequencer, cursor) = start_sequencer(&config, senders.clone())?;
+    let published = reads::Published::default();
+    let Started {
+        sequencer,
+        cursor,
+        history,
+    } = start_sequencer(&config, senders.clone(), Arc::clone(&published))?;
     let stop_cluster = StopFlag::default();
     if let (Some(cluster), Some(cursor)) = (&config.cluster, cursor) {
         spawn_reader(
@@ -277,6 +314,8 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         inboxes: senders,
         connections: AtomicUsize::new(0),
         sequencer,
+        published,
+        history,
         bound: OnceLock::new(),
         config,
     });

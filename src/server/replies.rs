@@ -38,6 +38,11 @@ impl<T> ReplyTable<T> {
         ticket
     }
 
+    /// Closes a ticket nobody will wait on (the request could not be sent).
+    pub fn close(&self, ticket: u64) {
+        self.slots.borrow_mut().remove(&ticket);
+    }
+
     /// Delivers the answer for `ticket` and wakes its waiter; unknown tickets are ignored.
     pub fn fulfil(&self, ticket: u64, value: T) {
         let mut slots = self.slots.borrow_mut();

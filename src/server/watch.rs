@@ -215,10 +215,15 @@ pub fn on_watch_reply(worker: &Rc<Worker>, conn: usize, serial: u64, mid: &Arc<s
                 queue(worker, &state, text_frame(&error));
             }
         }
-        Reply::Api(api) => {
+        Reply::Refused(refused) => {
             state.watching.borrow_mut().retain(|w| w.mid != *mid);
-            queue(worker, &state, text_frame(&error_message(&api.body)));
+            queue(
+                worker,
+                &state,
+                text_frame(&error_message(&refused.to_string())),
+            );
         }
+        Reply::Done(_) => state.watching.borrow_mut().retain(|w| w.mid != *mid),
     }
 }
 
@@ -338,6 +343,8 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
                 end_subscriptions(worker, &conns, &mid, entry, "match cancelled");
             }
         }
+        // Catalog changes (served by `super::reads`), nothing to fan out.
+        Broadcast::Match(_) | Broadcast::Team { .. } | Broadcast::Loaded(_) => {}
     }
 }
 

@@ -43,6 +43,12 @@ pub struct Shared {
     pub bound: std::sync::OnceLock<BoundAddrs>,
     /// Cluster mode: the live nodes, for `/1/checkin` (`None` on a single node).
     pub peers: Option<Arc<crate::sequencer::cluster::Peers>>,
+    /// How many broadcasts the sequencer has handed out (reads wait for the worker to have
+    /// applied them all).
+    pub published: super::reads::Published,
+    /// Reads ended matches' histories back from the store (`None`: every history stays in
+    /// memory).
+    pub history: Option<super::history::HistoryReader>,
 }
 
 impl Shared {
@@ -68,6 +74,8 @@ pub enum WorkerMsg {
         /// The answer.
         reply: Reply,
     },
+    /// Run this on the worker (answers from helper threads, e.g. the history reader).
+    Run(Box<dyn FnOnce(&Worker) + Send>),
     /// The sequencer's answer to a watch.
     WatchReply {
         /// Slab key of the watching connection.
@@ -122,6 +130,8 @@ pub struct Worker {
     pub replies: ReplyTable<Reply>,
     /// Subscription tables.
     pub watch: WatchTables,
+    /// The published snapshots the public reads are answered from.
+    pub reads: super::reads::Reads,
     next_serial: Cell<u64>,
     origin: Instant,
 }
@@ -203,6 +213,7 @@ pub fn run_worker(
             shutdown: LocalSignal::default(),
             replies: ReplyTable::default(),
             watch: WatchTables::default(),
+            reads: super::reads::Reads::default(),
             next_serial: Cell::new(0),
             origin: Instant::now(),
         });
@@ -269,8 +280,10 @@ fn handle_message(worker: &Rc<Worker>, msg: WorkerMsg) -> bool {
             return true;
         }
         WorkerMsg::Broadcast(broadcast, sent_at) => {
+            worker.reads.apply(&broadcast);
             super::watch::on_broadcast(worker, broadcast, sent_at)
         }
+        WorkerMsg::Run(f) => f(worker),
         WorkerMsg::Reply { ticket, reply } => worker.replies.fulfil(ticket, reply),
         WorkerMsg::WatchReply {
             conn,

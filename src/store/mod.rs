@@ -2,7 +2,9 @@
 //!
 //! The [`Store`] is used only from the sequencer thread (never from a worker's event loop):
 //! it loads everything once at start ([`Store::load_all`]) and then writes each change as it
-//! is accepted. [`SqliteStore`] is the embedded default; [`MemoryStore`] keeps everything in
+//! is accepted; events in group commits ([`Store::append_batch`]: one transaction, one fsync,
+//! for every event of a batch). A [`HistorySource`] reads an ended match's history back on
+//! its own thread when it is no longer kept in memory. [`SqliteStore`] is the embedded default; [`MemoryStore`] keeps everything in
 //! memory (tests, throwaway demos); [`RedisStore`] is shared by the nodes of a cluster
 //! (`--redis`), where other nodes append too: its writes may answer
 //! [`StoreError::Conflict`] and [`Store::events_after`] reads what they appended.
@@ -46,6 +48,16 @@ pub enum StoreError {
     /// the match's log has moved past the seq this node validated against.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The shared store's log of a match is *behind* this node's replica (Redis restored
+    /// from an older snapshot, or the match deleted and re-created): the node must reload
+    /// the match from the store.
+    #[error("match {mid}: the store is at seq {stored}, behind this node")]
+    Behind {
+        /// The match id.
+        mid: String,
+        /// The seq the store holds.
+        stored: u64,
+    },
     /// Redis could not be reached or failed the call (cluster store; HTTP 503).
     #[error("redis: {0}")]
     Redis(String),
@@ -75,6 +87,28 @@ pub struct Snapshot {
     pub matches: Vec<StoredMatch>,
 }
 
+/// One event of a group commit: the match, the event, and the match state after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// The match id.
+    pub mid: &'a str,
+    /// The event (its seq is the match's next).
+    pub event: &'a Event,
+    /// The match after the event.
+    pub state: &'a Match,
+}
+
+/// The outcome of each event of a batch, in order: `Ok` when appended, else
+/// [`StoreError::Conflict`], [`StoreError::Behind`] or [`StoreError::NoSuchMatch`] (only a
+/// shared store answers those; every later event of the same match is then refused too).
+pub type BatchOutcome = Vec<Result<()>>;
+
+/// Reads a match's stored history; runs on a thread of its own, never on an event loop.
+pub trait HistorySource: Send {
+    /// The events of `mid` after `since`, or `None` for an unknown match.
+    fn history(&mut self, mid: &str, since: u64) -> Result<Option<Vec<Event>>>;
+}
+
 /// Durable storage used by the sequencer thread. Every method either makes its change
 /// durable or returns an error having changed nothing.
 pub trait Store: Send {
@@ -87,6 +121,49 @@ pub trait Store: Send {
     /// Appends `event` to match `mid` and stores `state`, the match after it, in one
     /// transaction.
     fn append_event(&mut self, mid: &str, event: &Event, state: &Match) -> Result<()>;
+    /// Appends a batch of events in one transaction (one fsync). `Err`: nothing was
+    /// written. The default appends one at a time (stores without transactions).
+    fn append_batch(&mut self, batch: &[Append<'_>]) -> Result<BatchOutcome> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut failed: Vec<&str> = Vec::new();
+        for a in batch {
+            if failed.contains(&a.mid) {
+                out.push(Err(StoreError::Conflict(format!(
+                    "an earlier event of {} failed",
+                    a.mid
+                ))));
+                continue;
+            }
+            match self.append_event(a.mid, a.event, a.state) {
+                Ok(()) => out.push(Ok(())),
+                Err(
+                    e @ (StoreError::Conflict(_)
+                    | StoreError::Behind { .. }
+                    | StoreError::NoSuchMatch(_)),
+                ) => {
+                    failed.push(a.mid);
+                    out.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+    /// Reads one match as stored now (`None` when it is not): to resync a node whose
+    /// replica is ahead of a shared store.
+    fn load_match(&mut self, mid: &str) -> Result<Option<StoredMatch>> {
+        let _ = mid;
+        Ok(None)
+    }
+    /// Whether other nodes write to this store too (then a refused event is judged again
+    /// after catching up with it).
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// A reader of stored histories for another thread, when the store has one.
+    fn history_source(&self) -> Option<Box<dyn HistorySource>> {
+        None
+    }
     /// Removes a match and its history (nothing happens for an unknown id).
     fn delete_match(&mut self, mid: &str) -> Result<()>;
     /// The events of `mid` after `seq` that this node has not seen: only a shared (cluster)

@@ -11,11 +11,14 @@
 //! * `ms:control` — a Stream of `team`, `create` and `delete` notices, so that every node
 //!   learns of teams and matches made elsewhere.
 //!
-//! Each write is one Lua script, atomic in Redis. An append carries the seq the node's
-//! replica is at: the script appends only while the stored `seq` still equals it and answers
-//! [`StoreError::Conflict`] otherwise. The sequencer then reads what it missed
-//! ([`Store::events_after`]), validates again and retries: optimistic concurrency, one total
-//! order per match across nodes, the fold (in Rust) as the only judge.
+//! Each write is one Lua script, atomic in Redis. A group commit is one pipeline (one round
+//! trip) of one [`APPEND_RUN`] call per match: the call carries the seq the node's replica
+//! is at and appends the match's events of the batch only while the stored `seq` still
+//! equals it. Otherwise it answers the stored seq, as a value distinct from success: ahead
+//! of the node, [`StoreError::Conflict`] (the sequencer reads what it missed,
+//! [`Store::events_after`], validates again and retries: optimistic concurrency, one total
+//! order per match across nodes, the fold in Rust as the only judge); behind the node,
+//! [`StoreError::Behind`] (the sequencer reloads the match, [`Store::load_match`]).
 //!
 //! The connection is opened lazily and dropped on any error; every call has a timeout, so a
 //! Redis outage turns into [`StoreError::Redis`] (HTTP 503) quickly instead of a stuck
@@ -28,7 +31,9 @@ use std::time::Duration;
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{Client, Connection, RedisResult, Script};
 
-use super::{Result, Snapshot, Store, StoreError, StoredMatch};
+use super::{
+    Append, BatchOutcome, HistorySource, Result, Snapshot, Store, StoreError, StoredMatch,
+};
 use crate::domain::{Event, EventKind, Match, Team};
 
 /// The hash of every team.
@@ -67,16 +72,24 @@ pub struct ReadCursor {
     pub matches: Vec<(String, u64)>,
 }
 
-/// Appends one event if the match is still at the expected seq.
-/// KEYS: match hash, events stream. ARGV: expected seq, new seq, ts, kind, data, state.
-/// Returns `-1` for an unknown match, the stored seq on a conflict, `0` when appended.
-const APPEND: &str = r#"
+/// Appends a run of events to one match if it is still at the expected seq, all or none.
+/// KEYS: match hash, events stream. ARGV: expected seq, then `seq, ts, kind, data` for each
+/// event, then the state after the last one.
+/// Returns `{"ok", n}` when appended, `{"missing", -1}` for an unknown match, and
+/// `{"at", stored_seq}` when the match is not at the expected seq (never mistaken for
+/// success, whatever the stored seq).
+pub const APPEND_RUN: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'seq')
-if not cur then return -1 end
-if cur ~= ARGV[1] then return tonumber(cur) end
-redis.call('XADD', KEYS[2], ARGV[2] .. '-0', 'ts', ARGV[3], 'kind', ARGV[4], 'data', ARGV[5])
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'ts', ARGV[3], 'state', ARGV[6])
-return 0
+if not cur then return {'missing', -1} end
+if cur ~= ARGV[1] then return {'at', tonumber(cur)} end
+local n = (#ARGV - 2) / 4
+for i = 0, n - 1 do
+  local a = 1 + 4 * i
+  redis.call('XADD', KEYS[2], ARGV[a + 1] .. '-0', 'ts', ARGV[a + 2], 'kind', ARGV[a + 3], 'data', ARGV[a + 4])
+end
+local last = 1 + 4 * (n - 1)
+redis.call('HSET', KEYS[1], 'seq', ARGV[last + 1], 'ts', ARGV[last + 2], 'state', ARGV[#ARGV])
+return {'ok', n}
 "#;
 
 /// Creates a match unless it exists. KEYS: match hash, events stream, matches set, control.
@@ -166,16 +179,20 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// The Redis-backed [`Store`] of a cluster node.
 #[derive(Debug)]
 pub struct RedisStore {
+    url: String,
     link: RedisLink,
     cursor: Arc<Mutex<Option<ReadCursor>>>,
+    append_run: Script,
 }
 
 impl RedisStore {
     /// A store on `url`; nothing is contacted until [`Store::load_all`].
     pub fn open(url: &str) -> Result<RedisStore> {
         Ok(RedisStore {
+            url: url.to_owned(),
             link: RedisLink::new(url, CALL_TIMEOUT)?,
             cursor: Arc::default(),
+            append_run: Script::new(APPEND_RUN),
         })
     }
 
@@ -258,30 +275,11 @@ impl Store for RedisStore {
         let mut matches = Vec::with_capacity(mids.len());
         let mut positions = Vec::with_capacity(mids.len());
         for mid in mids {
-            // State and log in one transaction, so they agree.
-            let (fields, log): (HashMap<String, String>, StreamRangeReply) =
-                self.link.with(|c| {
-                    redis::pipe()
-                        .atomic()
-                        .cmd("HGETALL")
-                        .arg(match_key(&mid))
-                        .cmd("XRANGE")
-                        .arg(events_key(&mid))
-                        .arg("-")
-                        .arg("+")
-                        .query(c)
-                })?;
-            if fields.is_empty() {
+            let Some(stored) = self.load_match(&mid)? else {
                 continue; // deleted between SMEMBERS and here
-            }
-            let state = decode_state(&mid, &fields)?;
-            let events = log
-                .ids
-                .iter()
-                .map(decode_event)
-                .collect::<Result<Vec<_>>>()?;
-            positions.push((mid, state.seq));
-            matches.push(StoredMatch { state, events });
+            };
+            positions.push((mid, stored.state.seq));
+            matches.push(stored);
         }
         *self.cursor.lock().expect("cursor lock") = Some(ReadCursor {
             control,
@@ -323,29 +321,70 @@ impl Store for RedisStore {
     }
 
     fn append_event(&mut self, mid: &str, event: &Event, state: &Match) -> Result<()> {
-        let state_json = serde_json::to_string(state).map_err(|e| corrupt("match", e))?;
-        let data = event.data.to_string();
-        let script = Script::new(APPEND);
-        let answer: i64 = self.link.with(|c| {
-            script
-                .key(match_key(mid))
-                .key(events_key(mid))
-                .arg(event.seq - 1)
-                .arg(event.seq)
-                .arg(event.ts)
-                .arg(event.kind.as_str())
-                .arg(&data)
-                .arg(&state_json)
-                .invoke(c)
-        })?;
-        match answer {
-            0 => Ok(()),
-            -1 => Err(StoreError::NoSuchMatch(mid.to_owned())),
-            stored => Err(StoreError::Conflict(format!(
-                "match {mid} is at seq {stored}, not {}",
-                event.seq - 1
-            ))),
+        let outcome = self.append_batch(&[Append { mid, event, state }])?;
+        outcome.into_iter().next().unwrap_or(Ok(()))
+    }
+
+    fn append_batch(&mut self, batch: &[Append<'_>]) -> Result<BatchOutcome> {
+        let runs = runs_by_match(batch);
+        let mut pipe = redis::pipe();
+        for run in &runs {
+            let first = batch[run[0]].event.seq;
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.append_run.get_hash())
+                .arg(2)
+                .arg(match_key(batch[run[0]].mid))
+                .arg(events_key(batch[run[0]].mid))
+                .arg(first - 1);
+            for &i in run {
+                let e = batch[i].event;
+                cmd.arg(e.seq)
+                    .arg(e.ts)
+                    .arg(e.kind.as_str())
+                    .arg(e.data.to_string());
+            }
+            let last = batch[*run.last().expect("runs are not empty")].state;
+            cmd.arg(serde_json::to_string(last).map_err(|e| corrupt("match", e))?);
+            pipe.add_command(cmd);
         }
+        let script = &self.append_run;
+        let answers: Vec<(String, i64)> = self.link.with(|c| match pipe.query(c) {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                script.load(c)?;
+                pipe.query(c)
+            }
+            other => other,
+        })?;
+        let mut out: Vec<Option<Result<()>>> = batch.iter().map(|_| None).collect();
+        for (run, (code, stored)) in runs.iter().zip(answers) {
+            let a = &batch[run[0]];
+            let expected = a.event.seq - 1;
+            for (k, &i) in run.iter().enumerate() {
+                out[i] = Some(match code.as_str() {
+                    "ok" => Ok(()),
+                    "missing" => Err(StoreError::NoSuchMatch(a.mid.to_owned())),
+                    _ if k > 0 => Err(StoreError::Conflict(format!(
+                        "an earlier event of {} failed",
+                        a.mid
+                    ))),
+                    _ => Err(append_refused(a.mid, expected, stored)),
+                });
+            }
+        }
+        Ok(out.into_iter().map(|o| o.unwrap_or(Ok(()))).collect())
+    }
+
+    fn load_match(&mut self, mid: &str) -> Result<Option<StoredMatch>> {
+        load_match(&mut self.link, mid)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn history_source(&self) -> Option<Box<dyn HistorySource>> {
+        let link = RedisLink::new(&self.url, CALL_TIMEOUT).ok()?;
+        Some(Box::new(RedisHistory { link }))
     }
 
     fn delete_match(&mut self, mid: &str) -> Result<()> {
@@ -371,6 +410,86 @@ impl Store for RedisStore {
                 .query(c)
         })?;
         log.ids.iter().map(decode_event).collect()
+    }
+}
+
+/// The indexes of `batch` grouped by match, each group in batch order, the groups in the
+/// order of their first event.
+fn runs_by_match(batch: &[Append<'_>]) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for (i, a) in batch.iter().enumerate() {
+        match runs.iter_mut().find(|r| batch[r[0]].mid == a.mid) {
+            Some(run) => run.push(i),
+            None => runs.push(vec![i]),
+        }
+    }
+    runs
+}
+
+/// Why [`APPEND_RUN`] refused: the store ahead of this node (a conflict: catch up) or
+/// behind it (resync).
+fn append_refused(mid: &str, expected: u64, stored: i64) -> StoreError {
+    let stored = u64::try_from(stored).unwrap_or(0);
+    if stored < expected {
+        StoreError::Behind {
+            mid: mid.to_owned(),
+            stored,
+        }
+    } else {
+        StoreError::Conflict(format!("match {mid} is at seq {stored}, not {expected}"))
+    }
+}
+
+/// Reads one match, state and log in one transaction so that they agree.
+fn load_match(link: &mut RedisLink, mid: &str) -> Result<Option<StoredMatch>> {
+    let (fields, log): (HashMap<String, String>, StreamRangeReply) = link.with(|c| {
+        redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(match_key(mid))
+            .cmd("XRANGE")
+            .arg(events_key(mid))
+            .arg("-")
+            .arg("+")
+            .query(c)
+    })?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let state = decode_state(mid, &fields)?;
+    let events = log
+        .ids
+        .iter()
+        .map(decode_event)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(StoredMatch { state, events }))
+}
+
+/// Reads stored histories on a connection of its own.
+struct RedisHistory {
+    link: RedisLink,
+}
+
+impl HistorySource for RedisHistory {
+    fn history(&mut self, mid: &str, since: u64) -> Result<Option<Vec<Event>>> {
+        let exists: bool = self
+            .link
+            .with(|c| redis::cmd("EXISTS").arg(match_key(mid)).query(c))?;
+        if !exists {
+            return Ok(None);
+        }
+        let log: StreamRangeReply = self.link.with(|c| {
+            redis::cmd("XRANGE")
+                .arg(events_key(mid))
+                .arg(format!("{}-0", since.saturating_add(1)))
+                .arg("+")
+                .query(c)
+        })?;
+        log.ids
+            .iter()
+            .map(decode_event)
+            .collect::<Result<_>>()
+            .map(Some)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite database (`matchstream.db`) in WAL mode under `--data-dir`.
 //!
-//! Durability: every write is one transaction and the call returns only once it is
-//! committed with `synchronous=FULL`, so an acknowledged event survives `kill -9` of the
+//! Durability: every write is one transaction (a batch of events is one transaction: group
+//! commit) and the call returns only once it is committed with `synchronous=FULL`, so an acknowledged event survives `kill -9` of the
 //! process *and* a power loss or kernel crash. In WAL mode, `synchronous=NORMAL` would also
 //! survive a process crash (the committed frames sit in the OS page cache) but it syncs the
 //! WAL only at checkpoints, so the last transactions before a power loss could roll back:
@@ -9,11 +9,15 @@
 //! at every commit, which is what "acknowledged only once durable" means.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use super::{Result, Snapshot, Store, StoreError, StoredMatch};
+use super::{
+    Append, BatchOutcome, HistorySource, Result, Snapshot, Store, StoreError, StoredMatch,
+};
 use crate::domain::{Event, EventKind, Match, Team};
 
 /// The database file name inside the data directory.
@@ -57,6 +61,8 @@ pub enum Synchronous {
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    path: PathBuf,
+    commits: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -68,7 +74,8 @@ impl SqliteStore {
     /// Opens with an explicit sync level.
     pub fn open_with(data_dir: &Path, sync: Synchronous) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir)?;
-        let mut conn = Connection::open(data_dir.join(DB_FILE))?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt(format!(
@@ -82,7 +89,17 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", level)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            path,
+            commits: Arc::default(),
+        })
+    }
+
+    /// Counts the transactions of events committed (each one fsync with `FULL`): shared,
+    /// so a test can watch group commits from outside the sequencer thread.
+    pub fn commit_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.commits)
     }
 }
 
@@ -187,23 +204,49 @@ impl Store for SqliteStore {
     }
 
     fn append_event(&mut self, mid: &str, event: &Event, state: &Match) -> Result<()> {
-        let data = event.data.to_string();
-        let state_json = serde_json::to_string(state).map_err(|e| corrupt("match", e))?;
-        let seq = i64::try_from(event.seq).map_err(|e| corrupt("seq", e))?;
+        let outcome = self.append_batch(&[Append { mid, event, state }])?;
+        outcome.into_iter().next().unwrap_or(Ok(()))
+    }
+
+    fn append_batch(&mut self, batch: &[Append<'_>]) -> Result<BatchOutcome> {
+        // The state after a match's last event of the batch is the one to store.
+        let mut last: Vec<(&str, &Match)> = Vec::new();
+        for a in batch {
+            match last.iter_mut().find(|(mid, _)| *mid == a.mid) {
+                Some(slot) => slot.1 = a.state,
+                None => last.push((a.mid, a.state)),
+            }
+        }
         let tx = self.conn.transaction()?;
-        tx.prepare_cached(
-            "INSERT INTO events (mid, seq, ts, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![mid, seq, event.ts, event.kind.as_str(), data])?;
-        let updated = tx
-            .prepare_cached("UPDATE matches SET state = ?2, last_ts = ?3 WHERE id = ?1")?
-            .execute(params![mid, state_json, state.last_ts])?;
-        if updated != 1 {
-            // Dropping `tx` rolls the event insert back.
-            return Err(StoreError::NoSuchMatch(mid.to_owned()));
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (mid, seq, ts, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for a in batch {
+                let seq = i64::try_from(a.event.seq).map_err(|e| corrupt("seq", e))?;
+                let data = a.event.data.to_string();
+                insert.execute(params![a.mid, seq, a.event.ts, a.event.kind.as_str(), data])?;
+            }
+            let mut update =
+                tx.prepare_cached("UPDATE matches SET state = ?2, last_ts = ?3 WHERE id = ?1")?;
+            for (mid, state) in &last {
+                let json = serde_json::to_string(state).map_err(|e| corrupt("match", e))?;
+                if update.execute(params![mid, json, state.last_ts])? != 1 {
+                    // Dropping `tx` rolls every insert back.
+                    return Err(StoreError::NoSuchMatch((*mid).to_owned()));
+                }
+            }
         }
         tx.commit()?;
-        Ok(())
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(batch.iter().map(|_| Ok(())).collect())
+    }
+
+    fn history_source(&self) -> Option<Box<dyn HistorySource>> {
+        Some(Box::new(SqliteHistory {
+            path: self.path.clone(),
+            conn: None,
+        }))
     }
 
     fn delete_match(&mut self, mid: &str) -> Result<()> {
@@ -224,6 +267,54 @@ impl SqliteStore {
             .conn
             .query_row("PRAGMA synchronous", [], |r| r.get(0))?)
     }
+}
+
+/// Reads stored histories on its own read-only connection (WAL: readers never wait for the
+/// writer).
+struct SqliteHistory {
+    path: PathBuf,
+    conn: Option<Connection>,
+}
+
+impl HistorySource for SqliteHistory {
+    fn history(&mut self, mid: &str, since: u64) -> Result<Option<Vec<Event>>> {
+        if self.conn.is_none() {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            self.conn = Some(Connection::open_with_flags(&self.path, flags)?);
+        }
+        let conn = self.conn.as_ref().expect("opened above");
+        let exists: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM matches WHERE id = ?1)")?
+            .query_row([mid], |r| r.get(0))?;
+        if !exists {
+            return Ok(None);
+        }
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, ts, kind, data FROM events WHERE mid = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![mid, since])?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next()? {
+            events.push(decode_event(mid, row)?);
+        }
+        Ok(Some(events))
+    }
+}
+
+/// Decodes an `events` row `(seq, ts, kind, data)` of match `mid`.
+fn decode_event(mid: &str, row: &rusqlite::Row<'_>) -> Result<Event> {
+    let seq: i64 = row.get(0)?;
+    let kind: String = row.get(2)?;
+    let data: String = row.get(3)?;
+    let at = || format!("event {mid}#{seq}");
+    Ok(Event {
+        seq: u64::try_from(seq).map_err(|e| corrupt(&at(), e))?,
+        ts: row.get(1)?,
+        kind: kind.parse::<EventKind>().map_err(|e| corrupt(&at(), e))?,
+        data: serde_json::from_str(&data).map_err(|e| corrupt(&at(), e))?,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,228 @@
+//! Group commit: events are validated as the batch folds, written in one store transaction,
+//! broadcast in order, then answered.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::core::Core;
+use super::{Done, Pending, Refused, Reply};
+use crate::domain::{Event, EventKind, Match};
+use crate::store::{Append, StoreError};
+
+/// One validated event waiting for the batch's commit.
+struct Staged {
+    mid: String,
+    event: Event,
+    /// The match after this event.
+    state: Match,
+    expect_seq: Option<u64>,
+    pending: Pending,
+}
+
+/// The events staged since the last commit.
+#[derive(Default)]
+pub(super) struct Batch {
+    items: Vec<Staged>,
+    /// Index of the last staged event of each match.
+    last: HashMap<String, usize>,
+}
+
+impl Core {
+    /// Validates an event against the state as the batch folds and stages it; a refusal is
+    /// answered at once and stages nothing.
+    pub(super) fn stage(
+        &mut self,
+        batch: &mut Batch,
+        mid: String,
+        kind: EventKind,
+        data: &Value,
+        expect_seq: Option<u64>,
+        pending: Pending,
+    ) {
+        let base = match batch.last.get(&mid) {
+            Some(&i) => &batch.items[i].state,
+            None => match self.matches.get(&mid) {
+                Some(snapshot) => &*snapshot.state,
+                None => {
+                    pending.answer(Reply::Refused(Refused::UnknownMatch(mid)));
+                    return;
+                }
+            },
+        };
+        let at = base.seq;
+        let mut next = base.clone();
+        let ts = (self.clock)().max(next.last_ts);
+        let validated = match expect_seq {
+            Some(want) if at >= want => Err(Refused::Conflict { want, seq: at }),
+            Some(want) if at + 1 < want => Err(Refused::NotNext { want, seq: at }),
+            _ => next.apply(kind, data, ts).map_err(Refused::from),
+        };
+        match validated {
+            Ok(normalized) => {
+                let event = Event {
+                    seq: next.seq,
+                    ts,
+                    kind,
+                    data: normalized,
+                };
+                batch.last.insert(mid.clone(), batch.items.len());
+                batch.items.push(Staged {
+                    mid,
+                    event,
+                    state: next,
+                    expect_seq,
+                    pending,
+                });
+            }
+            Err(Refused::Conflict { .. })
+            | Err(Refused::Rejected(_))
+            | Err(Refused::NotNext { .. })
+                if self.store.is_shared() =>
+            {
+                // Another node may be ahead of this replica: judge on the latest, alone.
+                self.flush(batch);
+                let answer = self.post_event(&mid, kind, data, expect_seq);
+                pending.answer(into_reply(answer));
+            }
+            Err(refused) => pending.answer(Reply::Refused(refused)),
+        }
+    }
+
+    /// Commits the staged events: one store transaction, then every accepted event is
+    /// broadcast in order, then each is answered. On a store failure every event of the
+    /// batch is refused and nothing changes. Events a shared store refused (another node
+    /// appended first) are tried again one at a time, after catching up.
+    pub(super) fn flush(&mut self, batch: &mut Batch) {
+        if batch.items.is_empty() {
+            return;
+        }
+        batch.last.clear();
+        let items = std::mem::take(&mut batch.items);
+        let outcome = {
+            let appends: Vec<Append<'_>> = items
+                .iter()
+                .map(|s| Append {
+                    mid: &s.mid,
+                    event: &s.event,
+                    state: &s.state,
+                })
+                .collect();
+            self.store.append_batch(&appends)
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let refused = Refused::from_store(e);
+                for s in items {
+                    s.pending.answer(Reply::Refused(refused.clone()));
+                }
+                return;
+            }
+        };
+        let mut answers = Vec::with_capacity(items.len());
+        let mut retries = Vec::new();
+        for (s, result) in items.into_iter().zip(outcome) {
+            match result {
+                Ok(()) => {
+                    let done = Done::Event {
+                        seq: s.event.seq,
+                        ts: s.event.ts,
+                    };
+                    self.commit(&s.mid, s.event, s.state);
+                    answers.push((s.pending, done));
+                }
+                Err(e) => retries.push((s, e)),
+            }
+        }
+        for (pending, done) in answers {
+            pending.answer(Reply::Done(done));
+        }
+        for (s, e) in retries {
+            let answer = match e {
+                StoreError::NoSuchMatch(mid) => Err(Refused::UnknownMatch(mid)),
+                StoreError::Behind { mid, .. } => self
+                    .resync(&mid)
+                    .map_err(Refused::from_store)
+                    .and_then(|()| {
+                        self.post_event(&s.mid, s.event.kind, &s.event.data, s.expect_seq)
+                    }),
+                _ => self.post_event(&s.mid, s.event.kind, &s.event.data, s.expect_seq),
+            };
+            s.pending.answer(into_reply(answer));
+        }
+    }
+
+    /// Posts one event alone, catching up with a shared store and retrying (at most
+    /// [`super::MAX_ATTEMPTS`] times).
+    pub(super) fn post_event(
+        &mut self,
+        mid: &str,
+        kind: EventKind,
+        data: &Value,
+        expect_seq: Option<u64>,
+    ) -> Result<Done, Refused> {
+        for _ in 0..super::MAX_ATTEMPTS {
+            let Some(entry) = self.matches.get(mid) else {
+                return Err(Refused::UnknownMatch(mid.to_owned()));
+            };
+            let at = entry.state.seq;
+            if let Some(want) = expect_seq {
+                if at >= want {
+                    return Err(Refused::Conflict { want, seq: at });
+                }
+                if at + 1 < want {
+                    // A shared store may be ahead of this replica: judge on the latest.
+                    match self.catch_up(mid).map_err(Refused::from_store)? {
+                        0 => return Err(Refused::NotNext { want, seq: at }),
+                        _ => continue,
+                    }
+                }
+            }
+            let mut next = Match::clone(&entry.state);
+            let ts = (self.clock)().max(next.last_ts);
+            let data = match next.apply(kind, data, ts) {
+                Ok(data) => data,
+                Err(rejection) => match self.catch_up(mid).map_err(Refused::from_store)? {
+                    0 => return Err(rejection.into()),
+                    _ => continue,
+                },
+            };
+            let event = Event {
+                seq: next.seq,
+                ts,
+                kind,
+                data,
+            };
+            match self.store.append_event(mid, &event, &next) {
+                Ok(()) => {}
+                Err(StoreError::Conflict(why)) => {
+                    tracing::debug!(mid, why, "append conflict; catching up");
+                    self.catch_up(mid).map_err(Refused::from_store)?;
+                    continue;
+                }
+                Err(StoreError::Behind { stored, .. }) => {
+                    tracing::warn!(mid, stored, at, "the store is behind this node; resyncing");
+                    self.resync(mid).map_err(Refused::from_store)?;
+                    continue;
+                }
+                Err(StoreError::NoSuchMatch(_)) => {
+                    self.resync(mid).map_err(Refused::from_store)?;
+                    continue;
+                }
+                Err(e) => return Err(Refused::from_store(e)),
+            }
+            let done = Done::Event { seq: event.seq, ts };
+            self.commit(mid, event, next);
+            return Ok(done);
+        }
+        Err(Refused::Contention)
+    }
+}
+
+fn into_reply(result: Result<Done, Refused>) -> Reply {
+    match result {
+        Ok(done) => Reply::Done(done),
+        Err(refused) => Reply::Refused(refused),
+    }
+}
