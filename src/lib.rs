@@ -9,10 +9,12 @@
 //!
 //! An admin `POST /1/match/{id}/events` arrives on some worker ([`server::api`]), which hands
 //! it to the node's one [`sequencer`] thread. The sequencer checks it against the match (the
-//! fold, [`domain::Match::apply`]), numbers it, makes it durable ([`store`]), builds its wire
-//! views once ([`domain::event_message`]) and puts it in every worker's inbox
+//! fold, [`domain::Match::apply`]), numbers it, makes it durable with the other events queued
+//! at that moment (a group commit, [`store`]), builds its wire views and the match's new
+//! snapshot once ([`sequencer::snapshot`]) and puts it in every worker's inbox
 //! ([`server::inbox`]: an mpsc queue plus one byte on a Unix socket pair to wake the worker)
-//! before it answers 201. Each worker encodes the event once per wire and writes the same
+//! before it answers 201. Reads (`GET`) never reach the sequencer: each worker answers them
+//! from its own catalog of those snapshots ([`server::reads`]). Each worker encodes the event once per wire and writes the same
 //! bytes to each of its local watchers ([`server::watch`], [`server::outbox`]). Workers never
 //! talk to each other; only the sequencer and the main thread write to their inboxes.
 //!
@@ -29,7 +31,8 @@
 //!   views of them. No I/O.
 //! * [`store`] — durable storage behind one small trait: SQLite embedded (`--data-dir`),
 //!   Redis in a cluster (`--redis`), memory for tests.
-//! * [`sequencer`] — the node's single writer: validates, numbers, stores, then broadcasts and
+//! * [`sequencer`] — the node's single writer: validates, numbers, group-commits, then
+//!   broadcasts (with immutable per-match snapshots, [`sequencer::snapshot`]) and
 //!   acknowledges; [`sequencer::cluster`] holds cluster mode's Redis stream reader and the
 //!   node registry behind `/1/checkin`.
 //! * [`os`] — below both the server and the harness: the few direct system calls, open-file
@@ -39,7 +42,8 @@
 //!   worker thread ([`server::worker`]), each pinned to a CPU, with a private fd table
 //!   (`unshare(CLONE_FILES)`), its own `SO_REUSEPORT` listeners, connection slab and
 //!   subscription tables. A connection goes through its HTTP phase ([`server::http`],
-//!   [`server::router`], [`server::api`]) and then the WebSocket ([`server::ws`]) or line
+//!   [`server::router`], [`server::api`], reads from snapshots in [`server::reads`], stored
+//!   histories through [`server::history`]) and then the WebSocket ([`server::ws`]) or line
 //!   ([`server::line`]) loop ([`server::stream`]). Settings: [`server::ServeArgs`] →
 //!   [`server::config`]; counters: [`server::metrics`].
 //! * [`feed`] — the publishing side: `matchstream replay`, the `--demo` loop and the blocking
