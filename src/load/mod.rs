@@ -10,8 +10,9 @@
 //! each send time recorded), and check that every watcher got every event exactly once, in
 //! order, then `stop` and a clean close ([`verify`]). Latency is measured publish → each
 //! watcher ([`stats`]); the server's RSS and CPU come from `/proc/PID` ([`procfs`]). The end:
-//! a summary table, a JSON report ([`report`]) and an SVG chart ([`svg`]). The exit status is
-//! 0 only when every watcher got everything.
+//! the outcomes summed ([`tally`]) into a typed [`report::Report`], written as JSON and
+//! printed as a table ([`summary`]), and an SVG chart ([`svg`]). The exit status is 0 only
+//! when every watcher got everything.
 //!
 //! Modes: driving a match (`--replay SCRIPT` at `--speed`, or `--every-ms T` numbered
 //! comments), watching a match someone else drives (`--match ID` alone), `--raw` against any
@@ -21,13 +22,17 @@
 pub mod client;
 pub mod drive;
 mod idle;
+mod monitor;
 pub mod plan;
 pub mod procfs;
 mod ramp;
 pub mod report;
 mod run;
+mod setup;
 pub mod stats;
+pub mod summary;
 pub mod svg;
+pub mod tally;
 pub mod verify;
 pub mod watch;
 
@@ -294,9 +299,9 @@ pub fn run(args: LoadArgs) -> io::Result<i32> {
     if !args.quiet {
         eprintln!();
     }
-    println!("{}", report::summary(&result.report));
+    println!("{}", summary::summary(&result.report));
     result.write(&args)?;
-    Ok(if result.passed { 0 } else { 1 })
+    Ok(if result.passed() { 0 } else { 1 })
 }
 
 #[cfg(test)]

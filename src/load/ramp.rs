@@ -30,16 +30,16 @@ pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
         if !args.quiet {
             eprintln!();
         }
-        println!("{}", super::report::summary(&result.report));
-        let slo_ms = result.p99_us / 1000.0;
+        println!("{}", super::summary::summary(&result.report));
+        let slo_ms = result.p99_us() / 1000.0;
         let r = &result.report;
         steps.push(json!({
-            "clients": clients, "passed": result.passed, "latency_us": r["latency_us"],
-            "connect_per_s": r["connect_per_s"], "lost": r["lost"],
-            "server_rss_bytes_per_connection": r["server_rss_bytes_per_connection"],
-            "server_cpu_us_per_delivery": r["server_cpu_us_per_delivery"],
+            "clients": clients, "passed": r.passed, "latency_us": r.latency_us,
+            "connect_per_s": r.connect_per_s, "lost": r.lost,
+            "server_rss_bytes_per_connection": r.server_rss_bytes_per_connection,
+            "server_cpu_us_per_delivery": r.server_cpu_us_per_delivery,
         }));
-        let reason = if !result.passed {
+        let reason = if !result.passed() {
             Some("verification failed (see the step's errors)".to_string())
         } else if slo_ms > args.steps.slo_p99_ms {
             Some(format!(
@@ -64,7 +64,7 @@ pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
         "steps": steps,
         "last_passing_clients": last_ok,
         "breaking_point": broke.as_ref().map(|(c, r)| json!({"clients": c, "reason": r})),
-        "last_step": last_result.as_ref().map(|r| r.report.clone()),
+        "last_step": last_result.as_ref().map(|r| &r.report),
         "machine": super::report::machine(),
         "kernel": super::report::kernel(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
