@@ -57,6 +57,12 @@ pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
     })
 }
 
+/// Reads what is available from a non-socket descriptor (an eventfd) without blocking.
+pub fn read_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<Transfer> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    nonblocking(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
 /// Writes as much of `bytes` as the socket takes, without blocking (one `send`).
 pub fn send_one_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<Transfer> {
     // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes for the whole call.

@@ -18,15 +18,80 @@ pub enum KeepaliveAction {
     Dead,
 }
 
+/// The keepalive rule shared by every connection of a worker: ping after `ping_after_ms` of
+/// silence, give up `dead_after_ms` after an unanswered ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepalivePolicy {
+    /// Silence (ms) before a ping is sent.
+    pub ping_after_ms: u64,
+    /// Time (ms) after the ping before the peer is declared dead.
+    pub dead_after_ms: u64,
+}
+
+/// One connection's keepalive state in 16 bytes (the policy is kept once, elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveState {
+    last_activity: u64,
+    /// When the unanswered ping was sent; `u64::MAX` when none is outstanding.
+    ping_sent_at: u64,
+}
+
+const NO_PING: u64 = u64::MAX;
+
+impl KeepaliveState {
+    /// A connection that counts as active at `now`.
+    pub fn new(now: u64) -> Self {
+        Self {
+            last_activity: now,
+            ping_sent_at: NO_PING,
+        }
+    }
+
+    /// Records that bytes arrived at `now` (this also answers an outstanding ping).
+    pub fn on_activity(&mut self, now: u64) {
+        self.last_activity = self.last_activity.max(now);
+        self.ping_sent_at = NO_PING;
+    }
+
+    /// Whether a ping is outstanding.
+    pub fn ping_outstanding(&self) -> bool {
+        self.ping_sent_at != NO_PING
+    }
+}
+
+impl KeepalivePolicy {
+    /// The next deadline of `state` (ms), without changing it.
+    pub fn deadline(&self, state: &KeepaliveState) -> u64 {
+        if state.ping_outstanding() {
+            state.ping_sent_at.saturating_add(self.dead_after_ms)
+        } else {
+            state.last_activity.saturating_add(self.ping_after_ms)
+        }
+    }
+
+    /// What to do at `now`. [`KeepaliveAction::SendPing`] is returned once per idle period:
+    /// it marks the ping as sent, and later polls wait for the dead deadline.
+    pub fn poll(&self, state: &mut KeepaliveState, now: u64) -> KeepaliveAction {
+        let at = self.deadline(state);
+        if now < at {
+            return KeepaliveAction::Wait { until: at };
+        }
+        if state.ping_outstanding() {
+            KeepaliveAction::Dead
+        } else {
+            state.ping_sent_at = now;
+            KeepaliveAction::SendPing
+        }
+    }
+}
+
 /// Tracks one connection's idleness: ping it when quiet, declare it dead when the ping goes
-/// unanswered (any received byte counts as an answer).
+/// unanswered (any received byte counts as an answer). A [`KeepalivePolicy`] and a
+/// [`KeepaliveState`] together, for connections that keep their own policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
-    ping_after_ms: u64,
-    dead_after_ms: u64,
-    last_activity: u64,
-    /// When the unanswered ping was sent, if one is outstanding.
-    ping_sent_at: Option<u64>,
+    policy: KeepalivePolicy,
+    state: KeepaliveState,
 }
 
 impl Keepalive {
@@ -34,37 +99,22 @@ impl Keepalive {
     /// after that ping; the connection counts as active at `now`.
     pub fn new(ping_after_ms: u64, dead_after_ms: u64, now: u64) -> Self {
         Self {
-            ping_after_ms,
-            dead_after_ms,
-            last_activity: now,
-            ping_sent_at: None,
+            policy: KeepalivePolicy {
+                ping_after_ms,
+                dead_after_ms,
+            },
+            state: KeepaliveState::new(now),
         }
     }
 
     /// Records that bytes arrived at `now` (this also answers an outstanding ping).
     pub fn on_activity(&mut self, now: u64) {
-        self.last_activity = self.last_activity.max(now);
-        self.ping_sent_at = None;
+        self.state.on_activity(now);
     }
 
-    /// What to do at `now`. [`KeepaliveAction::SendPing`] is returned once per idle period:
-    /// it marks the ping as sent, and later polls wait for the dead deadline.
+    /// What to do at `now` (see [`KeepalivePolicy::poll`]).
     pub fn poll(&mut self, now: u64) -> KeepaliveAction {
-        if let Some(sent) = self.ping_sent_at {
-            let dead_at = sent.saturating_add(self.dead_after_ms);
-            return if now >= dead_at {
-                KeepaliveAction::Dead
-            } else {
-                KeepaliveAction::Wait { until: dead_at }
-            };
-        }
-        let ping_at = self.last_activity.saturating_add(self.ping_after_ms);
-        if now >= ping_at {
-            self.ping_sent_at = Some(now);
-            KeepaliveAction::SendPing
-        } else {
-            KeepaliveAction::Wait { until: ping_at }
-        }
+        self.policy.poll(&mut self.state, now)
     }
 }
 

@@ -61,6 +61,15 @@ pub enum WsEvent {
     Closed,
 }
 
+/// An idle session in one byte (see [`WsSession::park`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// Messages flow both ways.
+    Open,
+    /// Our close frame was sent; the peer's is awaited.
+    Closing,
+}
+
 /// Where the close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -191,6 +200,31 @@ impl WsSession {
     /// Whether the session is finished and the connection should be dropped.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// The session reduced to one byte, when it holds nothing else: no partial frame or
+    /// message, and not closed. A watcher's session is idle almost all the time, so its
+    /// owner keeps this byte and rebuilds the session with [`WsSession::unpark`] when bytes
+    /// arrive or a ping or close is due. `None` while a frame or message is unfinished.
+    pub fn park(&self) -> Option<Parked> {
+        let idle = self.tail.is_empty()
+            && self.message.capacity() == 0
+            && self.frame.is_none()
+            && self.kind.is_none();
+        match self.phase {
+            Phase::Open if idle => Some(Parked::Open),
+            Phase::Closing if idle => Some(Parked::Closing),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds a session from [`WsSession::park`]'s byte and the connection's limits.
+    pub fn unpark(limits: WsLimits, parked: Parked) -> Self {
+        let mut session = Self::new(limits);
+        if parked == Parked::Closing {
+            session.phase = Phase::Closing;
+        }
+        session
     }
 
     /// The heap bytes this session holds (partial frame and message buffers); 0 when idle.

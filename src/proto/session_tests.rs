@@ -289,6 +289,25 @@ fn pieces(len: usize, cuts: &[usize]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+#[test]
+fn parked_sessions_resume_where_they_were() {
+    let mut s = open();
+    assert_eq!(s.park(), Some(Parked::Open));
+    let msg = text("hello");
+    s.receive(&msg[..3], &mut Vec::new());
+    assert_eq!(s.park(), None, "a frame is unfinished");
+    let events = run(&mut s, &msg[3..]);
+    assert_eq!(events, vec![WsEvent::Text("hello".into())]);
+    let mut s = WsSession::unpark(WsLimits::default(), s.park().unwrap());
+    assert!(s.close(1001, "bye").is_some());
+    assert_eq!(s.park(), Some(Parked::Closing));
+    let mut s = WsSession::unpark(WsLimits::default(), Parked::Closing);
+    assert!(s.close(1000, "again").is_none(), "one close frame only");
+    let events = run(&mut s, &frame(true, OpCode::Close, &[0x03, 0xe9]));
+    assert_eq!(events, vec![WsEvent::Closed], "no echo: our close was sent");
+    assert_eq!(s.park(), None, "closed sessions do not park");
+}
+
 proptest! {
     #[test]
     fn random_fragments_and_reads_reassemble(

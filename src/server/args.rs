@@ -113,6 +113,20 @@ pub struct ServeArgs {
         help_heading = "Timeouts"
     )]
     pub ws_dead_after_ms: u64,
+    /// Submission slots of each worker's watcher-plane ring: a broadcast to up to this many
+    /// local watchers is one `io_uring_enter` (64..=32768; each slot costs ~96 B of ring
+    /// memory per worker).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_PLANE_RING_ENTRIES",
+        default_value_t = 32_768,
+        help_heading = "Limits"
+    )]
+    pub plane_ring_entries: u32,
+    /// Serve watchers from one monoio task each (the engine before the watcher plane), for
+    /// comparison runs and kernels without multishot poll.
+    #[arg(long, env = "MATCHSTREAM_NO_WATCHER_PLANE", help_heading = "Extras")]
+    pub no_watcher_plane: bool,
     /// Keep teams, matches and events in this Redis (`redis://HOST:PORT/DB`), shared with the
     /// other nodes, instead of the embedded store.
     #[arg(

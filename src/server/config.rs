@@ -47,6 +47,13 @@ pub struct ServerConfig {
     /// Most bytes queued towards one connection; past it the connection is dropped (no close
     /// frame: a reader that slow would not read one) so it never holds up anyone else.
     pub max_outbound_bytes: usize,
+    /// Queued outbound bytes making no progress this long close the connection (0 = off).
+    pub send_timeout: Duration,
+    /// Submission slots of each worker's watcher-plane ring (one `io_uring_enter` per
+    /// broadcast up to this many local watchers).
+    pub plane_ring_entries: u32,
+    /// Whether watchers become records of the watcher plane (else: one task each).
+    pub watcher_plane: bool,
     /// How long shutdown waits for connections to finish their close handshakes.
     pub shutdown_drain: Duration,
     /// Size of each worker's read scratch buffer.
@@ -85,6 +92,9 @@ impl ServerConfig {
             ws_ping_after: Duration::from_secs(30),
             ws_dead_after: Duration::from_secs(30),
             max_outbound_bytes: 256 << 10,
+            send_timeout: Duration::from_secs(60),
+            plane_ring_entries: 32_768,
+            watcher_plane: true,
             shutdown_drain: Duration::from_secs(3),
             read_buffer_bytes: 64 << 10,
             listen_backlog: 4096,

@@ -9,8 +9,10 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use super::metrics::WorkerStats;
+use super::plane::driver;
+use super::plane::record::Flavour;
 use super::stream::{drive, read_more, Handler, ReadMore};
-use super::watch;
+use super::watch::{self, ConnRef};
 use super::worker::{ConnKind, ConnState, Worker};
 use crate::os::stream::write_all;
 use crate::proto::line::{encode_error, parse_connect};
@@ -38,8 +40,14 @@ impl Handler for LineHandler {
     }
 }
 
-/// Serves one TCP line-protocol connection.
-pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, conn: usize, state: &Rc<ConnState>) {
+/// Serves one TCP line-protocol connection. True when the socket went to the watcher plane
+/// (its connection entry is gone then).
+pub async fn serve(
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+    conn: usize,
+    state: &Rc<ConnState>,
+) -> bool {
     let deadline = Instant::now() + worker.shared.config.handshake_timeout;
     let mut inbuf = Vec::new();
     let (request, used) = loop {
@@ -51,25 +59,37 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, conn: usize, state: &
                 let mut out = Vec::new();
                 encode_error(&mut out, &e.reason());
                 let _ = write_all(&stream, &out).await;
-                return;
+                return false;
             }
         }
         match read_more(worker, &stream, state, deadline, &mut inbuf).await {
             ReadMore::Data(_) => {}
-            ReadMore::Closed | ReadMore::TimedOut => return,
+            ReadMore::Closed | ReadMore::TimedOut => return false,
         }
     };
     if inbuf.len() > used {
         let mut out = Vec::new();
         encode_error(&mut out, "unexpected input after CONNECT");
         let _ = write_all(&stream, &out).await;
-        return;
+        return false;
     }
     drop(inbuf);
+    if worker.plane.is_some() {
+        super::worker::hand_over(worker, conn);
+        let id = driver::adopt(worker, stream, Flavour::Line, &[]);
+        watch::watch(worker, ConnRef::Plane(id), &request.mid, None);
+        driver::pump(worker);
+        return true;
+    }
     state.kind.set(ConnKind::Line);
     state.outbox.enable_direct_writes(stream.as_raw_fd());
     WorkerStats::add(&worker.stats().line_connections, 1);
-    watch::watch(worker, conn, state, &request.mid, None);
+    let watcher = ConnRef::Task {
+        conn,
+        serial: state.serial,
+    };
+    watch::watch(worker, watcher, &request.mid, None);
     drive(worker, &stream, state, &mut LineHandler).await;
     WorkerStats::sub(&worker.stats().line_connections, 1);
+    false
 }

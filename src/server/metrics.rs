@@ -36,6 +36,18 @@ pub struct WorkerStats {
     pub protocol_errors: AtomicU64,
     /// Connections dropped because the peer stopped answering pings.
     pub dead_peers: AtomicU64,
+    /// Pings sent by keepalive.
+    pub pings: AtomicU64,
+    /// Connections closed because queued bytes made no progress for the send timeout.
+    pub send_timeouts: AtomicU64,
+    /// Sends that wrote only part of their bytes (the rest was requeued).
+    pub short_writes: AtomicU64,
+    /// `io_uring_enter` calls on the watcher-plane ring.
+    pub plane_enters: AtomicU64,
+    /// Broadcasts that reached at least one plane watcher.
+    pub plane_broadcasts: AtomicU64,
+    /// `io_uring_enter` calls made while fanning those broadcasts out.
+    pub plane_broadcast_enters: AtomicU64,
     /// Events fanned out by this worker.
     pub events: AtomicU64,
     /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
@@ -90,7 +102,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 12] = [
+    let per_worker: [CounterDef; 18] = [
         (
             "matchstream_connections",
             "gauge",
@@ -156,6 +168,42 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "counter",
             "Peers dropped by keepalive",
             |s| &s.dead_peers,
+        ),
+        (
+            "matchstream_pings_total",
+            "counter",
+            "Keepalive pings sent",
+            |s| &s.pings,
+        ),
+        (
+            "matchstream_send_timeouts_total",
+            "counter",
+            "Connections closed because queued bytes made no progress for the send timeout",
+            |s| &s.send_timeouts,
+        ),
+        (
+            "matchstream_short_writes_total",
+            "counter",
+            "Sends that wrote part of their bytes (the rest requeued)",
+            |s| &s.short_writes,
+        ),
+        (
+            "matchstream_plane_enters_total",
+            "counter",
+            "io_uring_enter calls on the watcher-plane ring",
+            |s| &s.plane_enters,
+        ),
+        (
+            "matchstream_plane_broadcasts_total",
+            "counter",
+            "Broadcasts fanned out to plane watchers",
+            |s| &s.plane_broadcasts,
+        ),
+        (
+            "matchstream_plane_broadcast_enters_total",
+            "counter",
+            "io_uring_enter calls made fanning those broadcasts out (one per broadcast when the ring holds every local watcher)",
+            |s| &s.plane_broadcast_enters,
         ),
         (
             "matchstream_events_fanned_out_total",

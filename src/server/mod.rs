@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod page;
 pub mod reads;
+pub mod plane;
 pub mod replies;
 pub mod router;
 pub mod signal;
@@ -67,6 +68,8 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.ws_dead_after = Duration::from_millis(args.ws_dead_after_ms);
     config.sequencer.max_queued_writes = args.max_queued_writes.max(1);
     config.sequencer.ended_history_matches = args.ended_history_matches;
+    config.plane_ring_entries = args.plane_ring_entries;
+    config.watcher_plane = !args.no_watcher_plane;
     config.cluster = args.redis.as_ref().map(|url| ClusterConfig {
         redis_url: url.clone(),
         node_id: args.node_id.clone().unwrap_or_default(),

@@ -7,6 +7,12 @@
 //! the replica without asking the sequencer; otherwise the sequencer's watch reply (status at
 //! seq N plus history) comes back through the same FIFO inbox as the broadcasts, so live
 //! events splice in after N without gap or repeat (see `crate::sequencer`).
+//!
+//! A watcher is either a record of the worker's watcher plane (WebSocket and line watchers
+//! on plain TCP) or a connection task (the fallback when the plane's ring cannot be set up,
+//! and the seam for transports that cannot share bytes, such as TLS): [`ConnRef`] names
+//! either, and the few things this module does to a watcher (queue bytes, end it, reach its
+//! subscription list) are dispatched on it below.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,7 +24,9 @@ use bytes::Bytes;
 use slab::Slab;
 
 use super::metrics::WorkerStats;
-use super::worker::{ConnKind, ConnState, Worker, WorkerMsg};
+use super::plane::frames::FrameId;
+use super::plane::record::{Flavour, RecordId};
+use super::worker::{ConnKind, Worker, WorkerMsg};
 use crate::domain::{error_message, status_message, Match};
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::line::{encode_block, encode_error};
@@ -33,17 +41,24 @@ pub struct Watching {
     pub slot: Option<usize>,
 }
 
-/// One local watcher of a match: the connection's slab key and serial.
-#[derive(Debug, Clone, Copy)]
-struct WatcherRef {
-    conn: usize,
-    serial: u64,
+/// A watcher connection of this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRef {
+    /// A connection task: its slab key in `Worker::conns` and its serial.
+    Task {
+        /// Slab key.
+        conn: usize,
+        /// Serial (a reused slab key must not get another connection's bytes).
+        serial: u64,
+    },
+    /// A record of the worker's watcher plane.
+    Plane(RecordId),
 }
 
 /// A watched match on this worker.
 pub struct MatchWatchers {
     state: Arc<Match>,
-    watchers: Slab<WatcherRef>,
+    watchers: Slab<ConnRef>,
 }
 
 /// A worker's subscription tables.
@@ -77,33 +92,134 @@ pub fn status_block(m: &Match) -> Bytes {
     Bytes::from(out)
 }
 
-fn queue(worker: &Worker, state: &ConnState, bytes: Bytes) {
+/// Runs `f` on the subscription list of `conn`; `None` when the connection is gone.
+fn with_watching<R>(
+    worker: &Worker,
+    conn: ConnRef,
+    f: impl FnOnce(&mut Vec<Watching>) -> R,
+) -> Option<R> {
+    match conn {
+        ConnRef::Task { conn, serial } => {
+            let state = worker
+                .conns
+                .borrow()
+                .get(conn)
+                .filter(|s| s.serial == serial)
+                .cloned()?;
+            let mut watching = state.watching.borrow_mut();
+            Some(f(&mut watching))
+        }
+        ConnRef::Plane(id) => {
+            let mut plane = worker.plane.as_ref()?.borrow_mut();
+            plane.core.app_mut(id).map(f)
+        }
+    }
+}
+
+/// Whether `conn` speaks the TCP line protocol.
+fn is_line(worker: &Worker, conn: ConnRef) -> bool {
+    match conn {
+        ConnRef::Task { conn, .. } => worker
+            .conns
+            .borrow()
+            .get(conn)
+            .is_some_and(|s| s.kind.get() == ConnKind::Line),
+        ConnRef::Plane(id) => worker.plane.as_ref().is_some_and(|p| {
+            p.borrow()
+                .core
+                .record(id)
+                .is_some_and(|r| r.flavour() == Flavour::Line)
+        }),
+    }
+}
+
+fn queue(worker: &Worker, conn: ConnRef, bytes: Bytes) {
     WorkerStats::add(&worker.stats().frames_sent, 1);
     WorkerStats::add(&worker.stats().bytes_sent, bytes.len() as u64);
-    if state.outbox.push(bytes).is_err() {
+    let overflow = match conn {
+        ConnRef::Task { conn, serial } => {
+            let state = worker
+                .conns
+                .borrow()
+                .get(conn)
+                .filter(|s| s.serial == serial)
+                .cloned();
+            state.is_some_and(|s| s.outbox.push(bytes).is_err())
+        }
+        ConnRef::Plane(id) => worker.plane.as_ref().is_some_and(|p| {
+            let now = worker.now_ms();
+            p.borrow_mut().core.send(id, bytes, now).is_err()
+        }),
+    };
+    if overflow {
         WorkerStats::add(&worker.stats().slow_consumer_closes, 1);
     }
 }
 
-/// Ends a connection whose last subscription ended.
-fn end_connection(state: &ConnState, reason: &str) {
-    match state.kind.get() {
-        ConnKind::Line => state.outbox.finish_after_flush(),
-        _ => state.outbox.close_after_flush(1000, reason),
+/// Ends a connection whose last subscription ended (1000 and `reason` for a WebSocket).
+fn end_connection(worker: &Worker, conn: ConnRef, reason: &str) {
+    match conn {
+        ConnRef::Task { conn, serial } => {
+            let state = worker
+                .conns
+                .borrow()
+                .get(conn)
+                .filter(|s| s.serial == serial)
+                .cloned();
+            if let Some(state) = state {
+                match state.kind.get() {
+                    ConnKind::Line => state.outbox.finish_after_flush(),
+                    _ => state.outbox.close_after_flush(1000, reason),
+                }
+            }
+        }
+        ConnRef::Plane(id) => {
+            if let Some(p) = &worker.plane {
+                let now = worker.now_ms();
+                p.borrow_mut().core.close(id, 1000, reason, now);
+            }
+        }
+    }
+}
+
+/// Sends final bytes (a line-protocol `ERROR:`) and ends the connection after them.
+fn send_and_close(worker: &Worker, conn: ConnRef, bytes: Bytes) {
+    match conn {
+        ConnRef::Task { conn, serial } => {
+            let state = worker
+                .conns
+                .borrow()
+                .get(conn)
+                .filter(|s| s.serial == serial)
+                .cloned();
+            if let Some(state) = state {
+                state.outbox.push_raw_and_close(bytes);
+            }
+        }
+        ConnRef::Plane(id) => {
+            if let Some(p) = &worker.plane {
+                let now = worker.now_ms();
+                let mut p = p.borrow_mut();
+                let _ = p.core.send(id, bytes, now);
+                p.core.finish(id, now);
+            }
+        }
     }
 }
 
 /// Handles `watch` from connection `conn`.
-pub fn watch(worker: &Rc<Worker>, conn: usize, state: &ConnState, mid: &str, since: Option<u64>) {
-    if state.watching.borrow().iter().any(|w| &*w.mid == mid) {
-        if state.kind.get() != ConnKind::Line {
-            queue(
-                worker,
-                state,
-                text_frame(&error_message(&format!("already watching {mid}"))),
-            );
+pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) {
+    let already = with_watching(worker, conn, |w| w.iter().any(|w| &*w.mid == mid));
+    match already {
+        None => return,
+        Some(true) => {
+            if !is_line(worker, conn) {
+                let error = error_message(&format!("already watching {mid}"));
+                queue(worker, conn, text_frame(&error));
+            }
+            return;
         }
-        return;
+        Some(false) => {}
     }
     let local = worker
         .watch
@@ -121,46 +237,44 @@ pub fn watch(worker: &Rc<Worker>, conn: usize, state: &ConnState, mid: &str, sin
                 ended: replica.is_ended(),
                 state: replica,
             };
-            state.watching.borrow_mut().push(Watching {
-                mid: start.mid.clone(),
-                slot: None,
+            with_watching(worker, conn, |w| {
+                w.push(Watching {
+                    mid: start.mid.clone(),
+                    slot: None,
+                })
             });
-            start_watching(worker, conn, state, start);
+            start_watching(worker, conn, start);
             return;
         }
     }
     let mid: Arc<str> = mid.into();
-    state.watching.borrow_mut().push(Watching {
-        mid: mid.clone(),
-        slot: None,
+    with_watching(worker, conn, |w| {
+        w.push(Watching {
+            mid: mid.clone(),
+            slot: None,
+        })
     });
     let inbox = worker.shared.inboxes[worker.index].clone();
-    let serial = state.serial;
     worker.shared.sequencer.submit(
         Request::Watch {
             mid: mid.to_string(),
             since,
         },
         Box::new(move |reply| {
-            inbox.send(WorkerMsg::WatchReply {
-                conn,
-                serial,
-                mid,
-                reply,
-            });
+            inbox.send(WorkerMsg::WatchReply { conn, mid, reply });
         }),
     );
 }
 
 /// Handles `unwatch`.
-pub fn unwatch(worker: &Rc<Worker>, state: &ConnState, mid: &str) {
-    let removed = {
-        let mut watching = state.watching.borrow_mut();
+pub fn unwatch(worker: &Rc<Worker>, conn: ConnRef, mid: &str) {
+    let removed = with_watching(worker, conn, |watching| {
         watching
             .iter()
             .position(|w| &*w.mid == mid)
             .map(|i| watching.swap_remove(i))
-    };
+    })
+    .flatten();
     if let Some(w) = removed {
         drop_slot(worker, &w);
     }
@@ -181,70 +295,63 @@ fn drop_slot(worker: &Worker, w: &Watching) {
     }
 }
 
-/// Removes every subscription of a closing connection.
-pub fn forget_connection(worker: &Worker, state: &ConnState) {
-    let watching = std::mem::take(&mut *state.watching.borrow_mut());
-    for w in &watching {
+/// Removes the subscriptions of a closed connection (its list, taken from it).
+pub fn forget_subscriptions(worker: &Worker, watching: &[Watching]) {
+    for w in watching {
         drop_slot(worker, w);
     }
 }
 
 /// The sequencer answered a watch.
-pub fn on_watch_reply(worker: &Rc<Worker>, conn: usize, serial: u64, mid: &Arc<str>, reply: Reply) {
-    let state = match worker.conns.borrow().get(conn) {
-        Some(s) if s.serial == serial => s.clone(),
-        _ => return,
-    };
-    let pending = state
-        .watching
-        .borrow()
-        .iter()
-        .any(|w| w.mid == *mid && w.slot.is_none());
-    if !pending {
+pub fn on_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply: Reply) {
+    let pending = with_watching(worker, conn, |w| {
+        w.iter().any(|w| w.mid == *mid && w.slot.is_none())
+    });
+    if pending != Some(true) {
         return;
     }
     match reply {
-        Reply::Watch(WatchReply::Found(start)) => start_watching(worker, conn, &state, start),
+        Reply::Watch(WatchReply::Found(start)) => start_watching(worker, conn, start),
         Reply::Watch(WatchReply::NotFound { error }) => {
-            state.watching.borrow_mut().retain(|w| w.mid != *mid);
-            if state.kind.get() == ConnKind::Line {
+            with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
+            if is_line(worker, conn) {
                 let mut out = Vec::new();
                 encode_error(&mut out, &format!("match not found: {mid}"));
-                state.outbox.push_raw_and_close(Bytes::from(out));
+                send_and_close(worker, conn, Bytes::from(out));
             } else {
-                queue(worker, &state, text_frame(&error));
+                queue(worker, conn, text_frame(&error));
             }
         }
         Reply::Refused(refused) => {
-            state.watching.borrow_mut().retain(|w| w.mid != *mid);
+            with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
             queue(
                 worker,
-                &state,
+                conn,
                 text_frame(&error_message(&refused.to_string())),
             );
         }
-        Reply::Done(_) => state.watching.borrow_mut().retain(|w| w.mid != *mid),
+        Reply::Done(_) => {
+            with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
+        }
     }
 }
 
-fn start_watching(worker: &Rc<Worker>, conn: usize, state: &ConnState, start: WatchStart) {
-    let line = state.kind.get() == ConnKind::Line;
-    if line {
-        queue(worker, state, status_block(&start.state));
+fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
+    if is_line(worker, conn) {
+        queue(worker, conn, status_block(&start.state));
     } else {
-        queue(worker, state, text_frame(&start.status));
+        queue(worker, conn, text_frame(&start.status));
         for event in &start.events {
-            queue(worker, state, text_frame(event));
+            queue(worker, conn, text_frame(event));
         }
     }
     if start.ended {
-        let left = {
-            let mut watching = state.watching.borrow_mut();
+        let left = with_watching(worker, conn, |watching| {
             watching.retain(|w| w.mid != start.mid);
             watching.len()
-        };
-        if left == 0 {
-            end_connection(state, "match ended");
+        });
+        if left == Some(0) {
+            end_connection(worker, conn, "match ended");
         }
         return;
     }
@@ -259,20 +366,46 @@ fn start_watching(worker: &Rc<Worker>, conn: usize, state: &ConnState, start: Wa
         if start.state.seq > entry.state.seq {
             entry.state = start.state.clone();
         }
-        entry.watchers.insert(WatcherRef {
-            conn,
-            serial: state.serial,
-        })
+        entry.watchers.insert(conn)
     };
     worker.stats().set_watchers(&start.mid, 1);
-    if let Some(w) = state
-        .watching
-        .borrow_mut()
-        .iter_mut()
-        .find(|w| w.mid == start.mid)
-    {
-        w.slot = Some(slot);
+    with_watching(worker, conn, |watching| {
+        if let Some(w) = watching.iter_mut().find(|w| w.mid == start.mid) {
+            w.slot = Some(slot);
+        }
+    });
+}
+
+/// The bytes of one event, encoded once per flavour on first use.
+struct EventBytes<'a> {
+    ws: Bytes,
+    line: Option<Bytes>,
+    ts: i64,
+    kind: &'a str,
+    line_fields: &'a [(String, String)],
+}
+
+impl EventBytes<'_> {
+    fn line(&mut self) -> &Bytes {
+        let (ts, kind, line_fields) = (self.ts, self.kind, self.line_fields);
+        self.line.get_or_insert_with(|| {
+            let fields: Vec<(&str, String)> = line_fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            let mut out = Vec::with_capacity(256);
+            encode_block(&mut out, ts, kind, &fields);
+            Bytes::from(out)
+        })
     }
+}
+
+/// Per-broadcast tallies.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    overflowed: u64,
+    bytes: u64,
 }
 
 /// Fans a sequenced event (or a cancellation) out to this worker's watchers.
@@ -288,59 +421,44 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
             state,
             ..
         } => {
-            let mut matches = worker.watch.matches.borrow_mut();
-            let Some(entry) = matches.get_mut(&mid) else {
-                return;
+            let mut bytes = EventBytes {
+                ws: text_frame(&ws_text),
+                line: None,
+                ts,
+                kind: kind.as_str(),
+                line_fields: &line_fields,
             };
-            entry.state = state;
-            let ws_frame = text_frame(&ws_text);
-            let mut line_block: Option<Bytes> = None;
-            let conns = worker.conns.borrow();
-            let mut delivered = 0u64;
-            let mut overflowed = 0u64;
-            let mut delivered_bytes = 0u64;
-            for (_, w) in entry.watchers.iter() {
-                let Some(conn) = conns.get(w.conn).filter(|c| c.serial == w.serial) else {
-                    continue;
+            let mut tally = Tally::default();
+            let plane_watchers = {
+                let mut matches = worker.watch.matches.borrow_mut();
+                let Some(entry) = matches.get_mut(&mid) else {
+                    return;
                 };
-                let bytes = if conn.kind.get() == ConnKind::Line {
-                    line_block.get_or_insert_with(|| {
-                        let fields: Vec<(&str, String)> = line_fields
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.clone()))
-                            .collect();
-                        let mut out = Vec::with_capacity(256);
-                        encode_block(&mut out, ts, kind.as_str(), &fields);
-                        Bytes::from(out)
-                    })
-                } else {
-                    &ws_frame
-                };
-                if conn.outbox.push_shared(bytes).is_err() {
-                    overflowed += 1;
-                }
-                delivered += 1;
-                delivered_bytes += bytes.len() as u64;
+                entry.state = state;
+                let watchers = || entry.watchers.iter().map(|(_, w)| *w);
+                fan_out_tasks(worker, watchers(), &mut bytes, &mut tally);
+                fan_out_plane(worker, watchers(), &mut bytes, &mut tally)
+            };
+            if plane_watchers {
+                super::plane::driver::pump_broadcast(worker);
             }
             let stats = worker.stats();
             WorkerStats::add(&stats.events, 1);
-            WorkerStats::add(&stats.frames_sent, delivered);
-            WorkerStats::add(&stats.bytes_sent, delivered_bytes);
-            WorkerStats::add(&stats.slow_consumer_closes, overflowed);
+            WorkerStats::add(&stats.frames_sent, tally.delivered);
+            WorkerStats::add(&stats.bytes_sent, tally.bytes);
+            WorkerStats::add(&stats.slow_consumer_closes, tally.overflowed);
             stats.observe_latency(sent_at.elapsed().as_micros() as u64);
             if ended {
-                let entry = matches.remove(&mid);
-                drop(matches);
+                let entry = worker.watch.matches.borrow_mut().remove(&mid);
                 if let Some(entry) = entry {
-                    end_subscriptions(worker, &conns, &mid, entry, "match ended");
+                    end_subscriptions(worker, &mid, entry, "match ended");
                 }
             }
         }
         Broadcast::Cancelled { mid } => {
             let entry = worker.watch.matches.borrow_mut().remove(&mid);
             if let Some(entry) = entry {
-                let conns = worker.conns.borrow();
-                end_subscriptions(worker, &conns, &mid, entry, "match cancelled");
+                end_subscriptions(worker, &mid, entry, "match cancelled");
             }
         }
         // Catalog changes (served by `super::reads`), nothing to fan out.
@@ -348,25 +466,93 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
     }
 }
 
-fn end_subscriptions(
+/// Queues the event on the watchers that are connection tasks.
+fn fan_out_tasks(
     worker: &Worker,
-    conns: &Slab<Rc<ConnState>>,
-    mid: &Arc<str>,
-    entry: MatchWatchers,
-    reason: &str,
+    watchers: impl Iterator<Item = ConnRef>,
+    bytes: &mut EventBytes,
+    t: &mut Tally,
 ) {
-    for (_, w) in entry.watchers.iter() {
-        let Some(conn) = conns.get(w.conn).filter(|c| c.serial == w.serial) else {
+    let conns = worker.conns.borrow();
+    for w in watchers {
+        let ConnRef::Task { conn, serial } = w else {
+            continue;
+        };
+        let Some(state) = conns.get(conn).filter(|c| c.serial == serial) else {
+            continue;
+        };
+        let frame = if state.kind.get() == ConnKind::Line {
+            bytes.line()
+        } else {
+            &bytes.ws
+        };
+        if state.outbox.push_shared(frame).is_err() {
+            t.overflowed += 1;
+        }
+        t.delivered += 1;
+        t.bytes += frame.len() as u64;
+    }
+}
+
+/// Queues the event on the plane's records: one shared frame per flavour, one SEND each,
+/// all submitted together when the plane is pumped. True when a record got the event.
+fn fan_out_plane(
+    worker: &Worker,
+    watchers: impl Iterator<Item = ConnRef>,
+    bytes: &mut EventBytes,
+    t: &mut Tally,
+) -> bool {
+    let Some(plane) = &worker.plane else {
+        return false;
+    };
+    let now = worker.now_ms();
+    let mut plane = plane.borrow_mut();
+    let core = &mut plane.core;
+    let ws = core.share(bytes.ws.clone());
+    let mut line = FrameId::NONE;
+    let mut any = false;
+    for w in watchers {
+        let ConnRef::Plane(id) = w else {
+            continue;
+        };
+        let Some(flavour) = core.record(id).map(|r| r.flavour()) else {
+            continue;
+        };
+        let frame = match flavour {
+            Flavour::Ws => ws,
+            Flavour::Line => {
+                if line.is_none() {
+                    line = core.share(bytes.line().clone());
+                }
+                line
+            }
+        };
+        any = true;
+        if core.push(id, frame, now).is_err() {
+            t.overflowed += 1;
+        }
+        t.delivered += 1;
+        t.bytes += core.frame_bytes(frame).len() as u64;
+    }
+    core.unshare(ws);
+    if !line.is_none() {
+        core.unshare(line);
+    }
+    any
+}
+
+fn end_subscriptions(worker: &Worker, mid: &Arc<str>, entry: MatchWatchers, reason: &str) {
+    for (_, conn) in entry.watchers.iter() {
+        let left = with_watching(worker, *conn, |watching| {
+            watching.retain(|x| x.mid != *mid);
+            watching.len()
+        });
+        let Some(left) = left else {
             continue;
         };
         worker.stats().set_watchers(mid, -1);
-        let left = {
-            let mut watching = conn.watching.borrow_mut();
-            watching.retain(|x| x.mid != *mid);
-            watching.len()
-        };
         if left == 0 {
-            end_connection(conn, reason);
+            end_connection(worker, *conn, reason);
         }
     }
 }

@@ -20,9 +20,11 @@ use super::config::ServerConfig;
 use super::inbox::{InboxReceiver, InboxSender};
 use super::metrics::WorkerStats;
 use super::outbox::Outbox;
+use super::plane::driver::{self, Plane, PlaneCell};
+use super::plane::record::Flavour;
 use super::replies::ReplyTable;
 use super::signal::LocalSignal;
-use super::watch::{WatchTables, Watching};
+use super::watch::{ConnRef, WatchTables, Watching};
 use crate::os::sys;
 use crate::proto::keepalive::{Keepalive, KeepaliveAction};
 use crate::sequencer::{Broadcast, Reply, SequencerHandle};
@@ -78,10 +80,8 @@ pub enum WorkerMsg {
     Run(Box<dyn FnOnce(&Worker) + Send>),
     /// The sequencer's answer to a watch.
     WatchReply {
-        /// Slab key of the watching connection.
-        conn: usize,
-        /// Its serial (a reused slab key must not get another connection's answer).
-        serial: u64,
+        /// The watching connection.
+        conn: ConnRef,
         /// The match.
         mid: Arc<str>,
         /// The answer.
@@ -132,6 +132,9 @@ pub struct Worker {
     pub watch: WatchTables,
     /// The published snapshots the public reads are answered from.
     pub reads: super::reads::Reads,
+    /// The watcher plane (`None` when off or when its ring could not be set up: watchers
+    /// are then connection tasks).
+    pub plane: Option<PlaneCell>,
     next_serial: Cell<u64>,
     origin: Instant,
 }
@@ -145,6 +148,12 @@ impl Worker {
     /// Milliseconds since the worker started (the keepalive clock).
     pub fn now_ms(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Forgets a closed connection in the counts (process-wide and this worker's).
+    pub fn release_count(&self) {
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        WorkerStats::sub(&self.stats().connections, 1);
     }
 
     /// A fresh keepalive tracker using the configured intervals.
@@ -205,6 +214,10 @@ pub fn run_worker(
             http: listeners.0.local_addr().unwrap_or(addrs.http),
             tcp: listeners.1.local_addr().unwrap_or(addrs.tcp),
         }));
+        let (plane, eventfd) = match start_plane(index, &shared.config) {
+            Some((plane, eventfd)) => (Some(RefCell::new(plane)), Some(eventfd)),
+            None => (None, None),
+        };
         let worker = Rc::new(Worker {
             index,
             scratch: RefCell::new(vec![0; shared.config.read_buffer_bytes]),
@@ -214,15 +227,37 @@ pub fn run_worker(
             replies: ReplyTable::default(),
             watch: WatchTables::default(),
             reads: super::reads::Reads::default(),
+            plane,
             next_serial: Cell::new(0),
             origin: Instant::now(),
         });
+        if let Some(eventfd) = eventfd {
+            monoio::spawn(driver::run(worker.clone(), eventfd));
+        }
         monoio::spawn(accept_loop(worker.clone(), listeners.0, ConnKind::Http));
         monoio::spawn(accept_loop(worker.clone(), listeners.1, ConnKind::Line));
         monoio::spawn(keepalive_sweep(worker.clone()));
         serve_inbox(&worker, &mut inbox).await;
         drain(&worker).await;
     });
+}
+
+/// The worker's watcher plane, unless it is off or its ring cannot be set up here (then
+/// watchers are served by connection tasks, as before the plane).
+fn start_plane(index: usize, config: &ServerConfig) -> Option<(Plane, std::os::fd::OwnedFd)> {
+    if !config.watcher_plane {
+        return None;
+    }
+    match Plane::new(config, 0) {
+        Ok(started) => Some(started),
+        Err(e) => {
+            tracing::warn!(
+                worker = index,
+                "watcher plane off (its io_uring ring failed: {e})"
+            );
+            None
+        }
+    }
 }
 
 fn bind_listeners(
@@ -269,6 +304,7 @@ async fn serve_inbox(worker: &Rc<Worker>, inbox: &mut InboxReceiver<WorkerMsg>) 
                 return;
             }
         }
+        driver::pump(worker);
     }
 }
 
@@ -285,12 +321,9 @@ fn handle_message(worker: &Rc<Worker>, msg: WorkerMsg) -> bool {
         }
         WorkerMsg::Run(f) => f(worker),
         WorkerMsg::Reply { ticket, reply } => worker.replies.fulfil(ticket, reply),
-        WorkerMsg::WatchReply {
-            conn,
-            serial,
-            mid,
-            reply,
-        } => super::watch::on_watch_reply(worker, conn, serial, &mid, reply),
+        WorkerMsg::WatchReply { conn, mid, reply } => {
+            super::watch::on_watch_reply(worker, conn, &mid, reply)
+        }
     }
     false
 }
@@ -364,9 +397,18 @@ async fn connection_task(
     kind: ConnKind,
 ) {
     match kind {
-        ConnKind::Line => super::line::serve(&worker, stream, id, &state).await,
+        ConnKind::Line => {
+            if super::line::serve(&worker, stream, id, &state).await {
+                return;
+            }
+        }
         _ => {
             if let Some(up) = super::http::serve(&worker, stream, &state).await {
+                if up.mode == super::ws::WsMode::Watch && worker.plane.is_some() {
+                    hand_over(&worker, id);
+                    driver::adopt(&worker, up.stream, Flavour::Ws, &up.leftover);
+                    return;
+                }
                 let task = websocket_task(worker, up, id, state);
                 if id == 0 {
                     tracing::debug!(
@@ -396,10 +438,16 @@ fn websocket_task(
 
 /// Forgets a finished connection: its subscriptions, its slab entry, its counts.
 pub fn release_connection(worker: &Worker, id: usize, state: &ConnState) {
-    super::watch::forget_connection(worker, state);
+    let watching = std::mem::take(&mut *state.watching.borrow_mut());
+    super::watch::forget_subscriptions(worker, &watching);
     worker.conns.borrow_mut().remove(id);
-    worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
-    WorkerStats::sub(&worker.stats().connections, 1);
+    worker.release_count();
+}
+
+/// A connection task hands its socket to the watcher plane: its slab entry goes, its counts
+/// stay (the record carries them until it closes).
+pub fn hand_over(worker: &Worker, id: usize) {
+    worker.conns.borrow_mut().remove(id);
 }
 
 /// Periodically (a quarter of the ping interval, at most every second): pings idle
@@ -436,8 +484,11 @@ async fn drain(worker: &Rc<Worker>) {
             ConnKind::Http | ConnKind::Line => conn.outbox.close_now(),
         }
     }
+    driver::close_all(worker);
     let deadline = Instant::now() + worker.shared.config.shutdown_drain;
-    while !worker.conns.borrow().is_empty() && Instant::now() < deadline {
+    while (!worker.conns.borrow().is_empty() || driver::records(worker) > 0)
+        && Instant::now() < deadline
+    {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
 }

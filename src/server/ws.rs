@@ -37,18 +37,29 @@ struct WsHandler {
 /// A watcher's command, as sent over `/1/ws`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
-enum Command {
+pub enum Command {
+    /// Watch a match (resume after `since`).
     Watch {
+        /// The match.
         mid: String,
+        /// The user (counted, as in the seed).
         #[serde(default)]
         #[allow(dead_code)]
         uid: Option<String>,
+        /// Resume after this seq.
         #[serde(default)]
         since: Option<u64>,
     },
+    /// Stop watching a match.
     Unwatch {
+        /// The match.
         mid: String,
     },
+}
+
+/// Parses a watcher's command; the error says what is wrong.
+pub fn parse_command(text: &str) -> Result<Command, String> {
+    serde_json::from_str::<Command>(text).map_err(|e| e.to_string())
 }
 
 impl Handler for WsHandler {
@@ -82,11 +93,13 @@ impl Handler for WsHandler {
 
 impl WsHandler {
     fn command(&self, text: &str, state: &ConnState) {
-        match serde_json::from_str::<Command>(text) {
-            Ok(Command::Watch { mid, since, .. }) => {
-                watch::watch(&self.worker, self.conn, state, &mid, since)
-            }
-            Ok(Command::Unwatch { mid }) => watch::unwatch(&self.worker, state, &mid),
+        let conn = watch::ConnRef::Task {
+            conn: self.conn,
+            serial: state.serial,
+        };
+        match parse_command(text) {
+            Ok(Command::Watch { mid, since, .. }) => watch::watch(&self.worker, conn, &mid, since),
+            Ok(Command::Unwatch { mid }) => watch::unwatch(&self.worker, conn, &mid),
             Err(e) => {
                 let message = error_message(&format!("bad command: {e}"));
                 let _ = state.outbox.push(watch::text_frame(&message));

@@ -1,0 +1,720 @@
+//! The plane's sans-I/O state machine: records, shared frames and timers, no sockets and no
+//! clock.
+//!
+//! Inputs are calls: a record adopted, a frame pushed, bytes read, a completion, the time.
+//! Outputs are polled: [`IoOp`]s for the I/O shell to turn into SQEs (or a `shutdown(2)` /
+//! `close(2)`), and [`PlaneEvent`]s for the application (a watcher's text message, a record
+//! gone). Every close and ping goes through the record's WebSocket session; every deadline
+//! (keepalive, send timeout, close handshake) goes through one [`DeadlineWheel`].
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use slab::Slab;
+
+use super::frames::{FrameId, FrameTable};
+use super::record::*;
+use super::wheel::DeadlineWheel;
+use crate::proto::keepalive::{KeepaliveAction, KeepalivePolicy, KeepaliveState};
+use crate::proto::line::encode_error;
+use crate::proto::session::{Parked, WsEvent, WsLimits, WsSession};
+
+/// The plane's settings (from the server's).
+#[derive(Debug, Clone, Copy)]
+pub struct PlaneConfig {
+    /// WebSocket limits of watchers (`/1/ws`).
+    pub ws_limits: WsLimits,
+    /// Ping after silence, drop after an unanswered ping.
+    pub keepalive: KeepalivePolicy,
+    /// Most bytes queued towards one record; past it the record is closed (slow consumer).
+    pub max_outbound_bytes: usize,
+    /// Queued bytes making no progress this long close the record; 0 = off.
+    pub send_timeout_ms: u64,
+    /// How long a record that sent its close frame waits for the peer's.
+    pub close_linger_ms: u64,
+}
+
+/// What the I/O shell must do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    /// Arm a multishot read-readiness poll on the record's socket.
+    Poll {
+        /// The record.
+        key: u32,
+        /// Its socket.
+        fd: i32,
+    },
+    /// Send the bytes of `frame` from `offset` on (one SQE; the frame stays alive until
+    /// [`PlaneCore::on_send_done`]).
+    Send {
+        /// The record.
+        key: u32,
+        /// Its socket.
+        fd: i32,
+        /// The frame.
+        frame: FrameId,
+        /// Bytes of it already written.
+        offset: u32,
+    },
+    /// Cancel the record's poll (its completion follows).
+    CancelPoll {
+        /// The record.
+        key: u32,
+    },
+    /// `shutdown(2)` both directions at once: a send still in flight then fails.
+    Shutdown {
+        /// The socket.
+        fd: i32,
+    },
+    /// `close(2)`: nothing is in flight on the socket any more.
+    Close {
+        /// The socket.
+        fd: i32,
+    },
+}
+
+/// What the application must handle.
+#[derive(Debug)]
+pub enum PlaneEvent<T> {
+    /// A complete text message from a WebSocket watcher (a command).
+    Text {
+        /// The record.
+        id: RecordId,
+        /// The message.
+        text: String,
+    },
+    /// A record is gone (its socket closed); its application data comes back.
+    Closed {
+        /// The record that was.
+        id: RecordId,
+        /// Its flavour.
+        flavour: Flavour,
+        /// Its application data.
+        app: T,
+    },
+}
+
+/// Counters since the last [`PlaneCore::take_counters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlaneCounters {
+    /// Frames queued to records.
+    pub frames: u64,
+    /// Bytes of those frames.
+    pub bytes: u64,
+    /// Records closed because their queue overflowed.
+    pub slow_consumer_closes: u64,
+    /// Records closed because queued bytes made no progress for the send timeout.
+    pub send_timeouts: u64,
+    /// Pings sent by keepalive.
+    pub pings: u64,
+    /// Records dropped by keepalive (unanswered ping).
+    pub dead_peers: u64,
+    /// Sessions that failed on a protocol error.
+    pub protocol_errors: u64,
+    /// Sends that wrote part of their bytes (the rest was requeued).
+    pub short_writes: u64,
+}
+
+/// A push that would exceed the queue bound: the record is being closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+/// The watcher plane of one worker, without I/O.
+pub struct PlaneCore<T> {
+    config: PlaneConfig,
+    records: Slab<Record<T>>,
+    frames: FrameTable,
+    wheel: DeadlineWheel,
+    io: VecDeque<IoOp>,
+    events: Vec<PlaneEvent<T>>,
+    counters: PlaneCounters,
+    next_serial: u32,
+    fired: Vec<(u64, (u32, u32))>,
+}
+
+/// Slots of the deadline wheel (its horizon is this many ticks).
+const WHEEL_SLOTS: usize = 1024;
+
+impl<T: Default> PlaneCore<T> {
+    /// An empty plane at time `now` (ms).
+    pub fn new(config: PlaneConfig, now: u64) -> Self {
+        let shortest = config
+            .keepalive
+            .ping_after_ms
+            .min(config.keepalive.dead_after_ms)
+            .min(config.close_linger_ms);
+        let tick = (shortest / 16).clamp(5, 250);
+        Self {
+            config,
+            records: Slab::new(),
+            frames: FrameTable::default(),
+            wheel: DeadlineWheel::new(tick, WHEEL_SLOTS, now),
+            io: VecDeque::new(),
+            events: Vec::new(),
+            counters: PlaneCounters::default(),
+            next_serial: 0,
+            fired: Vec::new(),
+        }
+    }
+
+    /// Takes over socket `fd` (a watcher after its upgrade or CONNECT) at `now`.
+    pub fn adopt(&mut self, fd: i32, flavour: Flavour, now: u64) -> RecordId {
+        let serial = self.next_serial;
+        self.next_serial = serial.wrapping_add(1);
+        let key = self.records.insert(Record {
+            fd,
+            serial,
+            head: FrameId::NONE,
+            head_sent: 0,
+            queued: 0,
+            timer: NO_TIMER,
+            keepalive: KeepaliveState::new(now),
+            progress_at: now,
+            close_at: u64::MAX,
+            flavour,
+            phase: Phase::Open,
+            parked: Parked::Open,
+            flags: POLL_ARMED | READ_OPEN,
+            backlog: None,
+            session: None,
+            app: T::default(),
+        }) as u32;
+        self.io.push_back(IoOp::Poll { key, fd });
+        self.schedule(key);
+        RecordId { key, serial }
+    }
+
+    fn live(&self, id: RecordId) -> Option<&Record<T>> {
+        self.records
+            .get(id.key as usize)
+            .filter(|r| r.serial == id.serial)
+    }
+
+    fn live_mut(&mut self, id: RecordId) -> Option<&mut Record<T>> {
+        self.records
+            .get_mut(id.key as usize)
+            .filter(|r| r.serial == id.serial)
+    }
+
+    /// The record `id`, unless it is gone.
+    pub fn record(&self, id: RecordId) -> Option<&Record<T>> {
+        self.live(id)
+    }
+
+    /// The application data of record `id`, unless it is gone.
+    pub fn app_mut(&mut self, id: RecordId) -> Option<&mut T> {
+        self.live_mut(id).map(|r| &mut r.app)
+    }
+
+    /// Records alive (open, closing or waiting for their last completions).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is alive.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Frames alive (a leak check for tests).
+    pub fn frames_alive(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Adds `bytes` as a frame that many records may queue; the caller holds one reference
+    /// until [`unshare`](Self::unshare).
+    pub fn share(&mut self, bytes: Bytes) -> FrameId {
+        self.frames.insert(bytes)
+    }
+
+    /// Drops the caller's reference taken by [`share`](Self::share).
+    pub fn unshare(&mut self, frame: FrameId) {
+        self.frames.release(frame);
+    }
+
+    /// The bytes of a frame (the shell points a Send SQE into them).
+    pub fn frame_bytes(&self, frame: FrameId) -> &[u8] {
+        self.frames.bytes(frame)
+    }
+
+    /// Queues a shared frame on record `id`. Ignored when the record is gone or closing;
+    /// [`Overflow`] (and a close) when its queue would pass `max_outbound_bytes`.
+    pub fn push(&mut self, id: RecordId, frame: FrameId, now: u64) -> Result<(), Overflow> {
+        let limit = self.config.max_outbound_bytes;
+        let len = self.frames.bytes(frame).len();
+        let Some(rec) = self.live(id) else {
+            return Ok(());
+        };
+        if rec.phase != Phase::Open {
+            return Ok(());
+        }
+        if rec.queued > 0 && rec.queued as usize + len > limit {
+            self.counters.slow_consumer_closes += 1;
+            self.teardown(id.key);
+            return Err(Overflow);
+        }
+        self.counters.frames += 1;
+        self.counters.bytes += len as u64;
+        self.enqueue(id.key, frame, now);
+        Ok(())
+    }
+
+    /// Queues bytes for record `id` alone (a status, an error message).
+    pub fn send(&mut self, id: RecordId, bytes: Bytes, now: u64) -> Result<(), Overflow> {
+        let frame = self.share(bytes);
+        let pushed = self.push(id, frame, now);
+        self.unshare(frame);
+        pushed
+    }
+
+    /// Queues `frame` on record `key` without checks, and starts a send if none is in
+    /// flight.
+    fn enqueue(&mut self, key: u32, frame: FrameId, now: u64) {
+        let len = self.frames.bytes(frame).len() as u32;
+        self.frames.retain(frame);
+        let rec = &mut self.records[key as usize];
+        let was_empty = rec.queued == 0 && rec.head.is_none();
+        rec.queued = rec.queued.saturating_add(len);
+        if rec.head.is_none() {
+            rec.head = frame;
+            rec.head_sent = 0;
+        } else {
+            rec.backlog
+                .get_or_insert_with(Default::default)
+                .push_back(frame);
+        }
+        if was_empty {
+            rec.progress_at = now;
+        }
+        self.start_send(key);
+        if was_empty && self.config.send_timeout_ms > 0 {
+            self.schedule(key);
+        }
+    }
+
+    fn start_send(&mut self, key: u32) {
+        let rec = &mut self.records[key as usize];
+        if rec.has(SENDING) || rec.head.is_none() || rec.phase == Phase::Dying {
+            return;
+        }
+        rec.set(SENDING, true);
+        self.io.push_back(IoOp::Send {
+            key,
+            fd: rec.fd,
+            frame: rec.head,
+            offset: rec.head_sent,
+        });
+    }
+
+    /// Starts the close of record `id`: a WebSocket close frame `code`/`reason` through its
+    /// session (then the close handshake), or for a line watcher the end after its queue.
+    pub fn close(&mut self, id: RecordId, code: u16, reason: &str, now: u64) {
+        let limits = self.config.ws_limits;
+        let Some(rec) = self.live_mut(id) else {
+            return;
+        };
+        if rec.phase != Phase::Open {
+            return;
+        }
+        if rec.flavour == Flavour::Line || rec.has(SESSION_CLOSED) {
+            return self.finish(id, now);
+        }
+        let mut session = take_session(rec, limits);
+        let frame = session.close(code, reason);
+        repark(rec, session);
+        if let Some(frame) = frame {
+            let frame = self.share(Bytes::from(frame));
+            self.enqueue(id.key, frame, now);
+            self.unshare(frame);
+        }
+        self.finish(id, now);
+    }
+
+    /// Ends record `id` once its queue is written (no close frame of its own).
+    pub fn finish(&mut self, id: RecordId, now: u64) {
+        let Some(rec) = self.live_mut(id) else {
+            return;
+        };
+        if rec.phase == Phase::Open {
+            rec.phase = Phase::Flushing;
+            self.after_write(id.key, now);
+        }
+    }
+
+    /// Closes record `id` now, dropping its queue (a slow consumer, a dead peer).
+    pub fn abort(&mut self, id: RecordId) {
+        if self.live(id).is_some() {
+            self.teardown(id.key);
+        }
+    }
+
+    /// Shutdown: every WebSocket record gets a close frame (`code`, `reason`), every line
+    /// record is closed at once.
+    pub fn close_all(&mut self, code: u16, reason: &str, now: u64) {
+        let ids: Vec<RecordId> = self
+            .records
+            .iter()
+            .map(|(k, r)| RecordId {
+                key: k as u32,
+                serial: r.serial,
+            })
+            .collect();
+        for id in ids {
+            match self.records[id.key as usize].flavour {
+                Flavour::Ws => self.close(id, code, reason, now),
+                Flavour::Line => self.abort(id),
+            }
+        }
+    }
+
+    /// The socket to read from when record `key`'s poll fired, if it still reads.
+    pub fn wants_read(&self, key: u32) -> Option<i32> {
+        let rec = self.records.get(key as usize)?;
+        (rec.phase != Phase::Dying && rec.has(READ_OPEN)).then_some(rec.fd)
+    }
+
+    /// Bytes read from record `key` at `now`.
+    pub fn on_data(&mut self, key: u32, data: &[u8], now: u64) {
+        let Some(rec) = self.records.get_mut(key as usize) else {
+            return;
+        };
+        if rec.phase == Phase::Dying {
+            return;
+        }
+        let id = RecordId {
+            key,
+            serial: rec.serial,
+        };
+        rec.keepalive.on_activity(now);
+        if rec.flavour == Flavour::Line {
+            if rec.phase == Phase::Open {
+                let mut out = Vec::new();
+                encode_error(&mut out, "unexpected input after CONNECT");
+                let frame = self.share(Bytes::from(out));
+                self.enqueue(key, frame, now);
+                self.unshare(frame);
+                self.finish(id, now);
+            }
+            return;
+        }
+        if rec.has(SESSION_CLOSED) {
+            return;
+        }
+        let mut session = take_session(rec, self.config.ws_limits);
+        let mut out = Vec::new();
+        session.receive(data, &mut out);
+        let failed = session.failed();
+        repark(rec, session);
+        for event in out {
+            match event {
+                WsEvent::Text(text) => {
+                    if self.records[key as usize].phase == Phase::Open {
+                        self.events.push(PlaneEvent::Text { id, text });
+                    }
+                }
+                // Watchers do not send binary (the session refuses it with 1003).
+                WsEvent::Binary(_) => {}
+                WsEvent::Send(bytes) => {
+                    let frame = self.share(Bytes::from(bytes));
+                    self.enqueue(key, frame, now);
+                    self.unshare(frame);
+                }
+                WsEvent::Closed => {
+                    if failed {
+                        self.counters.protocol_errors += 1;
+                    }
+                    match self.records[key as usize].phase {
+                        Phase::Open => self.finish(id, now),
+                        Phase::Lingering => self.teardown(key),
+                        Phase::Flushing | Phase::Dying => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer closed its sending side of record `key`.
+    pub fn on_eof(&mut self, key: u32, now: u64) {
+        let Some(rec) = self.records.get_mut(key as usize) else {
+            return;
+        };
+        rec.set(READ_OPEN, false);
+        if rec.has(POLL_ARMED) {
+            self.io.push_back(IoOp::CancelPoll { key });
+        }
+        match (rec.flavour, rec.phase) {
+            // `printf 'VERSION:1:CONNECT:…' | nc` half-closes: keep sending events.
+            (Flavour::Line, _) | (_, Phase::Flushing) | (_, Phase::Dying) => {
+                self.after_write(key, now)
+            }
+            // The peer vanished without a close handshake, or ended it.
+            (Flavour::Ws, Phase::Open | Phase::Lingering) => self.teardown(key),
+        }
+    }
+
+    /// Reading record `key` failed (a reset).
+    pub fn on_read_error(&mut self, key: u32) {
+        if self.records.contains(key as usize) {
+            self.teardown(key);
+        }
+    }
+
+    /// A completion of record `key`'s poll; `more` when the poll stays armed.
+    pub fn on_poll_done(&mut self, key: u32, more: bool) {
+        let Some(rec) = self.records.get_mut(key as usize) else {
+            return;
+        };
+        if more {
+            return;
+        }
+        rec.set(POLL_ARMED, false);
+        if rec.phase == Phase::Dying {
+            self.reap(key);
+        } else if rec.has(READ_OPEN) {
+            // The kernel ended the multishot poll (e.g. a full completion queue): re-arm.
+            rec.set(POLL_ARMED, true);
+            let fd = rec.fd;
+            self.io.push_back(IoOp::Poll { key, fd });
+        }
+    }
+
+    /// A send of record `key` completed with `result` (bytes written, or `-errno`).
+    pub fn on_send_done(&mut self, key: u32, result: i32, now: u64) {
+        let Some(rec) = self.records.get_mut(key as usize) else {
+            return;
+        };
+        rec.set(SENDING, false);
+        if rec.phase == Phase::Dying {
+            self.drop_queue(key);
+            return self.reap(key);
+        }
+        if result <= 0 {
+            return self.teardown(key);
+        }
+        let written = result as u32;
+        rec.head_sent += written;
+        rec.queued -= written.min(rec.queued);
+        rec.progress_at = now;
+        let head_len = self.frames.bytes(rec.head).len() as u32;
+        if rec.head_sent >= head_len {
+            let done = rec.head;
+            rec.head = match rec.backlog.as_mut().and_then(|b| b.pop_front()) {
+                Some(next) => next,
+                None => {
+                    rec.backlog = None;
+                    FrameId::NONE
+                }
+            };
+            rec.head_sent = 0;
+            self.frames.release(done);
+        } else {
+            self.counters.short_writes += 1;
+        }
+        self.start_send(key);
+        self.after_write(key, now);
+    }
+
+    /// After a write or a state change: a flushed, closing record lingers or goes.
+    fn after_write(&mut self, key: u32, now: u64) {
+        let linger = self.config.close_linger_ms;
+        let rec = &mut self.records[key as usize];
+        if rec.phase != Phase::Flushing || !rec.head.is_none() || rec.has(SENDING) {
+            return;
+        }
+        let handshake_open =
+            rec.flavour == Flavour::Ws && !rec.has(SESSION_CLOSED) && rec.has(READ_OPEN);
+        if handshake_open {
+            rec.phase = Phase::Lingering;
+            rec.close_at = now.saturating_add(linger);
+            self.schedule(key);
+        } else {
+            self.teardown(key);
+        }
+    }
+
+    /// Shuts record `key` down: its queue is dropped, its socket shut, its poll cancelled;
+    /// it is removed once nothing is in flight.
+    fn teardown(&mut self, key: u32) {
+        let rec = &mut self.records[key as usize];
+        if rec.phase == Phase::Dying {
+            return;
+        }
+        rec.phase = Phase::Dying;
+        let fd = rec.fd;
+        self.io.push_back(IoOp::Shutdown { fd });
+        if rec.has(POLL_ARMED) {
+            self.io.push_back(IoOp::CancelPoll { key });
+        }
+        self.drop_queue(key);
+        self.reap(key);
+    }
+
+    /// Releases the frames of record `key`'s queue, except one still in flight.
+    fn drop_queue(&mut self, key: u32) {
+        let rec = &mut self.records[key as usize];
+        let backlog = rec.backlog.take();
+        if !rec.has(SENDING) && !rec.head.is_none() {
+            let head = std::mem::replace(&mut rec.head, FrameId::NONE);
+            self.frames.release(head);
+        }
+        let rec = &mut self.records[key as usize];
+        if rec.head.is_none() {
+            rec.queued = 0;
+        }
+        for frame in backlog.into_iter().flat_map(|b| *b) {
+            self.frames.release(frame);
+        }
+    }
+
+    /// Removes a dying record once nothing of it is in flight.
+    fn reap(&mut self, key: u32) {
+        let rec = &self.records[key as usize];
+        if rec.phase != Phase::Dying || rec.has(SENDING) || rec.has(POLL_ARMED) {
+            return;
+        }
+        let rec = self.records.remove(key as usize);
+        self.io.push_back(IoOp::Close { fd: rec.fd });
+        self.events.push(PlaneEvent::Closed {
+            id: RecordId {
+                key,
+                serial: rec.serial,
+            },
+            flavour: rec.flavour,
+            app: rec.app,
+        });
+    }
+
+    /// Record `key`'s next deadline: keepalive, send timeout, close handshake.
+    fn deadline(&self, key: u32) -> Option<u64> {
+        let rec = &self.records[key as usize];
+        let keepalive = (rec.flavour == Flavour::Ws && rec.phase == Phase::Open)
+            .then(|| self.config.keepalive.deadline(&rec.keepalive));
+        let send = (self.config.send_timeout_ms > 0 && rec.queued > 0)
+            .then(|| rec.progress_at.saturating_add(self.config.send_timeout_ms));
+        let close = (rec.phase == Phase::Lingering).then_some(rec.close_at);
+        [keepalive, send, close].into_iter().flatten().min()
+    }
+
+    /// Makes sure record `key` has a wheel entry no later than its next deadline.
+    fn schedule(&mut self, key: u32) {
+        let Some(at) = self.deadline(key) else {
+            return;
+        };
+        let tick = at.div_ceil(self.wheel.tick_ms());
+        let rec = &self.records[key as usize];
+        if rec.timer != NO_TIMER && rec.timer <= tick {
+            return;
+        }
+        let serial = rec.serial;
+        let fired_at = self.wheel.insert(at, (key, serial));
+        self.records[key as usize].timer = fired_at;
+    }
+
+    /// Runs every deadline due at `now`: pings, dead peers, send timeouts, lingering closes.
+    pub fn poll_timers(&mut self, now: u64) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.wheel.expire(now, &mut fired);
+        for (tick, (key, serial)) in fired.drain(..) {
+            let Some(rec) = self.records.get_mut(key as usize) else {
+                continue;
+            };
+            if rec.serial != serial || rec.timer != tick {
+                continue; // a stale entry: a newer one is live
+            }
+            rec.timer = NO_TIMER;
+            self.on_timer(key, now);
+            if self
+                .records
+                .get(key as usize)
+                .is_some_and(|r| r.serial == serial)
+            {
+                self.schedule(key);
+            }
+        }
+        self.fired = fired;
+    }
+
+    fn on_timer(&mut self, key: u32, now: u64) {
+        let rec = &mut self.records[key as usize];
+        match rec.phase {
+            Phase::Dying => return,
+            Phase::Lingering if now >= rec.close_at => return self.teardown(key),
+            _ => {}
+        }
+        let timeout = self.config.send_timeout_ms;
+        if timeout > 0 && rec.queued > 0 && now >= rec.progress_at.saturating_add(timeout) {
+            self.counters.send_timeouts += 1;
+            return self.teardown(key);
+        }
+        if rec.flavour != Flavour::Ws || rec.phase != Phase::Open {
+            return;
+        }
+        match self.config.keepalive.poll(&mut rec.keepalive, now) {
+            KeepaliveAction::Wait { .. } => {}
+            KeepaliveAction::Dead => {
+                self.counters.dead_peers += 1;
+                self.teardown(key);
+            }
+            KeepaliveAction::SendPing => {
+                let mut session = take_session(rec, self.config.ws_limits);
+                let ping = session.ping(b"");
+                repark(rec, session);
+                self.counters.pings += 1;
+                let id = RecordId {
+                    key,
+                    serial: rec.serial,
+                };
+                let _ = self.send(id, Bytes::from(ping), now);
+            }
+        }
+    }
+
+    /// When [`poll_timers`](Self::poll_timers) next has something to do (ms).
+    pub fn next_timer(&self) -> Option<u64> {
+        self.wheel.next_deadline()
+    }
+
+    /// The next operation for the I/O shell.
+    pub fn poll_io(&mut self) -> Option<IoOp> {
+        self.io.pop_front()
+    }
+
+    /// Whether operations wait for the shell.
+    pub fn has_io(&self) -> bool {
+        !self.io.is_empty()
+    }
+
+    /// Takes the events for the application.
+    pub fn take_events(&mut self) -> Vec<PlaneEvent<T>> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Takes the counters (the shell adds them to the worker's metrics).
+    pub fn take_counters(&mut self) -> PlaneCounters {
+        std::mem::take(&mut self.counters)
+    }
+}
+
+/// The record's session, rebuilt from its parked byte when it has no boxed one.
+fn take_session<T>(rec: &mut Record<T>, limits: WsLimits) -> WsSession {
+    match rec.session.take() {
+        Some(boxed) => *boxed,
+        None => WsSession::unpark(limits, rec.parked),
+    }
+}
+
+/// Puts a session back: parked in one byte when idle, boxed while a frame is unfinished,
+/// dropped once closed.
+fn repark<T>(rec: &mut Record<T>, session: WsSession) {
+    if let Some(parked) = session.park() {
+        rec.parked = parked;
+    } else if session.is_closed() {
+        rec.set(SESSION_CLOSED, true);
+    } else {
+        rec.session = Some(Box::new(session));
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

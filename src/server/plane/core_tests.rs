@@ -1,0 +1,375 @@
+//! The plane core on a fake clock, without sockets: the shell's part is played by the test
+//! (it reads the operations and feeds completions back).
+
+use super::*;
+use crate::server::watch::Watching;
+
+const TICK_SLACK: u64 = 250;
+
+fn config() -> PlaneConfig {
+    PlaneConfig {
+        ws_limits: WsLimits::default(),
+        keepalive: KeepalivePolicy {
+            ping_after_ms: 1_000,
+            dead_after_ms: 500,
+        },
+        max_outbound_bytes: 1_000,
+        send_timeout_ms: 5_000,
+        close_linger_ms: 2_000,
+    }
+}
+
+fn plane() -> PlaneCore<Vec<u32>> {
+    PlaneCore::new(config(), 0)
+}
+
+fn ops<T: Default>(core: &mut PlaneCore<T>) -> Vec<IoOp> {
+    std::iter::from_fn(|| core.poll_io()).collect()
+}
+
+/// A masked client frame.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+fn sends(ops: &[IoOp]) -> Vec<(u32, FrameId, u32)> {
+    ops.iter()
+        .filter_map(|op| match *op {
+            IoOp::Send {
+                key, frame, offset, ..
+            } => Some((key, frame, offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Completes every send in `ops` in full.
+fn complete_sends<T: Default>(core: &mut PlaneCore<T>, ops: &[IoOp], now: u64) {
+    for (key, frame, offset) in sends(ops) {
+        let len = core.frame_bytes(frame).len() as u32 - offset;
+        core.on_send_done(key, len as i32, now);
+    }
+}
+
+/// Plays the shell's part of a teardown: the poll's cancellation completes.
+fn finish_teardown<T: Default>(core: &mut PlaneCore<T>, ops: &[IoOp]) {
+    for op in ops {
+        if let IoOp::CancelPoll { key } = *op {
+            core.on_poll_done(key, false);
+        }
+    }
+}
+
+fn closed_keys<T>(events: &[PlaneEvent<T>]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PlaneEvent::Closed { id, .. } => Some(id.key),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_stays_within_128_bytes() {
+    let size = std::mem::size_of::<Record<Vec<Watching>>>();
+    eprintln!("Record<Vec<Watching>>: {size} bytes");
+    assert!(size <= 128, "{size}");
+}
+
+#[test]
+fn adopting_arms_one_multishot_poll() {
+    let mut core = plane();
+    let id = core.adopt(7, Flavour::Ws, 0);
+    assert_eq!(ops(&mut core), vec![IoOp::Poll { key: id.key, fd: 7 }]);
+}
+
+#[test]
+fn a_broadcast_is_one_send_per_record_of_the_same_bytes() {
+    let mut core = plane();
+    let ids: Vec<RecordId> = (0..3).map(|i| core.adopt(10 + i, Flavour::Ws, 0)).collect();
+    ops(&mut core);
+    let frame = core.share(Bytes::from_static(b"event"));
+    for id in &ids {
+        core.push(*id, frame, 1).unwrap();
+    }
+    core.unshare(frame);
+    let out = ops(&mut core);
+    assert_eq!(
+        out.iter()
+            .map(|op| match op {
+                IoOp::Send { fd, offset: 0, .. } => *fd,
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>(),
+        vec![10, 11, 12]
+    );
+    assert_eq!(core.frames_alive(), 1, "shared, not copied");
+    complete_sends(&mut core, &out, 2);
+    assert_eq!(core.frames_alive(), 0, "freed by the last completion");
+    assert_eq!(core.take_counters().frames, 3);
+}
+
+#[test]
+fn short_writes_are_requeued_from_where_they_stopped() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.send(id, Bytes::from_static(b"0123456789"), 0).unwrap();
+    core.send(id, Bytes::from_static(b"next"), 0).unwrap();
+    let out = ops(&mut core);
+    assert_eq!(out.len(), 1, "one send in flight per socket");
+    let (key, first, _) = sends(&out)[0];
+    core.on_send_done(key, 4, 1);
+    assert_eq!(sends(&ops(&mut core)), vec![(key, first, 4)]);
+    core.on_send_done(key, 6, 2);
+    let out = ops(&mut core);
+    let (_, second, offset) = sends(&out)[0];
+    assert_eq!((core.frame_bytes(second), offset), (&b"next"[..], 0));
+    assert_eq!(core.record(id).unwrap().queued_bytes(), 4);
+    complete_sends(&mut core, &out, 3);
+    assert_eq!(core.record(id).unwrap().queued_bytes(), 0);
+    assert_eq!(core.take_counters().short_writes, 1);
+    assert_eq!(core.frames_alive(), 0);
+}
+
+#[test]
+fn a_slow_consumer_overflows_into_a_close_and_everyone_else_is_served() {
+    let mut core = plane();
+    let slow = core.adopt(3, Flavour::Ws, 0);
+    let fast = core.adopt(4, Flavour::Ws, 0);
+    ops(&mut core);
+    let big = core.share(Bytes::from(vec![b'x'; 600]));
+    core.push(slow, big, 0).unwrap();
+    core.push(fast, big, 0).unwrap();
+    let first = ops(&mut core);
+    // The fast reader's send completes; the slow one's stays in the kernel.
+    core.on_send_done(fast.key, 600, 1);
+    assert_eq!(core.push(fast, big, 2), Ok(()));
+    assert_eq!(core.push(slow, big, 2), Err(Overflow));
+    core.unshare(big);
+    let out = ops(&mut core);
+    assert!(out.contains(&IoOp::Shutdown { fd: 3 }));
+    assert!(out.contains(&IoOp::CancelPoll { key: slow.key }));
+    assert_eq!(sends(&out).len(), 1, "the fast reader's second frame");
+    // Shutdown fails the blocked send; the poll's cancellation completes.
+    core.on_send_done(slow.key, -libc::EPIPE, 3);
+    finish_teardown(&mut core, &out);
+    assert!(ops(&mut core).contains(&IoOp::Close { fd: 3 }));
+    assert_eq!(closed_keys(&core.take_events()), vec![slow.key]);
+    assert!(core.record(slow).is_none());
+    assert_eq!(core.take_counters().slow_consumer_closes, 1);
+    complete_sends(&mut core, &out, 4);
+    let _ = first;
+    assert_eq!(core.frames_alive(), 0);
+}
+
+#[test]
+fn idle_websockets_are_pinged_through_their_session_then_dropped_when_silent() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.poll_timers(999);
+    assert!(ops(&mut core).is_empty(), "not yet");
+    core.poll_timers(1_000 + TICK_SLACK);
+    let out = ops(&mut core);
+    let (_, ping, _) = sends(&out)[0];
+    assert_eq!(core.frame_bytes(ping), &[0x89, 0x00]);
+    complete_sends(&mut core, &out, 1_300);
+    core.poll_timers(1_400);
+    assert!(ops(&mut core).is_empty(), "the dead deadline is later");
+    core.poll_timers(1_800 + TICK_SLACK);
+    let out = ops(&mut core);
+    assert!(out.contains(&IoOp::Shutdown { fd: 3 }), "{out:?}");
+    finish_teardown(&mut core, &out);
+    assert_eq!(closed_keys(&core.take_events()), vec![id.key]);
+    let c = core.take_counters();
+    assert_eq!((c.pings, c.dead_peers), (1, 1));
+}
+
+#[test]
+fn a_pong_answers_the_ping_and_activity_postpones_the_next() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.on_data(id.key, &client_frame(0xA, b""), 900);
+    core.poll_timers(1_000 + TICK_SLACK);
+    assert!(
+        ops(&mut core).is_empty(),
+        "active at 900: no ping before 1,900"
+    );
+    core.poll_timers(1_900 + TICK_SLACK);
+    let out = ops(&mut core);
+    assert_eq!(sends(&out).len(), 1, "pinged");
+    complete_sends(&mut core, &out, 2_000);
+    core.on_data(id.key, &client_frame(0xA, b""), 2_100);
+    core.poll_timers(2_700);
+    assert!(ops(&mut core).is_empty(), "answered: not dead");
+    assert!(core.record(id).is_some());
+    assert_eq!(core.take_counters().dead_peers, 0);
+}
+
+#[test]
+fn client_pings_are_answered_and_commands_reach_the_application() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    let mut input = client_frame(0x9, b"hi");
+    input.extend(client_frame(0x1, br#"{"command":"watch","mid":"m"}"#));
+    core.on_data(id.key, &input[..5], 1);
+    core.on_data(id.key, &input[5..], 2);
+    let out = ops(&mut core);
+    let (_, pong, _) = sends(&out)[0];
+    assert_eq!(core.frame_bytes(pong), &[0x8A, 0x02, b'h', b'i']);
+    match &core.take_events()[..] {
+        [PlaneEvent::Text { id: got, text }] => {
+            assert_eq!(*got, id);
+            assert!(text.contains("watch"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn close_after_stop_sends_1000_then_waits_for_the_peers_close() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.send(id, Bytes::from_static(b"stop event"), 0).unwrap();
+    core.close(id, 1000, "match ended", 0);
+    assert!(!core.record(id).unwrap().is_open());
+    assert_eq!(
+        core.send(id, Bytes::from_static(b"late"), 0),
+        Ok(()),
+        "ignored after the close"
+    );
+    let out = ops(&mut core);
+    complete_sends(&mut core, &out, 1);
+    let out = ops(&mut core);
+    let (_, close, _) = sends(&out)[0];
+    let bytes = core.frame_bytes(close).to_vec();
+    assert_eq!(&bytes[..4], &[0x88, 13, 0x03, 0xE8], "close 1000");
+    assert_eq!(&bytes[4..], b"match ended");
+    complete_sends(&mut core, &out, 2);
+    assert!(ops(&mut core).is_empty(), "lingering for the peer's close");
+    core.on_data(id.key, &client_frame(0x8, &[0x03, 0xE8]), 3);
+    let out = ops(&mut core);
+    assert_eq!(sends(&out).len(), 0, "no echo: our close was first");
+    assert!(out.contains(&IoOp::Shutdown { fd: 3 }));
+    finish_teardown(&mut core, &out);
+    assert!(ops(&mut core).contains(&IoOp::Close { fd: 3 }));
+    assert_eq!(closed_keys(&core.take_events()), vec![id.key]);
+    assert_eq!(core.frames_alive(), 0);
+}
+
+#[test]
+fn a_peer_that_never_answers_the_close_is_dropped_after_the_grace_period() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.close(id, 1000, "match ended", 0);
+    let out = ops(&mut core);
+    complete_sends(&mut core, &out, 10);
+    core.poll_timers(1_000);
+    assert!(ops(&mut core).is_empty());
+    core.poll_timers(2_010 + TICK_SLACK);
+    let out = ops(&mut core);
+    assert!(out.contains(&IoOp::Shutdown { fd: 3 }), "{out:?}");
+    assert_eq!(core.take_counters().pings, 0, "no ping while closing");
+}
+
+#[test]
+fn shutdown_closes_websockets_with_1001_and_line_watchers_at_once() {
+    let mut core = plane();
+    let ws = core.adopt(3, Flavour::Ws, 0);
+    let line = core.adopt(4, Flavour::Line, 0);
+    ops(&mut core);
+    core.close_all(1001, "server shutting down", 5);
+    let out = ops(&mut core);
+    let (key, frame, _) = sends(&out)[0];
+    assert_eq!(key, ws.key);
+    assert_eq!(&core.frame_bytes(frame)[2..4], &[0x03, 0xE9], "1001");
+    assert!(out.contains(&IoOp::Shutdown { fd: 4 }));
+    finish_teardown(&mut core, &out);
+    assert_eq!(closed_keys(&core.take_events()), vec![line.key]);
+}
+
+#[test]
+fn input_from_a_line_watcher_is_an_error_and_a_close() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Line, 0);
+    ops(&mut core);
+    core.on_data(id.key, b"hello\r\n", 1);
+    let out = ops(&mut core);
+    let (_, frame, _) = sends(&out)[0];
+    assert!(core.frame_bytes(frame).starts_with(b"ERROR: "));
+    complete_sends(&mut core, &out, 2);
+    let out = ops(&mut core);
+    assert!(out.contains(&IoOp::Shutdown { fd: 3 }), "{out:?}");
+}
+
+#[test]
+fn a_half_closed_line_watcher_keeps_getting_events_a_vanished_websocket_goes() {
+    let mut core = plane();
+    let line = core.adopt(3, Flavour::Line, 0);
+    let ws = core.adopt(4, Flavour::Ws, 0);
+    ops(&mut core);
+    core.on_eof(line.key, 1);
+    core.on_eof(ws.key, 1);
+    let out = ops(&mut core);
+    assert!(out.contains(&IoOp::CancelPoll { key: line.key }));
+    assert!(!out.contains(&IoOp::Shutdown { fd: 3 }));
+    assert!(out.contains(&IoOp::Shutdown { fd: 4 }));
+    finish_teardown(&mut core, &out);
+    core.send(line, Bytes::from_static(b"event"), 2).unwrap();
+    assert_eq!(sends(&ops(&mut core)).len(), 1);
+}
+
+#[test]
+fn queued_bytes_without_progress_hit_the_send_timeout() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Line, 0);
+    ops(&mut core);
+    core.send(id, Bytes::from_static(b"event"), 100).unwrap();
+    ops(&mut core);
+    core.poll_timers(4_000);
+    assert!(ops(&mut core).is_empty());
+    core.poll_timers(5_100 + TICK_SLACK);
+    assert!(ops(&mut core).contains(&IoOp::Shutdown { fd: 3 }));
+    assert_eq!(core.take_counters().send_timeouts, 1);
+}
+
+#[test]
+fn a_protocol_error_fails_the_session_with_its_close_code() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.on_data(id.key, &client_frame(0x2, b"bin"), 1);
+    let out = ops(&mut core);
+    let (_, frame, _) = sends(&out)[0];
+    assert_eq!(&core.frame_bytes(frame)[2..4], &[0x03, 0xEB], "1003");
+    complete_sends(&mut core, &out, 2);
+    assert!(ops(&mut core).contains(&IoOp::Shutdown { fd: 3 }));
+    assert_eq!(core.take_counters().protocol_errors, 1);
+}
+
+#[test]
+fn stale_ids_and_reused_keys_do_not_mix() {
+    let mut core = plane();
+    let old = core.adopt(3, Flavour::Ws, 0);
+    core.abort(old);
+    let out = ops(&mut core);
+    finish_teardown(&mut core, &out);
+    let new = core.adopt(5, Flavour::Ws, 1);
+    assert_eq!(new.key, old.key);
+    ops(&mut core);
+    core.send(old, Bytes::from_static(b"for the old one"), 2)
+        .unwrap();
+    assert!(ops(&mut core).is_empty());
+    assert!(core.app_mut(old).is_none() && core.app_mut(new).is_some());
+}

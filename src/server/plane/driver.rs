@@ -1,0 +1,283 @@
+//! The plane beside monoio: one task per worker waits for the plane ring's eventfd (or the
+//! next deadline), reaps completions and runs timers; every other task that touches the plane
+//! (a broadcast, a watch reply, an upgrade handing over its socket) pumps it synchronously, so
+//! a broadcast's SENDs go out in the same turn of the event loop.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+
+use super::core::{PlaneConfig, PlaneCore, PlaneCounters, PlaneEvent};
+use super::record::{Flavour, RecordId};
+use super::ring::PlaneRing;
+use crate::domain::error_message;
+use crate::proto::keepalive::KeepalivePolicy;
+use crate::server::config::ServerConfig;
+use crate::server::metrics::WorkerStats;
+use crate::server::stream::CLOSE_HANDSHAKE_TIMEOUT;
+use crate::server::watch::{self, text_frame, ConnRef, Watching};
+use crate::server::worker::Worker;
+use crate::server::ws::{parse_command, Command};
+
+/// Most rounds of one pump (submit, reap, dispatch) before it yields to the event loop.
+const MAX_PUMP_ROUNDS: usize = 16;
+/// Longest the driver sleeps without a deadline or a completion.
+const MAX_SLEEP_MS: u64 = 1_000;
+
+/// A worker's watcher plane: the sans-I/O core and its ring.
+pub struct Plane {
+    /// The state machine (records carry their subscription lists).
+    pub core: PlaneCore<Vec<Watching>>,
+    ring: PlaneRing,
+    /// The driver task, to wake when a deadline earlier than its sleep appears.
+    waker: Option<Waker>,
+    sleeping_until: u64,
+    kicked: bool,
+}
+
+/// The plane's settings, from the server's.
+pub fn plane_config(config: &ServerConfig) -> PlaneConfig {
+    PlaneConfig {
+        ws_limits: config.ws,
+        keepalive: KeepalivePolicy {
+            ping_after_ms: config.ws_ping_after.as_millis() as u64,
+            dead_after_ms: config.ws_dead_after.as_millis() as u64,
+        },
+        max_outbound_bytes: config.max_outbound_bytes,
+        send_timeout_ms: config.send_timeout.as_millis() as u64,
+        close_linger_ms: CLOSE_HANDSHAKE_TIMEOUT.as_millis() as u64,
+    }
+}
+
+impl Plane {
+    /// A plane whose ring has `config.plane_ring_entries` submission slots, at time `now`;
+    /// also returns the eventfd the driver awaits.
+    pub fn new(config: &ServerConfig, now: u64) -> io::Result<(Self, OwnedFd)> {
+        let mut ring = PlaneRing::new(config.plane_ring_entries)?;
+        let eventfd = ring
+            .take_eventfd()
+            .ok_or_else(|| io::Error::other("plane ring without an eventfd"))?;
+        let plane = Plane {
+            core: PlaneCore::new(plane_config(config), now),
+            ring,
+            waker: None,
+            sleeping_until: u64::MAX,
+            kicked: false,
+        };
+        Ok((plane, eventfd))
+    }
+}
+
+/// Takes over an upgraded `/1/ws` WebSocket or a line watcher after its `CONNECT`: the socket
+/// leaves monoio and becomes a record. `leftover` holds bytes that came with the handshake.
+pub fn adopt(
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+    flavour: Flavour,
+    leftover: &[u8],
+) -> RecordId {
+    let fd = stream.into_raw_fd();
+    let now = worker.now_ms();
+    let id = {
+        let mut plane = worker.plane.as_ref().expect("plane").borrow_mut();
+        let id = plane.core.adopt(fd, flavour, now);
+        if !leftover.is_empty() {
+            plane.core.on_data(id.key, leftover, now);
+        }
+        id
+    };
+    let stats = worker.stats();
+    match flavour {
+        Flavour::Ws => WorkerStats::add(&stats.websockets, 1),
+        Flavour::Line => WorkerStats::add(&stats.line_connections, 1),
+    }
+    pump(worker);
+    id
+}
+
+/// Submits what the plane has queued, reaps its completions and hands its events to the
+/// application, until nothing is left (bounded).
+pub fn pump(worker: &Rc<Worker>) {
+    let Some(cell) = &worker.plane else {
+        return;
+    };
+    for _ in 0..MAX_PUMP_ROUNDS {
+        let (events, reaped) = {
+            let mut plane = cell.borrow_mut();
+            turn(worker, &mut plane)
+        };
+        if events.is_empty() && reaped == 0 {
+            break;
+        }
+        for event in events {
+            dispatch(worker, event);
+        }
+    }
+    let mut plane = cell.borrow_mut();
+    let next = plane.core.next_timer().unwrap_or(u64::MAX);
+    if next < plane.sleeping_until {
+        plane.kicked = true;
+        if let Some(w) = plane.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// [`pump`] after a broadcast: also counts the `io_uring_enter` calls it took.
+pub fn pump_broadcast(worker: &Rc<Worker>) {
+    let Some(cell) = &worker.plane else {
+        return;
+    };
+    let before = cell.borrow().ring.enters();
+    pump(worker);
+    let after = cell.borrow().ring.enters();
+    let stats = worker.stats();
+    WorkerStats::add(&stats.plane_broadcasts, 1);
+    WorkerStats::add(&stats.plane_broadcast_enters, after - before);
+}
+
+/// One round: submit, reap (reading where polls fired), run due timers, submit what that
+/// produced. Returns the application's events and how many completions were reaped.
+fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Vec<Watching>>>, usize) {
+    let Plane { core, ring, .. } = plane;
+    let now = worker.now_ms();
+    let enters = ring.enters();
+    if let Err(e) = ring.submit(core) {
+        tracing::warn!(worker = worker.index, "plane submit: {e}");
+    }
+    let reaped = {
+        let mut scratch = worker.scratch.borrow_mut();
+        ring.complete(core, &mut scratch, now)
+    };
+    core.poll_timers(now);
+    if core.has_io() {
+        if let Err(e) = ring.submit(core) {
+            tracing::warn!(worker = worker.index, "plane submit: {e}");
+        }
+    }
+    let stats = worker.stats();
+    WorkerStats::add(&stats.plane_enters, ring.enters() - enters);
+    add_counters(stats, core.take_counters());
+    (core.take_events(), reaped)
+}
+
+fn add_counters(stats: &WorkerStats, c: PlaneCounters) {
+    if c == PlaneCounters::default() {
+        return;
+    }
+    WorkerStats::add(&stats.slow_consumer_closes, c.slow_consumer_closes);
+    WorkerStats::add(&stats.send_timeouts, c.send_timeouts);
+    WorkerStats::add(&stats.dead_peers, c.dead_peers);
+    WorkerStats::add(&stats.pings, c.pings);
+    WorkerStats::add(&stats.protocol_errors, c.protocol_errors);
+    WorkerStats::add(&stats.short_writes, c.short_writes);
+}
+
+/// Hands one plane event to the application.
+fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Vec<Watching>>) {
+    match event {
+        PlaneEvent::Text { id, text } => command(worker, id, &text),
+        PlaneEvent::Closed { flavour, app, .. } => {
+            watch::forget_subscriptions(worker, &app);
+            let stats = worker.stats();
+            match flavour {
+                Flavour::Ws => WorkerStats::sub(&stats.websockets, 1),
+                Flavour::Line => WorkerStats::sub(&stats.line_connections, 1),
+            }
+            worker.release_count();
+        }
+    }
+}
+
+/// A watcher's command.
+fn command(worker: &Rc<Worker>, id: RecordId, text: &str) {
+    let conn = ConnRef::Plane(id);
+    match parse_command(text) {
+        Ok(Command::Watch { mid, since, .. }) => watch::watch(worker, conn, &mid, since),
+        Ok(Command::Unwatch { mid }) => watch::unwatch(worker, conn, &mid),
+        Err(e) => {
+            let frame = text_frame(&error_message(&format!("bad command: {e}")));
+            send(worker, id, frame);
+        }
+    }
+}
+
+fn send(worker: &Worker, id: RecordId, bytes: Bytes) {
+    if let Some(p) = &worker.plane {
+        let now = worker.now_ms();
+        let _ = p.borrow_mut().core.send(id, bytes, now);
+    }
+}
+
+/// The driver task: waits for the ring's eventfd or the next deadline, then pumps.
+pub async fn run(worker: Rc<Worker>, eventfd: OwnedFd) {
+    // monoio has no eventfd type; its `UnixStream` is a thin owner of a descriptor whose
+    // `readable()` is an io_uring POLL_ADD, which is all the driver needs.
+    let std_fd = std::os::unix::net::UnixStream::from(eventfd);
+    let eventfd = match monoio::net::UnixStream::from_std(std_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!(worker = worker.index, "plane eventfd: {e}");
+            return;
+        }
+    };
+    let Some(cell) = worker.plane.as_ref() else {
+        return;
+    };
+    loop {
+        let sleep_ms = {
+            let mut plane = cell.borrow_mut();
+            let now = worker.now_ms();
+            let next = plane.core.next_timer().unwrap_or(u64::MAX);
+            let sleep_ms = next.saturating_sub(now).min(MAX_SLEEP_MS);
+            plane.sleeping_until = now + sleep_ms;
+            plane.kicked = false;
+            sleep_ms
+        };
+        {
+            let mut readable = pin!(eventfd.readable(false));
+            let mut sleep = pin!(monoio::time::sleep(Duration::from_millis(sleep_ms)));
+            poll_fn(|cx| {
+                if readable.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                let mut plane = cell.borrow_mut();
+                if plane.kicked {
+                    return Poll::Ready(());
+                }
+                plane.waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+        }
+        PlaneRing::reset_eventfd(eventfd.as_raw_fd());
+        pump(&worker);
+    }
+}
+
+/// Shutdown: WebSocket records get a 1001 close, line records are closed.
+pub fn close_all(worker: &Rc<Worker>) {
+    if let Some(p) = &worker.plane {
+        let now = worker.now_ms();
+        p.borrow_mut()
+            .core
+            .close_all(1001, "server shutting down", now);
+        pump(worker);
+    }
+}
+
+/// Records alive on this worker's plane.
+pub fn records(worker: &Worker) -> usize {
+    worker.plane.as_ref().map_or(0, |p| p.borrow().core.len())
+}
+
+/// The plane cell type a worker holds.
+pub type PlaneCell = RefCell<Plane>;
