@@ -679,6 +679,11 @@ impl<T: Default> PlaneCore<T> {
         self.io.pop_front()
     }
 
+    /// Puts back an operation the shell could not queue (it comes first next time).
+    pub fn requeue_io(&mut self, op: IoOp) {
+        self.io.push_front(op);
+    }
+
     /// Whether operations wait for the shell.
     pub fn has_io(&self) -> bool {
         !self.io.is_empty()

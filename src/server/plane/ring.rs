@@ -79,8 +79,8 @@ impl PlaneRing {
             match self.ring.submit() {
                 Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // The completion queue is full: reap, then try again (the caller does).
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(e),
+                // EBUSY: the completion queue overflowed; the SQEs stay queued and go with
+                // the next submit, once the caller has reaped.
                 Err(e) => return Err(e),
             }
         }
@@ -124,7 +124,10 @@ impl PlaneRing {
                     continue;
                 }
             };
-            self.push(entry)?;
+            if let Err(e) = self.push(entry) {
+                core.requeue_io(op);
+                return Err(e);
+            }
             pushed = true;
         }
         if pushed {
