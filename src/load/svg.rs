@@ -29,6 +29,44 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Where a panel's data lands on the page.
+struct Scale {
+    /// Top of the plot area.
+    y0: f64,
+    /// Width and height of the plot area.
+    w: f64,
+    h: f64,
+    xmin: f64,
+    xspan: f64,
+    /// The top of the y axis: the largest value plus 5 %.
+    ymax: f64,
+}
+
+impl Scale {
+    fn of(points: &[(f64, f64)], y0: f64, w: f64, h: f64) -> Scale {
+        let (xmin, xmax) = points
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &(x, _)| (a.min(x), b.max(x)));
+        let ymax = points.iter().map(|&(_, y)| y).fold(0.0, f64::max).max(1e-9) * 1.05;
+        Scale {
+            y0,
+            w,
+            h,
+            xmin,
+            xspan: (xmax - xmin).max(1e-9),
+            ymax,
+        }
+    }
+
+    fn x(&self, x: f64) -> f64 {
+        LEFT + (x - self.xmin) / self.xspan * self.w
+    }
+
+    fn y(&self, y: f64) -> f64 {
+        self.y0 + self.h - y / self.ymax * self.h
+    }
+}
+
 fn draw(out: &mut String, p: &Panel, top: f64) {
     let (w, h) = (WIDTH - LEFT - RIGHT, PANEL - 70.0);
     let y0 = top + TOP;
@@ -51,43 +89,35 @@ fn draw(out: &mut String, p: &Panel, top: f64) {
         );
         return;
     }
-    let (xmin, xmax) = p
-        .points
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &(x, _)| (a.min(x), b.max(x)));
-    let ymax = p
-        .points
-        .iter()
-        .map(|&(_, y)| y)
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.05;
-    let xspan = (xmax - xmin).max(1e-9);
-    let sx = |x: f64| LEFT + (x - xmin) / xspan * w;
-    let sy = |y: f64| y0 + h - y / ymax * h;
+    let scale = Scale::of(&p.points, y0, w, h);
     let pts: Vec<String> = p
         .points
         .iter()
-        .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+        .map(|&(x, y)| format!("{:.1},{:.1}", scale.x(x), scale.y(y)))
         .collect();
     let _ = writeln!(
         out,
         r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{}"/>"##,
         pts.join(" ")
     );
+    draw_axes(out, p, &scale);
+}
+
+/// Tick labels on both axes and the axis titles.
+fn draw_axes(out: &mut String, p: &Panel, s: &Scale) {
     for i in 0..=4 {
-        let y = ymax * i as f64 / 4.0;
+        let y = s.ymax * i as f64 / 4.0;
         let _ = writeln!(
             out,
             r#"<text x="{}" y="{:.1}" text-anchor="end" font-size="11">{}</text>"#,
             LEFT - 5.0,
-            sy(y) + 4.0,
+            s.y(y) + 4.0,
             short(y)
         );
     }
     let ticks: Vec<(f64, String)> = if p.x_ticks.is_empty() {
         (0..=5)
-            .map(|i| xmin + xspan * i as f64 / 5.0)
+            .map(|i| s.xmin + s.xspan * i as f64 / 5.0)
             .map(|x| (x, short(x)))
             .collect()
     } else {
@@ -97,23 +127,23 @@ fn draw(out: &mut String, p: &Panel, top: f64) {
         let _ = writeln!(
             out,
             r#"<text x="{:.1}" y="{}" text-anchor="middle" font-size="11">{}</text>"#,
-            sx(x),
-            y0 + h + 15.0,
+            s.x(x),
+            s.y0 + s.h + 15.0,
             esc(&label)
         );
     }
     let _ = writeln!(
         out,
         r#"<text x="{}" y="{}" text-anchor="middle" font-size="12">{}</text>"#,
-        LEFT + w / 2.0,
-        y0 + h + 32.0,
+        LEFT + s.w / 2.0,
+        s.y0 + s.h + 32.0,
         esc(p.x_label)
     );
     let _ = writeln!(
         out,
         r#"<text x="15" y="{:.1}" font-size="12" transform="rotate(-90 15 {:.1})" text-anchor="middle">{}</text>"#,
-        y0 + h / 2.0,
-        y0 + h / 2.0,
+        s.y0 + s.h / 2.0,
+        s.y0 + s.h / 2.0,
         esc(p.y_label)
     );
 }
