@@ -27,6 +27,27 @@ struct Progress {
     stop: AtomicBool,
 }
 
+/// What the server and the kernel used, read before and after the connections.
+#[derive(Clone, Copy)]
+struct Usage {
+    rss: Option<u64>,
+    tcp: Option<u64>,
+    slab: Option<u64>,
+}
+
+impl Usage {
+    fn now(pids: &[u32]) -> Usage {
+        Usage {
+            rss: procfs::rss_bytes_sum(pids),
+            tcp: procfs::tcp_kernel_bytes(),
+            slab: procfs::kernel_slab_bytes(),
+        }
+    }
+}
+
+/// How long idle mode waits for every client to connect or fail.
+const CONNECT_GIVE_UP: Duration = Duration::from_secs(300);
+
 /// Runs the idle mode; returns the process exit status.
 pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
     let (addr, host) = server_addr(args.primary_server())?;
@@ -35,41 +56,17 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
     for note in &plan.notes {
         eprintln!("load: {note}");
     }
-    let (threads, sources) = (plan.threads, plan.sources);
     let progress = Arc::new(Progress::default());
-    let rss_before = procfs::rss_bytes_sum(&args.server_pid);
-    let kernel_before = procfs::tcp_kernel_bytes();
-    let slab_before = procfs::kernel_slab_bytes();
+    let before = Usage::now(&args.server_pid);
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let (progress, path, host) = (progress.clone(), args.path.clone(), host.clone());
-        let indices: Vec<usize> = (t..args.clients).step_by(threads).collect();
-        let concurrency = args.tuning.concurrency;
-        handles.push(std::thread::spawn(move || {
-            idle_thread(indices, sources, addr, host, path, concurrency, progress)
-        }));
-    }
-    let deadline = started + Duration::from_secs(300);
-    while progress.finished_connecting.load(Ordering::Acquire) < args.clients as u64
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(200));
-        eprint!(
-            "\rconnected {:>7} / {}  failed {:>5}",
-            progress.connected.load(Ordering::Relaxed),
-            args.clients,
-            progress.failed.load(Ordering::Relaxed)
-        );
-    }
+    let handles = start_threads(args, &plan, addr, &host, &progress);
+    wait_connected(&progress, args.clients, started + CONNECT_GIVE_UP);
     let connect_secs = started.elapsed().as_secs_f64();
     eprintln!();
     let connected = progress.connected.load(Ordering::Acquire);
     let failed = progress.failed.load(Ordering::Acquire);
     std::thread::sleep(Duration::from_secs(args.tuning.hold));
-    let rss_after = procfs::rss_bytes_sum(&args.server_pid);
-    let kernel_after = procfs::tcp_kernel_bytes();
-    let slab_after = procfs::kernel_slab_bytes();
+    let after = Usage::now(&args.server_pid);
     let still_open = progress.connected.load(Ordering::Acquire);
     progress.stop.store(true, Ordering::Release);
     for h in handles {
@@ -90,11 +87,11 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
         "still_open_after_hold": still_open,
         "connect_seconds": connect_secs,
         "connect_per_s": connected as f64 / connect_secs,
-        "server_rss_before_bytes": rss_before,
-        "server_rss_after_bytes": rss_after,
-        "server_rss_bytes_per_connection": per_conn(rss_before, rss_after),
-        "kernel_tcp_bytes_per_connection_both_ends": per_conn(kernel_before, kernel_after),
-        "kernel_slab_bytes_per_connection_both_ends": per_conn(slab_before, slab_after),
+        "server_rss_before_bytes": before.rss,
+        "server_rss_after_bytes": after.rss,
+        "server_rss_bytes_per_connection": per_conn(before.rss, after.rss),
+        "kernel_tcp_bytes_per_connection_both_ends": per_conn(before.tcp, after.tcp),
+        "kernel_slab_bytes_per_connection_both_ends": per_conn(before.slab, after.slab),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -110,6 +107,42 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
     } else {
         1
     })
+}
+
+/// Starts the load threads, each with every `threads`-th client.
+fn start_threads(
+    args: &LoadArgs,
+    plan: &super::plan::Plan,
+    addr: SocketAddr,
+    host: &str,
+    progress: &Arc<Progress>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (threads, sources) = (plan.threads, plan.sources);
+    (0..threads)
+        .map(|t| {
+            let (progress, path, host) = (progress.clone(), args.path.clone(), host.to_string());
+            let indices: Vec<usize> = (t..args.clients).step_by(threads).collect();
+            let concurrency = args.tuning.concurrency;
+            std::thread::spawn(move || {
+                idle_thread(indices, sources, addr, host, path, concurrency, progress)
+            })
+        })
+        .collect()
+}
+
+/// Shows the connect progress until every client connected or failed, or `deadline`.
+fn wait_connected(progress: &Progress, clients: usize, deadline: Instant) {
+    while progress.finished_connecting.load(Ordering::Acquire) < clients as u64
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        eprint!(
+            "\rconnected {:>7} / {}  failed {:>5}",
+            progress.connected.load(Ordering::Relaxed),
+            clients,
+            progress.failed.load(Ordering::Relaxed)
+        );
+    }
 }
 
 fn idle_thread(

@@ -6,7 +6,7 @@ use std::io;
 
 use serde_json::{json, Value};
 
-use super::run::run_once;
+use super::run::{run_once, RunResult};
 use super::LoadArgs;
 
 /// Runs the steps; exit status 0 when at least one step passed (the breaking point, if
@@ -31,24 +31,8 @@ pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
             eprintln!();
         }
         println!("{}", super::summary::summary(&result.report));
-        let slo_ms = result.p99_us() / 1000.0;
-        let r = &result.report;
-        steps.push(json!({
-            "clients": clients, "passed": r.passed, "latency_us": r.latency_us,
-            "connect_per_s": r.connect_per_s, "lost": r.lost,
-            "server_rss_bytes_per_connection": r.server_rss_bytes_per_connection,
-            "server_cpu_us_per_delivery": r.server_cpu_us_per_delivery,
-        }));
-        let reason = if !result.passed() {
-            Some("verification failed (see the step's errors)".to_string())
-        } else if slo_ms > args.steps.slo_p99_ms {
-            Some(format!(
-                "p99 fan-out {slo_ms:.2} ms > {} ms",
-                args.steps.slo_p99_ms
-            ))
-        } else {
-            None
-        };
+        steps.push(step_row(clients, &result));
+        let reason = broken_slo(args, &result);
         last_result = Some(result);
         if let Some(reason) = reason {
             broke = Some((clients, reason));
@@ -57,6 +41,13 @@ pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
         last_ok = Some(clients);
         clients += step;
         index += 1;
+    }
+    match &broke {
+        Some((c, r)) => println!("ramp: broke at {c} watchers: {r}; last passing: {last_ok:?}"),
+        None => println!(
+            "ramp: no SLO broken up to {} watchers",
+            args.steps.max_clients
+        ),
     }
     let summary = json!({
         "mode": "ramp-until-failure",
@@ -70,25 +61,47 @@ pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    match &broke {
-        Some((c, r)) => println!("ramp: broke at {c} watchers: {r}; last passing: {last_ok:?}"),
-        None => println!(
-            "ramp: no SLO broken up to {} watchers",
-            args.steps.max_clients
-        ),
+    write(args, &summary, last_result.as_ref())?;
+    Ok(if last_ok.is_some() { 0 } else { 1 })
+}
+
+/// One step's line in the ramp report.
+fn step_row(clients: usize, result: &RunResult) -> Value {
+    let r = &result.report;
+    json!({
+        "clients": clients, "passed": r.passed, "latency_us": r.latency_us,
+        "connect_per_s": r.connect_per_s, "lost": r.lost,
+        "server_rss_bytes_per_connection": r.server_rss_bytes_per_connection,
+        "server_cpu_us_per_delivery": r.server_cpu_us_per_delivery,
+    })
+}
+
+/// Why a step breaks the SLO: a verification failure, or p99 fan-out over `--slo-p99-ms`.
+fn broken_slo(args: &LoadArgs, result: &RunResult) -> Option<String> {
+    let p99_ms = result.p99_us() / 1000.0;
+    if !result.passed() {
+        Some("verification failed (see the step's errors)".to_string())
+    } else if p99_ms > args.steps.slo_p99_ms {
+        Some(format!(
+            "p99 fan-out {p99_ms:.2} ms > {} ms",
+            args.steps.slo_p99_ms
+        ))
+    } else {
+        None
     }
+}
+
+/// Writes the ramp report and the chart of the last step (the one that broke, or the
+/// largest).
+fn write(args: &LoadArgs, summary: &Value, last: Option<&RunResult>) -> io::Result<()> {
     if let Some(path) = &args.report {
-        std::fs::write(
-            path,
-            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-        )?;
+        std::fs::write(path, serde_json::to_vec_pretty(summary).unwrap_or_default())?;
     }
-    // The chart of the last step (the one that broke, or the largest).
     let svg = args
         .svg
         .clone()
         .or_else(|| args.report.as_ref().map(|p| p.with_extension("svg")));
-    if let (Some(r), Some(svg)) = (&last_result, svg) {
+    if let (Some(r), Some(svg)) = (last, svg) {
         let only_svg = LoadArgs {
             report: None,
             svg: Some(svg),
@@ -96,5 +109,5 @@ pub(crate) fn run(args: &LoadArgs) -> io::Result<i32> {
         };
         r.write(&only_svg)?;
     }
-    Ok(if last_ok.is_some() { 0 } else { 1 })
+    Ok(())
 }
