@@ -218,6 +218,14 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(s).load(Relaxed));
         }
     }
+    render_latency(&mut out, workers);
+    render_watchers(&mut out, workers);
+    out.push_str(extra);
+    out
+}
+
+/// The fan-out latency histogram, all workers summed.
+fn render_latency(out: &mut String, workers: &[WorkerStats]) {
     let name = "matchstream_fanout_latency_seconds";
     let _ = writeln!(
         out,
@@ -243,6 +251,10 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "{name}_sum {}", sum as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {cumulative}");
+}
+
+/// Watchers per match, all workers summed.
+fn render_watchers(out: &mut String, workers: &[WorkerStats]) {
     let name = "matchstream_watchers";
     let _ = writeln!(
         out,
@@ -258,8 +270,6 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     for (mid, n) in per_match {
         let _ = writeln!(out, "{name}{{match=\"{mid}\"}} {n}");
     }
-    out.push_str(extra);
-    out
 }
 
 #[cfg(test)]
