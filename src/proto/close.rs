@@ -14,10 +14,6 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY: u16 = 1008;
 /// 1009: a frame or message is too big to process.
 pub const TOO_BIG: u16 = 1009;
-/// 1011: the server hit an unexpected condition.
-pub const INTERNAL: u16 = 1011;
-/// 1013: try again later (the server is overloaded).
-pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Whether a peer may put `code` in a close frame it sends.
 ///
@@ -62,8 +58,6 @@ mod tests {
             INVALID_PAYLOAD,
             POLICY,
             TOO_BIG,
-            INTERNAL,
-            TRY_AGAIN_LATER,
         ] {
             assert!(is_valid_received_code(code));
         }
