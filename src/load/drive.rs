@@ -397,7 +397,8 @@ fn post_once(
                 return Ok(());
             }
             Ok(r) if r.status == 503 || r.status == 500 || r.status == 502 => {
-                uncertain = true;
+                // A full write queue (503 + Retry-After) refused it before writing anything.
+                uncertain |= !r.text().contains("too many writes queued");
                 last_error = format!("HTTP {} {}", r.status, r.text().trim());
             }
             Ok(r) => {
