@@ -192,3 +192,21 @@ fn reads_are_answered_while_writes_queue() {
         writer.join().unwrap();
     });
 }
+
+#[test]
+fn resuming_an_ended_match_whose_history_left_memory_replays_from_the_store() {
+    let server = Server::start(&["--ended-history-matches", "0"]);
+    post_sample(&server, 31);
+    let mut ws = server.ws();
+    ws.watch(SAMPLE_MID, Some(25));
+    let status = ws.expect_status(SAMPLE_MID);
+    assert_eq!(status["seq"], 31, "{status}");
+    for seq in 26..=31 {
+        ws.expect_event(SAMPLE_MID, seq);
+    }
+    assert_eq!(ws.expect_close().0, 1000);
+    let mut line = server.line(SAMPLE_MID);
+    let block = line.next_block().expect("a status block");
+    assert_eq!(block.field("seq"), Some("31"));
+    line.expect_eof();
+}

@@ -81,41 +81,57 @@ impl Core {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut batch = Batch::default();
         while let Ok(first) = rx.recv() {
-            let mut next = Some(first);
-            let mut taken = 0;
-            while let Some(msg) = next {
-                taken += 1;
-                match msg {
-                    Msg::Request(
-                        Request::PostEvent {
-                            mid,
-                            kind,
-                            data,
-                            expect_seq,
-                        },
-                        pending,
-                    ) => self.stage(&mut batch, mid, kind, &data, expect_seq, pending),
-                    Msg::Request(request, pending) => {
-                        self.flush(&mut batch);
-                        let answer = self.handle(request);
-                        pending.answer(answer);
-                    }
-                    Msg::Stop(done) => {
-                        self.flush(&mut batch);
-                        // Dropping the core closes the store before the caller is released.
-                        drop(self);
-                        let _ = done.send(());
-                        return;
-                    }
-                }
-                next = if taken < self.limits.max_batch {
-                    rx.try_recv().ok()
-                } else {
-                    None
-                };
+            let stop = super::wakeups::batch(|| self.take_batch(&rx, first, &mut batch));
+            if let Some(done) = stop {
+                // Dropping the core closes the store before the caller is released.
+                drop(self);
+                let _ = done.send(());
+                return;
             }
-            self.flush(&mut batch);
         }
+        self.flush(&mut batch);
+    }
+
+    /// Handles `first` and what else is queued (at most [`Limits::max_batch`]), then commits
+    /// the staged events. Returns the stop message's reply channel when told to stop.
+    fn take_batch(
+        &mut self,
+        rx: &mpsc::Receiver<Msg>,
+        first: Msg,
+        batch: &mut Batch,
+    ) -> Option<mpsc::Sender<()>> {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(msg) = next {
+            taken += 1;
+            match msg {
+                Msg::Request(
+                    Request::PostEvent {
+                        mid,
+                        kind,
+                        data,
+                        expect_seq,
+                    },
+                    pending,
+                ) => self.stage(batch, mid, kind, &data, expect_seq, pending),
+                Msg::Request(request, pending) => {
+                    self.flush(batch);
+                    let answer = self.handle(request);
+                    pending.answer(answer);
+                }
+                Msg::Stop(done) => {
+                    self.flush(batch);
+                    return Some(done);
+                }
+            }
+            next = if taken < self.limits.max_batch {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        self.flush(batch);
+        None
     }
 
     fn handle(&mut self, request: Request) -> Reply {

@@ -65,6 +65,7 @@ use crate::domain::{error_message, Event, EventKind, InputError, Match, Rejectio
 use crate::store::{Store, StoreError};
 
 pub mod snapshot;
+pub mod wakeups;
 pub use snapshot::{Catalog, History, Loaded, MatchSnapshot};
 
 /// Where accepted events and other published changes go: called on the sequencer thread,

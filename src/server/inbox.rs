@@ -3,7 +3,9 @@
 //! The queue is a std mpsc channel; the wake-up is one byte on a Unix socket pair. The pair
 //! is created *before* the worker calls `unshare(CLONE_FILES)`, so the write end has the same
 //! descriptor number in every thread's table and any thread may wake the worker. A flag
-//! coalesces wake-ups: only the first message after the worker drained its queue writes.
+//! coalesces wake-ups: only the first message after the worker drained its queue writes,
+//! and on the sequencer thread that write waits for the end of the batch
+//! ([`crate::sequencer::wakeups`]).
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -28,6 +30,13 @@ impl<T> Clone for InboxSender<T> {
 struct WakeSide {
     writer: UnixStream,
     pending: AtomicBool,
+}
+
+impl WakeSide {
+    fn wake(&self) {
+        // A full socket buffer means a wake-up is already pending: ignoring it is fine.
+        let _ = (&self.writer).write(&[1]);
+    }
 }
 
 /// Receiving half, owned by the worker thread.
@@ -67,8 +76,12 @@ impl<T> InboxSender<T> {
             return false;
         }
         if !self.wake.pending.swap(true, Ordering::AcqRel) {
-            // A full socket buffer means a wake-up is already pending: ignoring it is fine.
-            let _ = (&self.wake.writer).write(&[1]);
+            // On the sequencer thread, during a batch: once, at the end of the batch.
+            let wake = Arc::clone(&self.wake);
+            let key = Arc::as_ptr(&wake) as usize;
+            if !crate::sequencer::wakeups::defer(key, move || wake.wake()) {
+                self.wake.wake();
+            }
         }
         true
     }

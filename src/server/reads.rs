@@ -22,8 +22,9 @@ use super::history::StoredHistory;
 use super::replies::ReplyTable;
 use super::router::{error, Routed};
 use super::worker::{Worker, WorkerMsg};
+use crate::domain::{error_message, event_message, Event};
 use crate::proto::response::write_response;
-use crate::sequencer::{Broadcast, Catalog, MatchSnapshot};
+use crate::sequencer::{Broadcast, Catalog, MatchSnapshot, WatchReply, WatchStart};
 
 /// How many broadcasts the sequencer's sink has handed out: shared by the sink and every
 /// worker.
@@ -119,8 +120,104 @@ pub async fn history(worker: &Rc<Worker>, mid: &str, since: u64, keep_alive: boo
     if let Some(h) = &m.history {
         return ok_json(&h.json_after(since), keep_alive);
     }
+    match stored_history(worker, mid, since).await {
+        Ok(Some(body)) => ok_json(&body, keep_alive),
+        Ok(None) => match_not_found(mid, keep_alive),
+        Err(e) if e == BUSY => error(503, BUSY, keep_alive),
+        Err(e) => {
+            tracing::error!(mid, error = %e, "history read failed");
+            error(500, &format!("store failure: {e}"), keep_alive)
+        }
+    }
+}
+
+/// Answers a watch from this worker's catalog, without the sequencer: `deliver` gets the
+/// answer in a synchronous step of this worker (at once when the catalog is up to date and
+/// holds what is needed, else from a task once it is) and must subscribe the connection in
+/// that same step; then every broadcast the worker handles afterwards is exactly
+/// `N + 1, N + 2…` after the status at `N`.
+pub fn answer_watch(
+    worker: &Rc<Worker>,
+    mid: Arc<str>,
+    since: Option<u64>,
+    deliver: impl FnOnce(&Rc<Worker>, WatchReply) + 'static,
+) {
+    let up_to_date =
+        worker.reads.catalog.borrow().applied() >= worker.shared.published.load(Ordering::Acquire);
+    if up_to_date {
+        if let Some(answer) = watch_start(worker, &mid, since) {
+            deliver(worker, into_watch_reply(answer));
+            return;
+        }
+    }
+    let worker = Rc::clone(worker);
+    monoio::spawn(async move {
+        catalog_ready(&worker).await;
+        let answer = match watch_start(&worker, &mid, since) {
+            Some(answer) => answer,
+            None => watch_start_stored(&worker, &mid, since.unwrap_or(0)).await,
+        };
+        deliver(&worker, into_watch_reply(answer));
+    });
+}
+
+fn into_watch_reply(answer: Result<WatchStart, String>) -> WatchReply {
+    match answer {
+        Ok(start) => WatchReply::Found(start),
+        Err(error) => WatchReply::NotFound { error },
+    }
+}
+
+/// Where a watch starts, answered from this worker's catalog at its current point of the
+/// broadcast order: the status at seq `N` and the events of `(since, N]`. Call it and
+/// subscribe the connection in the same synchronous step (no `.await` between): every
+/// broadcast the worker handles afterwards is then exactly `N + 1, N + 2…`.
+///
+/// `Some(Err(message))`: no such match (the WebSocket error message). `None`: the match has
+/// ended and its history left memory: get the start with [`watch_start_stored`] (an ended
+/// match has no live events to splice with).
+fn watch_start(
+    worker: &Worker,
+    mid: &str,
+    since: Option<u64>,
+) -> Option<Result<WatchStart, String>> {
+    let Some(m) = worker.reads.snapshot(mid) else {
+        return Some(Err(error_message(&format!("match not found: {mid}"))));
+    };
+    match since {
+        Some(s) if m.history.is_none() && s < m.state.seq => None,
+        _ => Some(Ok(m.watch_start(since))),
+    }
+}
+
+/// [`watch_start`] for an ended match whose history left memory: the events after `since`
+/// are read from the store (off the event loop).
+async fn watch_start_stored(
+    worker: &Rc<Worker>,
+    mid: &str,
+    since: u64,
+) -> Result<WatchStart, String> {
+    let not_found = || error_message(&format!("match not found: {mid}"));
+    let m = worker.reads.snapshot(mid).ok_or_else(not_found)?;
+    let events = match stored_history(worker, mid, since).await {
+        Ok(Some(body)) => serde_json::from_slice::<Vec<Event>>(&body).map_err(|e| e.to_string()),
+        Ok(None) => return Err(not_found()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| error_message(&format!("history unavailable: {e}")))?;
+    let mut start = m.watch_start(None);
+    start.events = events
+        .iter()
+        .filter(|e| e.seq <= start.seq)
+        .map(|e| Arc::from(event_message(mid, e)))
+        .collect();
+    Ok(start)
+}
+
+/// Reads `mid`'s events after `since` from the store on the history reader thread.
+async fn stored_history(worker: &Rc<Worker>, mid: &str, since: u64) -> StoredHistory {
     let Some(reader) = &worker.shared.history else {
-        return error(500, "history not in memory", keep_alive);
+        return Err("history not in memory".into());
     };
     let ticket = worker.reads.stored.open();
     let inbox = worker.shared.inboxes[worker.index].clone();
@@ -135,17 +232,13 @@ pub async fn history(worker: &Rc<Worker>, mid: &str, since: u64, keep_alive: boo
     );
     if !asked {
         worker.reads.stored.close(ticket);
-        return error(503, "too many history reads: try again", keep_alive);
+        return Err(BUSY.into());
     }
-    match worker.reads.stored.wait(ticket).await {
-        Ok(Some(body)) => ok_json(&body, keep_alive),
-        Ok(None) => match_not_found(mid, keep_alive),
-        Err(e) => {
-            tracing::error!(mid, error = %e, "history read failed");
-            error(500, &format!("store failure: {e}"), keep_alive)
-        }
-    }
+    worker.reads.stored.wait(ticket).await
 }
+
+/// Why a history read was refused: the reader's queue is full.
+const BUSY: &str = "too many history reads: try again";
 
 fn match_not_found(mid: &str, keep_alive: bool) -> Routed {
     error(404, &format!("match not found: {mid}"), keep_alive)

@@ -4,9 +4,10 @@
 //! watchers. An event arrives once per worker (from the sequencer, through the inbox), is
 //! encoded once (one WebSocket frame, one TCP-line block) and the same bytes are queued on
 //! every local watcher. A new watcher of a match this worker already follows is answered from
-//! the replica without asking the sequencer; otherwise the sequencer's watch reply (status at
-//! seq N plus history) comes back through the same FIFO inbox as the broadcasts, so live
-//! events splice in after N without gap or repeat (see `crate::sequencer`).
+//! the replica; otherwise from the worker's catalog of published snapshots
+//! ([`super::reads::answer_watch`]: status at seq N plus history), at the same point of the
+//! broadcast order as the fan-out, so live events splice in after N without gap or repeat
+//! (see `crate::sequencer`). The sequencer is not asked.
 //!
 //! A watcher is either a record of the worker's watcher plane (WebSocket and line watchers
 //! on plain TCP) or a connection task (the fallback when the plane's ring cannot be set up,
@@ -26,11 +27,11 @@ use slab::Slab;
 use super::metrics::WorkerStats;
 use super::plane::frames::FrameId;
 use super::plane::record::{Flavour, RecordId};
-use super::worker::{ConnKind, Worker, WorkerMsg};
+use super::worker::{ConnKind, Worker};
 use crate::domain::{error_message, status_message, Match};
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::line::{encode_block, encode_error};
-use crate::sequencer::{Broadcast, Reply, Request, WatchReply, WatchStart};
+use crate::sequencer::{Broadcast, Reply, WatchReply, WatchStart};
 
 /// A subscription of one connection.
 #[derive(Debug)]
@@ -254,16 +255,10 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
             slot: None,
         })
     });
-    let inbox = worker.shared.inboxes[worker.index].clone();
-    worker.shared.sequencer.submit(
-        Request::Watch {
-            mid: mid.to_string(),
-            since,
-        },
-        Box::new(move |reply| {
-            inbox.send(WorkerMsg::WatchReply { conn, mid, reply });
-        }),
-    );
+    let answered = Arc::clone(&mid);
+    super::reads::answer_watch(worker, mid, since, move |worker, reply| {
+        on_watch_reply(worker, conn, &answered, Reply::Watch(reply));
+    });
 }
 
 /// Handles `unwatch`.
