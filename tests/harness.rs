@@ -59,7 +59,8 @@ fn run_load(args: &[&str], limit: Duration) -> (Output, Value) {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
-    assert!(dir.path().join("report.svg").exists() || report.is_null());
+    // Every run with a report writes its chart beside it (idle mode has no chart).
+    assert!(dir.path().join("report.svg").exists() || report.is_null() || report["mode"] == "idle");
     (output, report)
 }
 
@@ -427,4 +428,76 @@ fn the_real_server_delivers_a_replayed_match_to_every_watcher() {
         assert!(report["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     }
     assert!(started.elapsed() < Duration::from_secs(240));
+}
+
+#[test]
+fn idle_mode_holds_every_connection_and_reports_its_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, pid) = start_server(dir.path());
+    let pid = pid.to_string();
+    let args = [
+        "--server",
+        &url,
+        "--idle",
+        "--clients",
+        "50",
+        "--hold",
+        "1",
+        "--server-pid",
+        &pid,
+    ];
+    let (out, report) = run_load(&args, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["mode"], "idle", "{report:#}");
+    assert_eq!(report["connected"], 50);
+    assert_eq!(report["still_open_after_hold"], 50);
+    assert!(report["server_rss_bytes_per_connection"].is_number());
+}
+
+#[test]
+fn ramp_until_failure_reports_every_step_and_the_last_passing_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, _pid) = start_server(dir.path());
+    let args = [
+        "--server",
+        &url,
+        "--ramp-until-failure",
+        "--clients",
+        "5",
+        "--ramp-step",
+        "5",
+        "--max-clients",
+        "10",
+        "--every-ms",
+        "5",
+        "--events",
+        "3",
+        "--slo-p99-ms",
+        "60000",
+        "--admin-token",
+        "T",
+        "--connect-timeout",
+        "20",
+        "--drain",
+        "5",
+    ];
+    let (out, report) = run_load(&args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ramp: no SLO broken up to 10 watchers"),
+        "{stdout}"
+    );
+    assert_eq!(report["mode"], "ramp-until-failure", "{report:#}");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{report:#}");
+    assert!(steps.iter().all(|s| s["passed"] == true), "{report:#}");
+    assert_eq!(report["last_passing_clients"], 10);
+    assert!(report["breaking_point"].is_null());
+    assert_eq!(report["last_step"]["clients"], 10);
+    assert_eq!(report["last_step"]["lost"], 0);
 }
