@@ -81,6 +81,28 @@ pub fn match_id(home: &str, visit: &str, start_date: &str) -> String {
     format!("{home}-{visit}-{start_date}")
 }
 
+/// The longest text that can be a match id (two team ids, two dashes, a date, with room).
+pub const MAX_MATCH_ID_LEN: usize = 64;
+
+/// Whether `id` can be a match id at all: `HOME-VISIT-YYYY-MM-DD` with two valid team ids and
+/// a calendar date, at most [`MAX_MATCH_ID_LEN`] bytes. Lets the edge refuse garbage (a watch
+/// of `../../etc`, a 60 KiB "id") without asking the sequencer.
+pub fn is_match_id(id: &str) -> bool {
+    if id.len() > MAX_MATCH_ID_LEN || id.len() < 14 || !id.is_ascii() {
+        return false;
+    }
+    let (teams, date) = id.split_at(id.len() - 10);
+    let Some(teams) = teams.strip_suffix('-') else {
+        return false;
+    };
+    let Some((home, visit)) = teams.split_once('-') else {
+        return false;
+    };
+    validate_date(date).is_ok()
+        && super::team::validate_team_id(home).is_ok()
+        && super::team::validate_team_id(visit).is_ok()
+}
+
 /// Checks that `date` is a calendar date written `YYYY-MM-DD`.
 pub fn validate_date(date: &str) -> Result<(), InputError> {
     let bad = || InputError::InvalidDate(date.to_owned());
@@ -226,5 +248,34 @@ mod tests {
         for p in [Period::NotStarted, Period::Penalties, Period::Ended] {
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }
+    }
+
+    #[test]
+    fn match_ids_follow_the_rule() {
+        for ok in [
+            "elp-tig-2011-09-10",
+            "a-b-2000-02-29",
+            "boc_1-riv_2-1999-12-31",
+        ] {
+            assert!(is_match_id(ok), "{ok}");
+        }
+        let long = format!("{}-{}-2011-09-10", "a".repeat(16), "b".repeat(17));
+        for bad in [
+            "",
+            "elp-tig",
+            "elp-tig-2011-13-10",
+            "elp-tig-2011-02-30",
+            "elptig-2011-09-10",
+            "elp-tig-x-2011-09-10",
+            "ELP-tig-2011-09-10",
+            "-tig-2011-09-10",
+            "elp-tig-2011-09-10 ",
+            "../../etc/passwd",
+            "élp-tig-2011-09-10",
+            long.as_str(),
+        ] {
+            assert!(!is_match_id(bad), "{bad:?}");
+        }
+        assert!(!is_match_id(&"a".repeat(100_000)));
     }
 }

@@ -13,7 +13,7 @@ mod view;
 
 pub use event::{Event, EventKind, UnknownKind};
 pub use fold::{MatchState, Rejection};
-pub use matches::{match_id, validate_date, Match, Period, Player};
+pub use matches::{is_match_id, match_id, validate_date, Match, Period, Player, MAX_MATCH_ID_LEN};
 pub use script::{MatchScript, Step};
 pub use team::{validate_team_id, InputError, Team, MAX_TEAM_ID_LEN};
 pub use view::{error_message, event_line_fields, event_message, status_message};

@@ -168,6 +168,29 @@ pub fn parse_request(
 ) -> Result<Option<(Request, usize)>, HttpError> {
     check_request_line(buf, limits.max_request_line)?;
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
+    let Some(head) = parse_head(window, limits)? else {
+        return Ok(None);
+    };
+    let end = head.head_len + head.body_len;
+    let Some(body) = buf.get(head.head_len..end) else {
+        return Ok(None);
+    };
+    let mut request = head.request;
+    request.body = body.to_vec();
+    Ok(Some((request, end)))
+}
+
+/// A parsed request head: the request without its body, and where the body lies.
+#[derive(Debug)]
+struct Head {
+    request: Request,
+    head_len: usize,
+    body_len: usize,
+}
+
+/// Parses a request head from `window` (at most `max_head_bytes` long); `Ok(None)` while
+/// it is incomplete.
+fn parse_head(window: &[u8], limits: &HttpLimits) -> Result<Option<Head>, HttpError> {
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap = Vec::new();
     let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
@@ -191,9 +214,6 @@ pub fn parse_request(
         return Err(HttpError::Malformed("incomplete request line"));
     };
     let body_len = body_length(method, parsed.headers, limits)?;
-    let Some(body) = buf.get(head_len..head_len + body_len) else {
-        return Ok(None);
-    };
     let keep_alive = keep_alive(version, parsed.headers);
     let request = Request {
         method: method.to_owned(),
@@ -204,10 +224,169 @@ pub fn parse_request(
             .iter()
             .map(|h| (h.name.to_owned(), h.value.to_vec()))
             .collect(),
-        body: body.to_vec(),
+        body: Vec::new(),
         keep_alive,
     };
-    Ok(Some((request, head_len + body_len)))
+    Ok(Some(Head {
+        request,
+        head_len,
+        body_len,
+    }))
+}
+
+/// A connection's inbound bytes during its HTTP phase, parsed incrementally.
+///
+/// Each read is appended with [`extend`](Self::extend); [`next_request`](Self::next_request)
+/// resumes the search for the end of the head where the previous call stopped, so a head
+/// that trickles in a byte at a time is scanned once, not once per read. The head is handed
+/// to `httparse` only when complete (and the request line once, as soon as it is complete,
+/// so garbage is refused early). A head waiting for its body is kept parsed. Pipelined
+/// requests are consumed by advancing an offset; the consumed prefix is dropped only when it
+/// is at least half the buffer, so the work per byte stays constant.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    buf: Vec<u8>,
+    /// Where the next request starts in `buf`.
+    start: usize,
+    /// How far the search for the end of the current head has looked.
+    scanned: usize,
+    /// Whether the current request line was found and checked.
+    line_checked: bool,
+    /// The current request's head, parsed, while its body arrives.
+    head: Option<Head>,
+}
+
+impl RequestReader {
+    /// An empty reader.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the connection.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buffer_for_read().extend_from_slice(bytes);
+    }
+
+    /// The buffer to append the next read to (only appending is allowed). The consumed
+    /// prefix is dropped first when it is at least half the buffer.
+    pub fn buffer_for_read(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf
+    }
+
+    /// The bytes not consumed by a request yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Whether no unconsumed byte is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// The unconsumed bytes, giving up the reader (what follows a WebSocket handshake).
+    pub fn into_pending(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
+    }
+
+    /// The next complete request, `Ok(None)` when more bytes are needed, or the rule the
+    /// client broke (answer [`HttpError::status`] and close).
+    pub fn next_request(&mut self, limits: &HttpLimits) -> Result<Option<Request>, HttpError> {
+        loop {
+            if let Some(head) = &self.head {
+                let end = self.start + head.head_len + head.body_len;
+                if self.buf.len() < end {
+                    return Ok(None);
+                }
+                let head = self.head.take().expect("checked above");
+                let mut request = head.request;
+                request.body = self.buf[self.start + head.head_len..end].to_vec();
+                self.start = end;
+                self.scanned = end;
+                self.line_checked = false;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                    self.scanned = 0;
+                }
+                return Ok(Some(request));
+            }
+            let Some(end) = self.find_head_end(limits)? else {
+                return Ok(None);
+            };
+            match parse_head(&self.buf[self.start..end], limits)? {
+                Some(head) => self.head = Some(head),
+                // Blank lines before the request line; the head ends further on.
+                None => continue,
+            }
+        }
+    }
+
+    /// Scans from where the last scan stopped for the blank line ending the head; returns
+    /// the index just past it. Checks the request line and head size limits on the way.
+    fn find_head_end(&mut self, limits: &HttpLimits) -> Result<Option<usize>, HttpError> {
+        let buf = &self.buf;
+        let mut i = self.scanned;
+        while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
+            let nl = i + offset;
+            if !self.line_checked {
+                let line = &buf[self.start..nl];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.len() > limits.max_request_line {
+                    return Err(HttpError::RequestLineTooLong);
+                }
+                check_request_line_syntax(&buf[self.start..=nl])?;
+                self.line_checked = true;
+            }
+            let end = match (buf.get(nl + 1), buf.get(nl + 2)) {
+                (Some(b'\n'), _) => Some(nl + 2),
+                (Some(b'\r'), Some(b'\n')) => Some(nl + 3),
+                (None, _) | (Some(b'\r'), None) => {
+                    // Cannot tell yet: look at this line end again next time.
+                    self.scanned = nl;
+                    return self.check_head_size(limits).map(|()| None);
+                }
+                _ => None,
+            };
+            if let Some(end) = end {
+                self.scanned = end;
+                if end - self.start > limits.max_head_bytes {
+                    return Err(HttpError::HeadTooLarge);
+                }
+                return Ok(Some(end));
+            }
+            i = nl + 1;
+        }
+        self.scanned = buf.len();
+        if !self.line_checked && buf.len() - self.start > limits.max_request_line + 1 {
+            return Err(HttpError::RequestLineTooLong);
+        }
+        self.check_head_size(limits).map(|()| None)
+    }
+
+    fn check_head_size(&self, limits: &HttpLimits) -> Result<(), HttpError> {
+        if self.buf.len() - self.start >= limits.max_head_bytes {
+            return Err(HttpError::HeadTooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a first line (through its `\n`) that is not the start of a valid request, so
+/// garbage is answered at once instead of after the head limit or the timeout.
+fn check_request_line_syntax(line: &[u8]) -> Result<(), HttpError> {
+    let mut no_headers = [httparse::EMPTY_HEADER; 0];
+    match httparse::Request::new(&mut no_headers).parse(line) {
+        Ok(_) => Ok(()),
+        // Zero header slots: any header, or the head's end, is reached "too early".
+        Err(httparse::Error::TooManyHeaders) => Ok(()),
+        Err(e) => Err(HttpError::Malformed(error_text(e))),
+    }
 }
 
 /// Fails once the first line is known to exceed `max` bytes (without its line ending).

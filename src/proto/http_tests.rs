@@ -134,3 +134,172 @@ proptest! {
         prop_assert_eq!(req.body, body.into_bytes());
     }
 }
+
+// ------------------------------------------------------------------ RequestReader
+
+/// Feeds `raw` to a reader in `chunks`-byte pieces, collecting requests until an error.
+fn read_all(raw: &[u8], chunk: usize, limits: &HttpLimits) -> (Vec<Request>, Option<HttpError>) {
+    let mut reader = RequestReader::new();
+    let mut out = Vec::new();
+    for piece in raw.chunks(chunk.max(1)) {
+        reader.extend(piece);
+        loop {
+            match reader.next_request(limits) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
+/// What repeated [`parse_request`] calls make of the whole of `raw`.
+fn parse_all(raw: &[u8], limits: &HttpLimits) -> (Vec<Request>, Option<HttpError>) {
+    let mut rest = raw;
+    let mut out = Vec::new();
+    loop {
+        match parse_request(rest, limits) {
+            Ok(Some((r, n))) => {
+                out.push(r);
+                rest = &rest[n..];
+            }
+            Ok(None) => return (out, None),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+#[test]
+fn reader_gives_the_same_requests_whatever_the_reads() {
+    let raw = b"\r\nPOST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /b HTTP/1.1\nHost: x\n\nHEAD /c HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /d HT";
+    let limits = HttpLimits::default();
+    let (expected, err) = parse_all(raw, &limits);
+    assert_eq!(err, None);
+    assert_eq!(expected.len(), 3);
+    for chunk in 1..=raw.len() {
+        let (got, err) = read_all(raw, chunk, &limits);
+        assert_eq!(err, None, "chunk {chunk}");
+        assert_eq!(got, expected, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn reader_keeps_what_follows_for_the_next_phase() {
+    let mut reader = RequestReader::new();
+    reader.extend(b"GET /1/ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\x85abc");
+    let r = reader
+        .next_request(&HttpLimits::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.path(), "/1/ws");
+    assert_eq!(reader.pending(), b"\x81\x85abc");
+    assert!(!reader.is_empty());
+    assert_eq!(reader.into_pending(), b"\x81\x85abc");
+}
+
+#[test]
+fn reader_applies_the_limits() {
+    let limits = HttpLimits {
+        max_request_line: 32,
+        max_head_bytes: 64,
+        max_headers: 4,
+        max_body_bytes: 8,
+    };
+    let long_line = [b"GET /".as_slice(), &[b'a'; 40], b" HTTP/1.1\r\n\r\n"].concat();
+    let no_newline = [b"GET /".as_slice(), &[b'a'; 40]].concat();
+    let big_head = [
+        b"GET / HTTP/1.1\r\nX: ".as_slice(),
+        &[b'v'; 60],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let endless_head = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'v'; 60]].concat();
+    let cases: [(&[u8], HttpError); 6] = [
+        (&long_line, HttpError::RequestLineTooLong),
+        (&no_newline, HttpError::RequestLineTooLong),
+        (&big_head, HttpError::HeadTooLarge),
+        (&endless_head, HttpError::HeadTooLarge),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n",
+            HttpError::BodyTooLarge,
+        ),
+        (
+            b"\x16\x03\x01 garbage\r\n",
+            HttpError::Malformed("invalid token in request line"),
+        ),
+    ];
+    for (raw, want) in cases {
+        for chunk in [1, 3, raw.len()] {
+            let (got, err) = read_all(raw, chunk, &limits);
+            assert!(got.is_empty());
+            assert_eq!(
+                err.as_ref(),
+                Some(&want),
+                "{:?} chunk {chunk}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+}
+
+#[test]
+fn reader_refuses_a_garbage_request_line_before_the_head_ends() {
+    let mut reader = RequestReader::new();
+    reader.extend(b"\x00\x01\x02 / HTTP/1.1\r\nHost: a\r\n");
+    assert!(matches!(
+        reader.next_request(&HttpLimits::default()),
+        Err(HttpError::Malformed(_))
+    ));
+}
+
+#[test]
+fn reader_work_stays_linear_in_a_long_pipeline() {
+    // 10,000 pipelined requests arriving a few bytes at a time: each byte is scanned a
+    // bounded number of times and the buffer never holds much more than one read.
+    let one = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+    let raw = one.repeat(10_000);
+    let mut reader = RequestReader::new();
+    let mut count = 0;
+    let mut max_buffered = 0;
+    for piece in raw.chunks(7) {
+        reader.extend(piece);
+        while let Some(r) = reader.next_request(&HttpLimits::default()).unwrap() {
+            assert_eq!(r.path(), "/healthz");
+            count += 1;
+        }
+        max_buffered = max_buffered.max(reader.buf.capacity());
+    }
+    assert_eq!(count, 10_000);
+    assert!(reader.is_empty());
+    assert!(
+        max_buffered <= 4 * one.len(),
+        "buffer grew to {max_buffered}"
+    );
+}
+
+proptest! {
+    #[test]
+    fn reader_matches_parse_request_on_any_split(
+        raw in prop::collection::vec(prop_oneof![
+            Just(b"GET /a HTTP/1.1\r\n\r\n".to_vec()),
+            Just(b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"HEAD / HTTP/1.0\nConnection: keep-alive\n\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..8),
+        ], 0..12).prop_map(|v| v.concat()),
+        chunk in 1usize..40,
+    ) {
+        let limits = HttpLimits { max_request_line: 64, max_head_bytes: 128, max_headers: 8, max_body_bytes: 16 };
+        let (expected, expected_err) = parse_all(&raw, &limits);
+        let (got, err) = read_all(&raw, chunk, &limits);
+        // Every request the reader yields is one parse_request yields, in order.
+        prop_assert!(got.len() <= expected.len());
+        prop_assert_eq!(&got[..], &expected[..got.len()]);
+        if err.is_some() {
+            prop_assert!(expected_err.is_some(), "reader refused what parse_request accepts");
+        } else if expected_err.is_none() {
+            prop_assert_eq!(got.len(), expected.len());
+        }
+    }
+}

@@ -39,7 +39,7 @@ pub use frame::{encode_close, encode_frame, FrameHeader, OpCode};
 pub use handshake::{
     accept_handshake, accept_key, is_upgrade_request, HandshakeError, HandshakePolicy,
 };
-pub use http::{parse_request, HttpError, HttpLimits, Request};
+pub use http::{parse_request, HttpError, HttpLimits, Request, RequestReader};
 pub use keepalive::{Deadline, Keepalive, KeepaliveAction};
 pub use line::{encode_block, encode_error, parse_connect, ConnectRequest, LineError};
 pub use mask::apply_mask;

@@ -227,6 +227,12 @@ impl WsSession {
         session
     }
 
+    /// Whether a message (or a frame) has begun and is not complete yet. The runtime bounds
+    /// how long that may last (`--ws-message-timeout-ms`); the session has no clock.
+    pub fn is_mid_message(&self) -> bool {
+        self.kind.is_some() || self.frame.is_some() || !self.tail.is_empty()
+    }
+
     /// The heap bytes this session holds (partial frame and message buffers); 0 when idle.
     pub fn buffered_capacity(&self) -> usize {
         self.tail.capacity() + self.message.capacity()

@@ -45,15 +45,36 @@ pub struct ServeArgs {
         help_heading = "Store and admin API"
     )]
     pub data_dir: PathBuf,
-    /// Bearer token for the admin API [default: a random one, printed at start].
+    /// Bearer token for the admin API [default: the content of --admin-token-file, else a
+    /// random one written to DATA_DIR/admin-token (mode 0600; only its path is logged)].
     #[arg(
         long,
         env = "MATCHSTREAM_ADMIN_TOKEN",
         value_name = "TOKEN",
         help_heading = "Store and admin API",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
     )]
     pub admin_token: Option<String>,
+    /// Read the admin bearer token from this file (once, at start; surrounding whitespace is
+    /// ignored).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADMIN_TOKEN_FILE",
+        value_name = "PATH",
+        help_heading = "Store and admin API"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+    /// Failed admin logins allowed per source address per minute (refilling evenly); past it
+    /// admin requests from that address get 429 with `Retry-After` (0 = no limit).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_MAX_FAILED_LOGINS_PER_MINUTE",
+        value_name = "N",
+        default_value_t = 10,
+        help_heading = "Store and admin API"
+    )]
+    pub max_failed_logins_per_minute: u32,
     /// Replay the bundled sample match in a loop.
     #[arg(long, env = "MATCHSTREAM_DEMO", help_heading = "Extras")]
     pub demo: bool,
@@ -113,6 +134,92 @@ pub struct ServeArgs {
         help_heading = "Timeouts"
     )]
     pub ws_dead_after_ms: u64,
+    /// Most connections open at once from one source address; past it: 503, or `ERROR: too
+    /// many connections` on the line port (0 = no limit).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_MAX_CONNECTIONS_PER_IP",
+        value_name = "N",
+        default_value_t = 10_000,
+        help_heading = "Limits"
+    )]
+    pub max_connections_per_ip: usize,
+    /// Most matches one connection watches at once, and most watch requests it has in flight
+    /// (reading from it pauses at that many); refused watches past it close it with 1008.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_MAX_WATCHES_PER_CONNECTION",
+        value_name = "N",
+        default_value_t = 32,
+        help_heading = "Limits"
+    )]
+    pub max_watches_per_connection: usize,
+    /// A connection of any kind whose queued bytes make no progress this long is closed.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_SEND_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 60_000,
+        help_heading = "Timeouts"
+    )]
+    pub send_timeout_ms: u64,
+    /// Time allowed to complete a WebSocket message (fragmented, or one frame) once begun;
+    /// past it the connection is closed with 1008.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_WS_MESSAGE_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 10_000,
+        help_heading = "Timeouts"
+    )]
+    pub ws_message_timeout_ms: u64,
+    /// TCP keepalive on accepted sockets: idle seconds before the first probe (0 = off).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_TCP_KEEPALIVE_IDLE_SECS",
+        value_name = "SECS",
+        default_value_t = 60,
+        help_heading = "Timeouts"
+    )]
+    pub tcp_keepalive_idle_secs: u64,
+    /// TCP keepalive: seconds between unanswered probes.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_TCP_KEEPALIVE_INTERVAL_SECS",
+        value_name = "SECS",
+        default_value_t = 10,
+        help_heading = "Timeouts"
+    )]
+    pub tcp_keepalive_interval_secs: u64,
+    /// TCP keepalive: unanswered probes before the peer is declared dead.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_TCP_KEEPALIVE_PROBES",
+        value_name = "N",
+        default_value_t = 6,
+        help_heading = "Timeouts"
+    )]
+    pub tcp_keepalive_probes: u32,
+    /// `TCP_USER_TIMEOUT` on accepted sockets: sent data unacknowledged this long drops the
+    /// connection (0 = the kernel's default).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_TCP_USER_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 120_000,
+        help_heading = "Timeouts"
+    )]
+    pub tcp_user_timeout_ms: u64,
+    /// How long start-up waits for a port held only by an exiting process (a killed server's
+    /// listener the kernel is still tearing down); a live one is refused at once.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_PORT_WAIT_MS",
+        value_name = "MS",
+        default_value_t = 5_000,
+        help_heading = "Timeouts"
+    )]
+    pub port_wait_ms: u64,
     /// Submission slots of each worker's watcher-plane ring: a broadcast to up to this many
     /// local watchers is one `io_uring_enter` (64..=32768; each slot costs ~96 B of ring
     /// memory per worker).

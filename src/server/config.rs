@@ -65,6 +65,52 @@ pub struct ServerConfig {
     /// The sequencer's bounds: queued writes (503 past it), group-commit batch, ended
     /// matches' histories kept in memory.
     pub sequencer: crate::sequencer::Limits,
+    /// Most connections open at once from one source address; 0 = no limit
+    /// (`--max-connections-per-ip`).
+    pub max_connections_per_ip: usize,
+    /// Most matches one connection watches at once, and most watch requests it has in flight
+    /// (`--max-watches-per-connection`).
+    pub max_watches_per_connection: usize,
+    /// Refused watch requests (over the limit, or ids that cannot be match ids) after which
+    /// the connection is closed with 1008.
+    pub watch_refusals_before_close: u32,
+    /// Time allowed to complete a WebSocket message once it has begun
+    /// (`--ws-message-timeout-ms`).
+    pub ws_message_timeout: Duration,
+    /// TCP keepalive and `TCP_USER_TIMEOUT` for accepted sockets.
+    pub tcp_keepalive: TcpKeepalive,
+    /// Failed admin logins allowed per source address per minute; 0 = no limit.
+    pub max_failed_logins_per_minute: u32,
+    /// How long start-up waits for a port held only by an exiting process (`--port-wait-ms`).
+    pub port_wait: Duration,
+}
+
+/// TCP-level liveness settings applied to every accepted socket (`SO_KEEPALIVE`,
+/// `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_USER_TIMEOUT`): a peer that vanished
+/// without a FIN (a pulled cable, a crashed NAT) is found even on a quiet match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe (`--tcp-keepalive-idle-secs`); zero turns keepalive
+    /// off.
+    pub idle: Duration,
+    /// Time between unanswered probes (`--tcp-keepalive-interval-secs`).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`--tcp-keepalive-probes`).
+    pub probes: u32,
+    /// Sent data unacknowledged this long drops the connection (`--tcp-user-timeout-ms`);
+    /// zero leaves the kernel's default.
+    pub user_timeout: Duration,
+}
+
+impl Default for TcpKeepalive {
+    fn default() -> Self {
+        TcpKeepalive {
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            probes: 6,
+            user_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -100,6 +146,13 @@ impl ServerConfig {
             listen_backlog: 4096,
             cluster: None,
             sequencer: crate::sequencer::Limits::default(),
+            max_connections_per_ip: 10_000,
+            max_watches_per_connection: 32,
+            watch_refusals_before_close: 8,
+            ws_message_timeout: Duration::from_secs(10),
+            tcp_keepalive: TcpKeepalive::default(),
+            max_failed_logins_per_minute: 10,
+            port_wait: Duration::from_secs(5),
         }
     }
 }

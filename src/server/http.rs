@@ -1,6 +1,13 @@
 //! The HTTP phase of a connection: keep-alive request/response over the sans-I/O parser,
 //! routing, and the WebSocket upgrade hand-off.
+//!
+//! Requests are read with [`RequestReader`] (incremental head parsing; pipelined requests
+//! consumed by advancing an offset). `HEAD` is answered as RFC 9110 §9.3.2 asks: the head of
+//! the `GET` answer, `Content-Length` included, and no body. A response the client does not
+//! take for `--send-timeout-ms` closes the connection.
 
+use std::io;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -11,8 +18,8 @@ use super::router::{route, Routed};
 use super::stream::{read_more, ReadMore};
 use super::worker::{ConnState, Worker};
 use super::ws::WsMode;
-use crate::os::stream::write_all;
-use crate::proto::http::parse_request;
+use crate::os::sys::{self, Transfer};
+use crate::proto::http::RequestReader;
 use crate::proto::response::write_json_error;
 
 /// A connection that switched to WebSocket: what the WebSocket phase starts from.
@@ -33,31 +40,51 @@ pub async fn serve(
     state: &Rc<ConnState>,
 ) -> Option<Upgraded> {
     let config = &worker.shared.config;
-    let mut inbuf: Vec<u8> = Vec::new();
+    let mut reader = RequestReader::new();
     let mut request_started = Instant::now();
     let mut served_one = false;
     loop {
         loop {
-            match parse_request(&inbuf, &config.http) {
-                Ok(Some((request, used))) => {
-                    inbuf.drain(..used);
+            match reader.next_request(&config.http) {
+                Ok(Some(mut request)) => {
                     WorkerStats::add(&worker.stats().http_requests, 1);
+                    let head = request.method == "HEAD";
+                    if head {
+                        request.method = "GET".to_owned();
+                    }
                     // Boxed: an idle keep-alive connection holds no routing state.
-                    match Box::pin(route(worker, &request)).await {
-                        Routed::Response { bytes, keep_alive } => {
-                            if write_all(&stream, &bytes).await.is_err() || !keep_alive {
+                    match Box::pin(route(worker, &request, state.guard.peer())).await {
+                        Routed::Response {
+                            mut bytes,
+                            keep_alive,
+                        } => {
+                            if head {
+                                strip_body(&mut bytes);
+                            }
+                            if send(worker, &stream, &bytes).await.is_err() || !keep_alive {
                                 return None;
                             }
                         }
+                        Routed::Upgrade { .. } if head => {
+                            let mut out = Vec::new();
+                            write_json_error(
+                                &mut out,
+                                400,
+                                "a WebSocket handshake is a GET",
+                                false,
+                            );
+                            strip_body(&mut out);
+                            let _ = send(worker, &stream, &out).await;
+                            return None;
+                        }
                         Routed::Upgrade { response, mode } => {
-                            if write_all(&stream, &response).await.is_err() {
+                            if send(worker, &stream, &response).await.is_err() {
                                 return None;
                             }
-                            let leftover = std::mem::take(&mut inbuf);
                             return Some(Upgraded {
                                 stream,
                                 mode,
-                                leftover,
+                                leftover: reader.into_pending(),
                             });
                         }
                     }
@@ -69,30 +96,79 @@ pub async fn serve(
                     WorkerStats::add(&worker.stats().protocol_errors, 1);
                     let mut out = Vec::new();
                     write_json_error(&mut out, e.status(), &e.to_string(), false);
-                    let _ = write_all(&stream, &out).await;
+                    let _ = send(worker, &stream, &out).await;
                     return None;
                 }
             }
         }
-        if inbuf.is_empty() && served_one {
+        if reader.is_empty() && served_one {
             request_started = Instant::now();
         }
-        let budget = if inbuf.is_empty() && served_one {
+        let budget = if reader.is_empty() && served_one {
             config.http_idle_timeout
         } else {
             config.handshake_timeout
         };
-        match read_more(worker, &stream, state, request_started + budget, &mut inbuf).await {
+        let deadline = request_started + budget;
+        match read_more(worker, &stream, state, deadline, reader.buffer_for_read()).await {
             ReadMore::Data(_) => {}
             ReadMore::Closed => return None,
             ReadMore::TimedOut => {
-                if !inbuf.is_empty() {
+                if !reader.is_empty() {
                     let mut out = Vec::new();
                     write_json_error(&mut out, 408, "request timed out", false);
-                    let _ = write_all(&stream, &out).await;
+                    let _ = send(worker, &stream, &out).await;
                 }
                 return None;
             }
         }
+    }
+}
+
+/// Cuts a response down to its head (the answer to `HEAD`): everything after the blank
+/// line goes, the header fields (`Content-Length` included) stay.
+pub fn strip_body(response: &mut Vec<u8>) {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+}
+
+/// Writes all of `bytes`, waiting for write readiness as needed, but never longer than the
+/// send timeout without progress (then the connection is counted and dropped).
+async fn send(worker: &Worker, stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let timeout = worker.shared.config.send_timeout;
+    let mut done = 0;
+    while done < bytes.len() {
+        match sys::send_nonblocking(stream.as_raw_fd(), &[&bytes[done..]])? {
+            Transfer::Done(n) => done += n,
+            Transfer::WouldBlock => {
+                match monoio::time::timeout(timeout, stream.writable(false)).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        WorkerStats::add(&worker.stats().send_timeouts, 1);
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::response::write_response;
+
+    #[test]
+    fn strip_body_keeps_the_head_and_its_content_length() {
+        let mut out = Vec::new();
+        write_response(&mut out, 200, "application/json", &[], b"{\"a\":1}", true);
+        let full = out.clone();
+        strip_body(&mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 7\r\n"), "{text}");
+        assert_eq!(&full[..out.len()], &out[..]);
     }
 }

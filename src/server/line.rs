@@ -75,8 +75,8 @@ pub async fn serve(
     }
     drop(inbuf);
     if worker.plane.is_some() {
-        super::worker::hand_over(worker, conn);
-        let id = driver::adopt(worker, stream, Flavour::Line, &[]);
+        let peer = super::worker::hand_over(worker, conn);
+        let id = driver::adopt(worker, stream, Flavour::Line, &[], peer);
         watch::watch(worker, ConnRef::Plane(id), &request.mid, None);
         driver::pump(worker);
         return true;

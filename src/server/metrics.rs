@@ -50,6 +50,14 @@ pub struct WorkerStats {
     pub plane_broadcast_enters: AtomicU64,
     /// Events fanned out by this worker.
     pub events: AtomicU64,
+    /// Connections refused because their address reached `--max-connections-per-ip`.
+    pub refused_per_ip: AtomicU64,
+    /// WebSockets closed because a message was not completed in time.
+    pub message_timeouts: AtomicU64,
+    /// Watch requests refused on the worker (over the limit, or not a match id).
+    pub watches_refused: AtomicU64,
+    /// Admin requests answered 429 because their address failed to log in too often.
+    pub logins_rate_limited: AtomicU64,
     /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Sum of fan-out latencies, µs.
@@ -102,7 +110,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 18] = [
+    let per_worker: [CounterDef; 22] = [
         (
             "matchstream_connections",
             "gauge",
@@ -210,6 +218,30 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "counter",
             "Events fanned out",
             |s| &s.events,
+        ),
+        (
+            "matchstream_refused_per_ip_total",
+            "counter",
+            "Connections refused at max-connections-per-ip",
+            |s| &s.refused_per_ip,
+        ),
+        (
+            "matchstream_message_timeouts_total",
+            "counter",
+            "WebSockets closed because a message was not completed in time",
+            |s| &s.message_timeouts,
+        ),
+        (
+            "matchstream_watches_refused_total",
+            "counter",
+            "Watch requests refused (over max-watches-per-connection, or not a match id)",
+            |s| &s.watches_refused,
+        ),
+        (
+            "matchstream_logins_rate_limited_total",
+            "counter",
+            "Admin requests answered 429 after too many failed logins from their address",
+            |s| &s.logins_rate_limited,
         ),
     ];
     for (name, kind, help, get) in per_worker {

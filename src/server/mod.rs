@@ -6,9 +6,12 @@
 //! resolves to one port that the others then share. The main thread then waits for
 //! SIGINT/SIGTERM and asks every worker to shut down.
 
+pub mod admin_auth;
+pub mod admission;
 pub mod api;
 mod args;
 pub mod config;
+pub mod conn_guard;
 pub mod history;
 pub mod http;
 pub mod inbox;
@@ -17,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod page;
 pub mod plane;
+pub mod port_wait;
 pub mod reads;
 pub mod replies;
 pub mod router;
@@ -70,6 +74,18 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.sequencer.ended_history_matches = args.ended_history_matches;
     config.plane_ring_entries = args.plane_ring_entries;
     config.watcher_plane = !args.no_watcher_plane;
+    config.send_timeout = Duration::from_millis(args.send_timeout_ms);
+    config.max_connections_per_ip = args.max_connections_per_ip;
+    config.max_watches_per_connection = args.max_watches_per_connection.clamp(1, 4096);
+    config.ws_message_timeout = Duration::from_millis(args.ws_message_timeout_ms);
+    config.tcp_keepalive = config::TcpKeepalive {
+        idle: Duration::from_secs(args.tcp_keepalive_idle_secs),
+        interval: Duration::from_secs(args.tcp_keepalive_interval_secs.max(1)),
+        probes: args.tcp_keepalive_probes.max(1),
+        user_timeout: Duration::from_millis(args.tcp_user_timeout_ms),
+    };
+    config.max_failed_logins_per_minute = args.max_failed_logins_per_minute;
+    config.port_wait = Duration::from_millis(args.port_wait_ms);
     config.cluster = args.redis.as_ref().map(|url| ClusterConfig {
         redis_url: url.clone(),
         node_id: args.node_id.clone().unwrap_or_default(),
@@ -80,7 +96,33 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config
 }
 
-/// A random admin token (printed once at start when none is configured).
+/// The admin token: `--admin-token`, else the content of `--admin-token-file`, else a
+/// random one written to `DATA_DIR/admin-token` (mode 0600; only its path is logged).
+fn admin_token(args: &ServeArgs) -> io::Result<String> {
+    if let Some(token) = args.admin_token.as_ref().filter(|t| !t.is_empty()) {
+        return Ok(token.clone());
+    }
+    if let Some(path) = &args.admin_token_file {
+        return admin_auth::read_token_file(path);
+    }
+    let token = generate_token();
+    let path = admin_auth::write_generated_token(&args.data_dir, &token).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot write the generated admin token to {}: {e} (or give --admin-token-file)",
+                args.data_dir.join(admin_auth::TOKEN_FILE_NAME).display()
+            ),
+        )
+    })?;
+    tracing::info!(
+        "no admin token configured: generated one, written to {} (readable by this user only)",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// A random admin token.
 fn generate_token() -> String {
     use rand::Rng;
     let bytes: [u8; 18] = rand::thread_rng().gen();
@@ -98,10 +140,7 @@ pub fn serve(args: ServeArgs) -> io::Result<()> {
         .with_ansi(io::stderr().is_terminal())
         .try_init();
     let mut config = config_from_args(&args);
-    if config.admin_token.is_empty() {
-        config.admin_token = generate_token();
-        println!("matchstream admin token: {}", config.admin_token);
-    }
+    config.admin_token = admin_token(&args)?;
     check_capacity(&config, args.max_connections.is_some());
     sys::block_shutdown_signals()?;
     let running = start(config)?;
@@ -266,28 +305,10 @@ fn start_registry(
     Ok(())
 }
 
-/// Fails when something already listens on `addr`. The workers bind with `SO_REUSEPORT`,
-/// which would otherwise quietly share the port with another server (of the same user) and
-/// split the connections between the two.
-fn ensure_port_free(addr: std::net::SocketAddr) -> io::Result<()> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into()).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen on {addr}: {e} (is another server running there?)"),
-        )
-    })
-}
-
 /// Starts the sequencer and the workers and returns once all of them listen.
 pub fn start(config: ServerConfig) -> io::Result<Running> {
-    ensure_port_free(config.listen)?;
-    ensure_port_free(config.tcp_listen)?;
+    port_wait::wait_for_port(config.listen, config.port_wait)?;
+    port_wait::wait_for_port(config.tcp_listen, config.port_wait)?;
     let workers = config.workers;
     let mut senders = Vec::with_capacity(workers);
     let mut receivers = Vec::with_capacity(workers);
@@ -316,6 +337,8 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         stats: (0..workers).map(|_| WorkerStats::default()).collect(),
         inboxes: senders,
         connections: AtomicUsize::new(0),
+        per_ip: admission::PerIpCounts::new(config.max_connections_per_ip),
+        logins: admin_auth::LoginLimiter::new(config.max_failed_logins_per_minute),
         sequencer,
         published,
         history,

@@ -38,6 +38,8 @@ pub struct Outbox {
     kicked: Cell<bool>,
     close: Cell<CloseMode>,
     waker: Cell<Option<Waker>>,
+    /// Bytes written from the queue so far (wrapping): the send timeout watches it move.
+    progress: Cell<u32>,
 }
 
 /// A byte count kept in 32 bits: this state exists once per connection, 100K times over.
@@ -73,6 +75,7 @@ impl Outbox {
             kicked: Cell::new(false),
             close: Cell::new(CloseMode::Open),
             waker: Cell::new(None),
+            progress: Cell::new(0),
         }
     }
 
@@ -189,6 +192,18 @@ impl Outbox {
         self.queue.borrow().is_empty()
     }
 
+    /// A counter that moves (wrapping) whenever queued bytes are written: while the queue is
+    /// not empty and this stands still, the peer is not taking anything.
+    pub fn progress(&self) -> u32 {
+        self.progress.get()
+    }
+
+    /// Wakes the connection's task without queueing anything (something it waits for
+    /// besides the socket changed, e.g. a watch answer came back).
+    pub fn wake(&self) {
+        self.kick();
+    }
+
     /// Takes the kick flag (set by pushes and close requests since the last take).
     pub fn take_kick(&self) -> bool {
         self.kicked.replace(false)
@@ -245,6 +260,8 @@ impl Outbox {
             }
         }
         self.queued_bytes.set(self.queued_bytes.get() - total);
+        self.progress
+            .set(self.progress.get().wrapping_add(total as u32));
         if queue.is_empty() && queue.capacity() > 8 {
             *queue = VecDeque::new();
         }

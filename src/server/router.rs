@@ -1,8 +1,11 @@
 //! Maps a parsed request to a response or a WebSocket upgrade.
 
+use std::net::IpAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
-use super::metrics;
+use super::admin_auth::{self, Gate};
+use super::metrics::{self, WorkerStats};
 use super::worker::Worker;
 use super::ws::WsMode;
 use crate::proto::handshake::{accept_handshake, is_upgrade_request, HandshakePolicy};
@@ -62,11 +65,35 @@ fn upgrade(request: &Request, mode: WsMode) -> Routed {
     }
 }
 
-/// Routes `request`.
-pub async fn route(worker: &Rc<Worker>, request: &Request) -> Routed {
+/// Routes `request`, which came from `peer`.
+pub async fn route(worker: &Rc<Worker>, request: &Request, peer: IpAddr) -> Routed {
     let keep_alive = request.keep_alive;
     let config = &worker.shared.config;
     let method = request.method.as_str();
+    let gate = admin_auth::check(
+        &worker.shared.logins,
+        request,
+        &config.admin_token,
+        peer,
+        Instant::now(),
+    );
+    match gate {
+        Gate::Pass => {}
+        Gate::Unauthorized => return error(401, "missing or wrong bearer token", keep_alive),
+        Gate::TooManyFailures { retry_after_secs } => {
+            WorkerStats::add(&worker.stats().logins_rate_limited, 1);
+            let mut bytes = Vec::with_capacity(160);
+            let retry = retry_after_secs.to_string();
+            crate::proto::response::write_json_error_with(
+                &mut bytes,
+                429,
+                "too many failed logins from this address",
+                &[("Retry-After", &retry)],
+                keep_alive,
+            );
+            return Routed::Response { bytes, keep_alive };
+        }
+    }
     match request.path() {
         "/healthz" => match method {
             "GET" | "HEAD" => json(200, r#"{"status":"ok"}"#, keep_alive),

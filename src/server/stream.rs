@@ -30,6 +30,11 @@ pub trait Handler {
     }
     /// Whether the protocol is finished once the outbox is flushed (close handshake done).
     fn finished(&self) -> bool;
+    /// Whether to read more now; false pauses reading (e.g. too many watch requests in
+    /// flight) until a kick makes the loop ask again.
+    fn wants_input(&self, _state: &ConnState) -> bool {
+        true
+    }
 }
 
 enum Wake {
@@ -111,13 +116,14 @@ pub fn drive<'a, H: Handler>(
                         Some(Box::pin(monoio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
                 }
             }
+            let reading = waits.read_open && handler.wants_input(state);
             // The closure captures three references: its size is part of every idle
             // connection's future.
             let wake = poll_fn(|cx| {
                 if state.outbox.take_kick() {
                     return Poll::Ready(Wake::Kick);
                 }
-                if waits.read_open {
+                if reading {
                     if let Poll::Ready(r) = readable.as_mut().poll(cx) {
                         return Poll::Ready(Wake::Readable(r));
                     }

@@ -16,7 +16,8 @@
 //! subscription list) are dispatched on it below.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use super::metrics::WorkerStats;
 use super::plane::frames::FrameId;
 use super::plane::record::{Flavour, RecordId};
 use super::worker::{ConnKind, Worker};
+use super::ws::{parse_command, Command};
 use crate::domain::{error_message, status_message, Match};
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::line::{encode_block, encode_error};
@@ -42,8 +44,35 @@ pub struct Watching {
     pub slot: Option<usize>,
 }
 
+/// What the worker keeps about one watcher connection: its subscriptions, and the counts
+/// that bound what it may ask (`--max-watches-per-connection`). Dereferences to the list.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    list: Vec<Watching>,
+    /// The connection's source address, for `--max-connections-per-ip` (a plane record
+    /// carries it until it closes; a connection task's ticket does it for a task).
+    pub peer: Option<IpAddr>,
+    /// Watch requests sent to the sequencer and not answered yet.
+    pub in_flight: u16,
+    /// Watch requests refused on the worker so far.
+    pub refused: u16,
+}
+
+impl std::ops::Deref for Subscriptions {
+    type Target = Vec<Watching>;
+    fn deref(&self) -> &Vec<Watching> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Subscriptions {
+    fn deref_mut(&mut self) -> &mut Vec<Watching> {
+        &mut self.list
+    }
+}
+
 /// A watcher connection of this worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnRef {
     /// A connection task: its slab key in `Worker::conns` and its serial.
     Task {
@@ -66,6 +95,12 @@ pub struct MatchWatchers {
 #[derive(Default)]
 pub struct WatchTables {
     matches: RefCell<HashMap<Arc<str>, MatchWatchers>>,
+    /// Commands of connections at their most watch requests in flight, waiting for answers
+    /// (such a connection does not read meanwhile, so each holds at most a read's worth).
+    deferred: RefCell<HashMap<ConnRef, VecDeque<String>>>,
+    /// Held-back commands are being run (an answer given at once must not run them again
+    /// from inside: the queue is worked off in a loop, not by recursion).
+    running_deferred: std::cell::Cell<bool>,
 }
 
 /// A WebSocket text frame carrying `json`.
@@ -93,11 +128,11 @@ pub fn status_block(m: &Match) -> Bytes {
     Bytes::from(out)
 }
 
-/// Runs `f` on the subscription list of `conn`; `None` when the connection is gone.
+/// Runs `f` on the subscriptions of `conn`; `None` when the connection is gone.
 fn with_watching<R>(
     worker: &Worker,
     conn: ConnRef,
-    f: impl FnOnce(&mut Vec<Watching>) -> R,
+    f: impl FnOnce(&mut Subscriptions) -> R,
 ) -> Option<R> {
     match conn {
         ConnRef::Task { conn, serial } => {
@@ -208,8 +243,157 @@ fn send_and_close(worker: &Worker, conn: ConnRef, bytes: Bytes) {
     }
 }
 
+/// Handles one command from a WebSocket watcher: run now, or — while the connection has its
+/// most watch requests in flight — kept until answers come back, and the connection stops
+/// reading meanwhile.
+pub fn on_command(worker: &Rc<Worker>, conn: ConnRef, text: String) {
+    let max = worker.shared.config.max_watches_per_connection;
+    let busy = with_watching(worker, conn, |s| usize::from(s.in_flight) >= max);
+    let mut deferred = worker.watch.deferred.borrow_mut();
+    if let Some(queue) = deferred.get_mut(&conn) {
+        queue.push_back(text);
+        return;
+    }
+    if busy == Some(true) {
+        deferred.insert(conn, VecDeque::from([text]));
+        drop(deferred);
+        set_reading(worker, conn, false);
+        return;
+    }
+    drop(deferred);
+    run_command(worker, conn, &text);
+}
+
+/// Whether `conn` holds commands back (and must not read).
+pub fn is_deferring(worker: &Worker, conn: ConnRef) -> bool {
+    worker.watch.deferred.borrow().contains_key(&conn)
+}
+
+/// Runs held-back commands of `conn` while it is under its in-flight limit; reading resumes
+/// once none is left.
+fn run_deferred(worker: &Rc<Worker>, conn: ConnRef) {
+    if worker.watch.running_deferred.replace(true) {
+        return;
+    }
+    run_deferred_loop(worker, conn);
+    worker.watch.running_deferred.set(false);
+}
+
+fn run_deferred_loop(worker: &Rc<Worker>, conn: ConnRef) {
+    let max = worker.shared.config.max_watches_per_connection;
+    loop {
+        if with_watching(worker, conn, |s| usize::from(s.in_flight) >= max) != Some(false) {
+            return;
+        }
+        let next = {
+            let mut deferred = worker.watch.deferred.borrow_mut();
+            let Some(queue) = deferred.get_mut(&conn) else {
+                return;
+            };
+            let next = queue.pop_front();
+            if next.is_none() {
+                deferred.remove(&conn);
+            }
+            next
+        };
+        match next {
+            Some(text) => run_command(worker, conn, &text),
+            None => return set_reading(worker, conn, true),
+        }
+    }
+}
+
+/// Pauses or resumes reading from `conn`.
+fn set_reading(worker: &Rc<Worker>, conn: ConnRef, on: bool) {
+    match conn {
+        // A task asks [`is_deferring`] before it reads; a kick makes it look again.
+        ConnRef::Task { conn, serial } => {
+            let state = worker
+                .conns
+                .borrow()
+                .get(conn)
+                .filter(|s| s.serial == serial)
+                .cloned();
+            if let (Some(state), true) = (state, on) {
+                state.outbox.wake();
+            }
+        }
+        ConnRef::Plane(id) => super::plane::driver::set_reading(worker, id, on),
+    }
+}
+
+/// Forgets what a closed connection held back.
+pub fn forget_deferred(worker: &Worker, conn: ConnRef) {
+    worker.watch.deferred.borrow_mut().remove(&conn);
+}
+
+fn run_command(worker: &Rc<Worker>, conn: ConnRef, text: &str) {
+    match parse_command(text) {
+        Ok(Command::Watch { mid, since, .. }) => watch(worker, conn, &mid, since),
+        Ok(Command::Unwatch { mid }) => unwatch(worker, conn, &mid),
+        Err(e) => {
+            let frame = text_frame(&error_message(&format!("bad command: {e}")));
+            queue(worker, conn, frame);
+        }
+    }
+}
+
+/// Refuses a watch request on the worker (not a match id, or over the per-connection limit):
+/// an error message, and after `watch_refusals_before_close` of them a close with 1008. A
+/// line watcher gets `ERROR:` and is closed at once.
+fn refuse_watch(worker: &Worker, conn: ConnRef, reason: &str) {
+    WorkerStats::add(&worker.stats().watches_refused, 1);
+    if is_line(worker, conn) {
+        let mut out = Vec::new();
+        encode_error(&mut out, reason);
+        return send_and_close(worker, conn, Bytes::from(out));
+    }
+    queue(worker, conn, text_frame(&error_message(reason)));
+    let refused = with_watching(worker, conn, |s| {
+        s.refused = s.refused.saturating_add(1);
+        u32::from(s.refused)
+    });
+    if refused >= Some(worker.shared.config.watch_refusals_before_close) {
+        close_policy(worker, conn, "too many refused watch requests");
+    }
+}
+
+/// Closes a WebSocket watcher with 1008 (policy violation) and `reason`.
+fn close_policy(worker: &Worker, conn: ConnRef, reason: &str) {
+    match conn {
+        ConnRef::Task { conn, serial } => {
+            let state = worker
+                .conns
+                .borrow()
+                .get(conn)
+                .filter(|s| s.serial == serial)
+                .cloned();
+            if let Some(state) = state {
+                state.outbox.close_after_flush(1008, reason);
+            }
+        }
+        ConnRef::Plane(id) => {
+            if let Some(p) = &worker.plane {
+                let now = worker.now_ms();
+                p.borrow_mut().core.close(id, 1008, reason, now);
+            }
+        }
+    }
+}
+
+/// The start of `text`, at most `max` characters, for an error message.
+fn excerpt(text: &str, max: usize) -> &str {
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(i, _)| &text[..i])
+}
+
 /// Handles `watch` from connection `conn`.
 pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) {
+    if !crate::domain::is_match_id(mid) {
+        let reason = format!("not a match id: {}", excerpt(mid, 64));
+        return refuse_watch(worker, conn, &reason);
+    }
     let already = with_watching(worker, conn, |w| w.iter().any(|w| &*w.mid == mid));
     match already {
         None => return,
@@ -221,6 +405,11 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
             return;
         }
         Some(false) => {}
+    }
+    let max = worker.shared.config.max_watches_per_connection;
+    if with_watching(worker, conn, |w| w.len()).is_some_and(|n| n >= max) {
+        let reason = format!("too many watches: at most {max} per connection");
+        return refuse_watch(worker, conn, &reason);
     }
     let local = worker
         .watch
@@ -250,6 +439,7 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
     }
     let mid: Arc<str> = mid.into();
     with_watching(worker, conn, |w| {
+        w.in_flight = w.in_flight.saturating_add(1);
         w.push(Watching {
             mid: mid.clone(),
             slot: None,
@@ -297,8 +487,17 @@ pub fn forget_subscriptions(worker: &Worker, watching: &[Watching]) {
     }
 }
 
-/// The sequencer answered a watch.
+/// The sequencer answered a watch: the answer is handled, then commands held back while the
+/// connection was at its in-flight limit go on.
 pub fn on_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply: Reply) {
+    with_watching(worker, conn, |w| {
+        w.in_flight = w.in_flight.saturating_sub(1)
+    });
+    handle_watch_reply(worker, conn, mid, reply);
+    run_deferred(worker, conn);
+}
+
+fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply: Reply) {
     let pending = with_watching(worker, conn, |w| {
         w.iter().any(|w| w.mid == *mid && w.slot.is_none())
     });

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use slab::Slab;
 
+use super::admission::{apply_keepalive, PerIpCounts, Refusal};
 use super::config::ServerConfig;
+use super::conn_guard::ConnGuard;
 use super::inbox::{InboxReceiver, InboxSender};
 use super::metrics::WorkerStats;
 use super::outbox::Outbox;
@@ -24,7 +26,7 @@ use super::plane::driver::{self, Plane, PlaneCell};
 use super::plane::record::Flavour;
 use super::replies::ReplyTable;
 use super::signal::LocalSignal;
-use super::watch::{ConnRef, WatchTables, Watching};
+use super::watch::{ConnRef, Subscriptions, WatchTables};
 use crate::os::sys;
 use crate::proto::keepalive::{Keepalive, KeepaliveAction};
 use crate::sequencer::{Broadcast, Reply, SequencerHandle};
@@ -51,6 +53,10 @@ pub struct Shared {
     /// Reads ended matches' histories back from the store (`None`: every history stays in
     /// memory).
     pub history: Option<super::history::HistoryReader>,
+    /// Open connections per source address (`--max-connections-per-ip`).
+    pub per_ip: Arc<PerIpCounts>,
+    /// Failed admin logins per source address (`--max-failed-logins-per-minute`).
+    pub logins: super::admin_auth::LoginLimiter,
 }
 
 impl Shared {
@@ -111,7 +117,9 @@ pub struct ConnState {
     /// Unique per worker, never reused (slab keys are).
     pub serial: u64,
     /// The matches this connection watches (or asked to).
-    pub watching: RefCell<Vec<Watching>>,
+    pub watching: RefCell<Subscriptions>,
+    /// Its address's connection slot, send and message deadlines.
+    pub guard: ConnGuard,
 }
 
 /// The per-thread worker.
@@ -342,9 +350,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
             })
             .await
         };
-        let stream = match accepted {
+        let (stream, peer) = match accepted {
             None => return,
-            Some(Ok((stream, _peer))) => stream,
+            Some(Ok(accepted)) => accepted,
             Some(Err(e)) => {
                 // Out of descriptors or memory: back off instead of spinning.
                 tracing::warn!(worker = worker.index, "accept failed: {e}");
@@ -353,13 +361,21 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
             }
         };
         let shared = &worker.shared;
+        let Some(ticket) = shared.per_ip.admit(peer.ip()) else {
+            WorkerStats::add(&worker.stats().refused_per_ip, 1);
+            refuse(&stream, kind, Refusal::TooManyFromAddress);
+            continue;
+        };
         if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
             shared.connections.fetch_sub(1, Ordering::AcqRel);
             WorkerStats::add(&worker.stats().refused, 1);
-            refuse(&stream, kind);
+            refuse(&stream, kind, Refusal::ServerFull);
             continue;
         }
         let _ = stream.set_nodelay(true);
+        if let Err(e) = apply_keepalive(stream.as_raw_fd(), &shared.config.tcp_keepalive) {
+            tracing::debug!("cannot set keepalive options: {e}");
+        }
         let serial = worker.next_serial.get();
         worker.next_serial.set(serial + 1);
         let state = Rc::new(ConnState {
@@ -367,7 +383,8 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
             kind: Cell::new(kind),
             keepalive: RefCell::new(worker.new_keepalive()),
             serial,
-            watching: RefCell::new(Vec::new()),
+            watching: RefCell::new(Subscriptions::default()),
+            guard: ConnGuard::new(ticket),
         });
         let id = worker.conns.borrow_mut().insert(state.clone());
         WorkerStats::add(&worker.stats().accepted, 1);
@@ -376,13 +393,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
     }
 }
 
-/// Tells a connection over the limit why it is refused (best effort) and drops it.
-fn refuse(stream: &TcpStream, kind: ConnKind) {
-    let mut out = Vec::new();
-    match kind {
-        ConnKind::Line => crate::proto::line::encode_error(&mut out, "server full"),
-        _ => crate::proto::response::write_json_error(&mut out, 503, "server full", false),
-    }
+/// Tells a connection over a limit why it is refused (best effort) and drops it.
+fn refuse(stream: &TcpStream, kind: ConnKind, why: Refusal) {
+    let out = why.message(kind == ConnKind::Line);
     let _ = sys::send_nonblocking(stream.as_raw_fd(), &[&out]);
 }
 
@@ -405,8 +418,8 @@ async fn connection_task(
         _ => {
             if let Some(up) = super::http::serve(&worker, stream, &state).await {
                 if up.mode == super::ws::WsMode::Watch && worker.plane.is_some() {
-                    hand_over(&worker, id);
-                    driver::adopt(&worker, up.stream, Flavour::Ws, &up.leftover);
+                    let peer = hand_over(&worker, id);
+                    driver::adopt(&worker, up.stream, Flavour::Ws, &up.leftover, peer);
                     return;
                 }
                 let task = websocket_task(worker, up, id, state);
@@ -440,26 +453,41 @@ fn websocket_task(
 pub fn release_connection(worker: &Worker, id: usize, state: &ConnState) {
     let watching = std::mem::take(&mut *state.watching.borrow_mut());
     super::watch::forget_subscriptions(worker, &watching);
+    super::watch::forget_deferred(
+        worker,
+        ConnRef::Task {
+            conn: id,
+            serial: state.serial,
+        },
+    );
     worker.conns.borrow_mut().remove(id);
     worker.release_count();
 }
 
 /// A connection task hands its socket to the watcher plane: its slab entry goes, its counts
-/// stay (the record carries them until it closes).
-pub fn hand_over(worker: &Worker, id: usize) {
-    worker.conns.borrow_mut().remove(id);
+/// stay (the record carries them until it closes, its address's claim included: returned
+/// here when counted).
+pub fn hand_over(worker: &Worker, id: usize) -> Option<std::net::IpAddr> {
+    let state = worker.conns.borrow_mut().remove(id);
+    state.guard.detach_ticket()
 }
 
-/// Periodically (a quarter of the ping interval, at most every second): pings idle
-/// WebSockets, drops dead ones.
+/// Periodically (a quarter of the shortest of the ping interval, the send timeout and the
+/// message timeout; at most every second): pings idle WebSocket tasks, drops dead ones, and
+/// closes connection tasks past their send or message deadline.
 async fn keepalive_sweep(worker: Rc<Worker>) {
-    let period = (worker.shared.config.ws_ping_after / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let c = &worker.shared.config;
+    let mut shortest = c.ws_ping_after.min(c.ws_message_timeout);
+    if !c.send_timeout.is_zero() {
+        shortest = shortest.min(c.send_timeout);
+    }
+    let period = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut ticker = monoio::time::interval(period);
     while !worker.shutdown.is_fired() {
         ticker.tick().await;
         let now = worker.now_ms();
         for (_, conn) in worker.conns.borrow().iter() {
+            super::conn_guard::sweep(&worker, conn, now);
             if conn.kind.get() != ConnKind::WebSocket {
                 continue;
             }

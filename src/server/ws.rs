@@ -14,7 +14,6 @@ use super::metrics::WorkerStats;
 use super::stream::{drive, Handler};
 use super::watch;
 use super::worker::{release_connection, ConnKind, ConnState, Worker};
-use crate::domain::error_message;
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::session::{WsEvent, WsSession};
 
@@ -66,11 +65,14 @@ impl Handler for WsHandler {
     fn on_data(&mut self, data: &[u8], state: &ConnState) {
         let mut events = Vec::new();
         self.session.receive(data, &mut events);
+        state
+            .guard
+            .set_message_pending(self.session.is_mid_message(), self.worker.now_ms());
         for event in events {
             match event {
                 WsEvent::Text(text) => match self.mode {
                     WsMode::Echo => self.echo(OpCode::Text, text.as_bytes(), state),
-                    WsMode::Watch => self.command(&text, state),
+                    WsMode::Watch => self.command(text, state),
                 },
                 WsEvent::Binary(data) => self.echo(OpCode::Binary, &data, state),
                 WsEvent::Send(bytes) => {
@@ -89,22 +91,22 @@ impl Handler for WsHandler {
     fn finished(&self) -> bool {
         self.session.is_closed()
     }
+
+    fn wants_input(&self, state: &ConnState) -> bool {
+        !watch::is_deferring(&self.worker, self.conn_ref(state))
+    }
 }
 
 impl WsHandler {
-    fn command(&self, text: &str, state: &ConnState) {
-        let conn = watch::ConnRef::Task {
+    fn conn_ref(&self, state: &ConnState) -> watch::ConnRef {
+        watch::ConnRef::Task {
             conn: self.conn,
             serial: state.serial,
-        };
-        match parse_command(text) {
-            Ok(Command::Watch { mid, since, .. }) => watch::watch(&self.worker, conn, &mid, since),
-            Ok(Command::Unwatch { mid }) => watch::unwatch(&self.worker, conn, &mid),
-            Err(e) => {
-                let message = error_message(&format!("bad command: {e}"));
-                let _ = state.outbox.push(watch::text_frame(&message));
-            }
         }
+    }
+
+    fn command(&self, text: String, state: &ConnState) {
+        watch::on_command(&self.worker, self.conn_ref(state), text);
     }
 
     fn echo(&self, opcode: OpCode, payload: &[u8], state: &ConnState) {

@@ -3,6 +3,7 @@
 //! wait here is bounded (read timeouts, deadlines), so no test can hang.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod hostile;
 pub mod line;
 pub mod raw_http;
 pub mod raw_ws;
@@ -10,6 +11,8 @@ pub mod redis;
 pub mod watcher;
 
 // Each test binary uses a different subset of the helpers.
+#[allow(unused_imports)]
+pub use hostile::*;
 #[allow(unused_imports)]
 pub use line::*;
 #[allow(unused_imports)]
@@ -20,7 +23,7 @@ pub use raw_ws::*;
 pub use watcher::*;
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,22 +51,67 @@ pub struct Server {
     pub tcp: SocketAddr,
     root: TempDir,
     extra: Vec<String>,
+    token: bool,
 }
 
 impl Server {
     /// Starts a server with `extra` flags (after the listen/data/token/workers ones).
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with(extra, true)
+    }
+
+    /// Starts a server without `--admin-token` (`extra` may name `--admin-token-file`, or
+    /// none: then the server generates one).
+    pub fn start_without_token(extra: &[&str]) -> Server {
+        Self::start_with(extra, false)
+    }
+
+    fn start_with(extra: &[&str], token: bool) -> Server {
         let root = tempfile::tempdir().expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let http: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (child, http, tcp) = spawn(root.path(), http, http, &extra);
+        let (child, http, tcp) = try_spawn(root.path(), http, http, &extra, token)
+            .unwrap_or_else(|e| panic!("server start: {e}"));
         Server {
             child: Some(child),
             http,
             tcp,
             root,
             extra,
+            token,
         }
+    }
+
+    /// The root of the server's temporary directory (holds `data/`, `server.log`,
+    /// `stdout.log`).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Everything the server printed on stdout so far.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// The whole server log (stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Starts the server again on the same data directory and ports, once, with no retry;
+    /// the error is what the start-up said.
+    pub fn start_again_once(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        let (child, http, tcp) = try_spawn(
+            self.root.path(),
+            self.http,
+            self.tcp,
+            &self.extra,
+            self.token,
+        )?;
+        assert_eq!((http, tcp), (self.http, self.tcp), "same ports");
+        self.child = Some(child);
+        Ok(())
     }
 
     /// The data directory.
@@ -135,7 +183,13 @@ impl Server {
         let deadline = Instant::now() + WAIT;
         loop {
             // The ports may take a moment to be free again; retry a few times.
-            match try_spawn(self.root.path(), self.http, self.tcp, &self.extra) {
+            match try_spawn(
+                self.root.path(),
+                self.http,
+                self.tcp,
+                &self.extra,
+                self.token,
+            ) {
                 Ok((child, http, tcp)) => {
                     assert_eq!((http, tcp), (self.http, self.tcp), "same ports");
                     self.child = Some(child);
@@ -205,20 +259,12 @@ fn signal(pid: i32, sig: libc::c_int) {
     }
 }
 
-fn spawn(
-    root: &Path,
-    http: SocketAddr,
-    tcp: SocketAddr,
-    extra: &[String],
-) -> (Child, SocketAddr, SocketAddr) {
-    try_spawn(root, http, tcp, extra).unwrap_or_else(|e| panic!("server start: {e}"))
-}
-
 fn try_spawn(
     root: &Path,
     http: SocketAddr,
     tcp: SocketAddr,
     extra: &[String],
+    token: bool,
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let log = OpenOptions::new()
         .create(true)
@@ -231,8 +277,10 @@ fn try_spawn(
         .args(["--listen", &http.to_string()])
         .args(["--tcp-listen", &tcp.to_string()])
         .arg("--data-dir")
-        .arg(root.join("data"))
-        .args(["--admin-token", TOKEN]);
+        .arg(root.join("data"));
+    if token {
+        command.args(["--admin-token", TOKEN]);
+    }
     if !extra.iter().any(|a| a == "--workers") {
         command.args(["--workers", "2"]);
     }
@@ -245,10 +293,16 @@ fn try_spawn(
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
     let stdout = child.stdout.take().expect("piped stdout");
+    let mut stdout_log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("stdout.log"))
+        .map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         // Keeps draining stdout after the ready line so the server never blocks on it.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = writeln!(stdout_log, "{line}");
             if line.starts_with("matchstream listening") {
                 let _ = tx.send(line);
             }
@@ -256,7 +310,13 @@ fn try_spawn(
     });
     let line = match rx.recv_timeout(WAIT) {
         Ok(line) => line,
-        Err(_) => {
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
+            let last = log.lines().last().unwrap_or_default().to_string();
+            return Err(format!("server exited ({status}): {last}"));
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
             let _ = child.kill();
             let _ = child.wait();
             let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();

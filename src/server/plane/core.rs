@@ -32,6 +32,9 @@ pub struct PlaneConfig {
     pub send_timeout_ms: u64,
     /// How long a record that sent its close frame waits for the peer's.
     pub close_linger_ms: u64,
+    /// A WebSocket message (fragmented, or one frame) begun and not finished this long
+    /// closes the record with 1008; 0 = off.
+    pub message_timeout_ms: u64,
 }
 
 /// What the I/O shell must do, in order.
@@ -113,6 +116,8 @@ pub struct PlaneCounters {
     pub protocol_errors: u64,
     /// Sends that wrote part of their bytes (the rest was requeued).
     pub short_writes: u64,
+    /// Records closed because a WebSocket message was not finished in time.
+    pub message_timeouts: u64,
 }
 
 /// A push that would exceed the queue bound: the record is being closed.
@@ -130,6 +135,8 @@ pub struct PlaneCore<T> {
     counters: PlaneCounters,
     next_serial: u32,
     fired: Vec<(u64, (u32, u32))>,
+    /// Records to read from again (their commands were taken, or reading was resumed).
+    read_owed: Vec<u32>,
 }
 
 /// Slots of the deadline wheel (its horizon is this many ticks).
@@ -154,6 +161,7 @@ impl<T: Default> PlaneCore<T> {
             counters: PlaneCounters::default(),
             next_serial: 0,
             fired: Vec::new(),
+            read_owed: Vec::new(),
         }
     }
 
@@ -370,7 +378,32 @@ impl<T: Default> PlaneCore<T> {
     /// The socket to read from when record `key`'s poll fired, if it still reads.
     pub fn wants_read(&self, key: u32) -> Option<i32> {
         let rec = self.records.get(key as usize)?;
-        (rec.phase != Phase::Dying && rec.has(READ_OPEN)).then_some(rec.fd)
+        let paused = rec.has(TEXT_QUEUED) || rec.has(READ_PAUSED);
+        (rec.phase != Phase::Dying && rec.has(READ_OPEN) && !paused).then_some(rec.fd)
+    }
+
+    /// Pauses (or resumes) reading from record `id`; a resumed record is read again at once
+    /// (see [`take_read_owed`](Self::take_read_owed)).
+    pub fn set_read_paused(&mut self, id: RecordId, paused: bool) {
+        let Some(rec) = self.live_mut(id) else {
+            return;
+        };
+        let was = rec.has(READ_PAUSED);
+        rec.set(READ_PAUSED, paused);
+        if was && !paused {
+            self.read_owed.push(id.key);
+        }
+    }
+
+    /// Records to read from now, whatever their polls say: their queued commands were taken
+    /// or their reading resumed, and bytes may wait in their sockets.
+    pub fn take_read_owed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.read_owed)
+    }
+
+    /// Whether some record is owed a read (see [`take_read_owed`](Self::take_read_owed)).
+    pub fn has_read_owed(&self) -> bool {
+        !self.read_owed.is_empty()
     }
 
     /// Bytes read from record `key` at `now`.
@@ -404,11 +437,24 @@ impl<T: Default> PlaneCore<T> {
         let mut out = Vec::new();
         session.receive(data, &mut out);
         let failed = session.failed();
+        let unfinished = session.is_mid_message();
         repark(rec, session);
+        if rec.phase == Phase::Open && self.config.message_timeout_ms > 0 {
+            match (unfinished, rec.close_at == u64::MAX) {
+                (true, true) => {
+                    rec.close_at = now.saturating_add(self.config.message_timeout_ms);
+                    self.schedule(key);
+                }
+                (false, false) => rec.close_at = u64::MAX,
+                _ => {}
+            }
+        }
         for event in out {
             match event {
                 WsEvent::Text(text) => {
-                    if self.records[key as usize].phase == Phase::Open {
+                    let rec = &mut self.records[key as usize];
+                    if rec.phase == Phase::Open {
+                        rec.set(TEXT_QUEUED, true);
                         self.events.push(PlaneEvent::Text { id, text });
                     }
                 }
@@ -592,7 +638,12 @@ impl<T: Default> PlaneCore<T> {
         let send = (self.config.send_timeout_ms > 0 && rec.queued > 0)
             .then(|| rec.progress_at.saturating_add(self.config.send_timeout_ms));
         let close = (rec.phase == Phase::Lingering).then_some(rec.close_at);
-        [keepalive, send, close].into_iter().flatten().min()
+        let message =
+            (rec.phase == Phase::Open && rec.close_at != u64::MAX).then_some(rec.close_at);
+        [keepalive, send, close, message]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Makes sure record `key` has a wheel entry no later than its next deadline.
@@ -649,6 +700,16 @@ impl<T: Default> PlaneCore<T> {
         if rec.flavour != Flavour::Ws || rec.phase != Phase::Open {
             return;
         }
+        if now >= rec.close_at {
+            // A message begun and not finished in time.
+            rec.close_at = u64::MAX;
+            self.counters.message_timeouts += 1;
+            let id = RecordId {
+                key,
+                serial: rec.serial,
+            };
+            return self.close(id, 1008, "message not completed in time", now);
+        }
         match self.config.keepalive.poll(&mut rec.keepalive, now) {
             KeepaliveAction::Wait { .. } => {}
             KeepaliveAction::Dead => {
@@ -691,6 +752,16 @@ impl<T: Default> PlaneCore<T> {
 
     /// Takes the events for the application.
     pub fn take_events(&mut self) -> Vec<PlaneEvent<T>> {
+        for event in &self.events {
+            if let PlaneEvent::Text { id, .. } = event {
+                if let Some(rec) = self.records.get_mut(id.key as usize) {
+                    if rec.serial == id.serial && rec.has(TEXT_QUEUED) {
+                        rec.set(TEXT_QUEUED, false);
+                        self.read_owed.push(id.key);
+                    }
+                }
+            }
+        }
         std::mem::take(&mut self.events)
     }
 

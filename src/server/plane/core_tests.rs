@@ -2,7 +2,7 @@
 //! (it reads the operations and feeds completions back).
 
 use super::*;
-use crate::server::watch::Watching;
+use crate::server::watch::Subscriptions;
 
 const TICK_SLACK: u64 = 250;
 
@@ -16,6 +16,7 @@ fn config() -> PlaneConfig {
         max_outbound_bytes: 1_000,
         send_timeout_ms: 5_000,
         close_linger_ms: 2_000,
+        message_timeout_ms: 3_000,
     }
 }
 
@@ -77,8 +78,8 @@ fn closed_keys<T>(events: &[PlaneEvent<T>]) -> Vec<u32> {
 
 #[test]
 fn a_record_stays_within_128_bytes() {
-    let size = std::mem::size_of::<Record<Vec<Watching>>>();
-    eprintln!("Record<Vec<Watching>>: {size} bytes");
+    let size = std::mem::size_of::<Record<Subscriptions>>();
+    eprintln!("Record<Subscriptions>: {size} bytes");
     assert!(size <= 128, "{size}");
 }
 
@@ -372,4 +373,88 @@ fn stale_ids_and_reused_keys_do_not_mix() {
         .unwrap();
     assert!(ops(&mut core).is_empty());
     assert!(core.app_mut(old).is_none() && core.app_mut(new).is_some());
+}
+
+/// A masked client frame without FIN (the first fragment of a message).
+fn first_fragment(payload: &[u8]) -> Vec<u8> {
+    let mut frame = client_frame(0x1, payload);
+    frame[0] &= 0x7f;
+    frame
+}
+
+/// Close codes of the close frames among `ops`' sends.
+fn close_codes<T: Default>(core: &PlaneCore<T>, ops: &[IoOp]) -> Vec<u16> {
+    sends(ops)
+        .into_iter()
+        .map(|(_, frame, _)| core.frame_bytes(frame))
+        .filter(|b| b[0] == 0x88 && b.len() >= 4)
+        .map(|b| u16::from_be_bytes([b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn an_unfinished_message_is_closed_with_1008_after_the_message_timeout() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.on_data(id.key, &first_fragment(b"{\"command\""), 10);
+    let mut codes = Vec::new();
+    // The client keeps the connection busy with pings: keepalive has nothing to say.
+    for now in (400..=3_000).step_by(400) {
+        core.on_data(id.key, &client_frame(0x9, b"p"), now);
+        core.poll_timers(now);
+        let out = ops(&mut core);
+        codes.extend(close_codes(&core, &out));
+        complete_sends(&mut core, &out, now);
+    }
+    assert!(codes.is_empty(), "{codes:?}");
+    core.poll_timers(3_010 + TICK_SLACK);
+    let out = ops(&mut core);
+    assert_eq!(close_codes(&core, &out), vec![1008]);
+    assert_eq!(core.take_counters().message_timeouts, 1);
+}
+
+#[test]
+fn a_message_finished_in_time_clears_its_deadline() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.on_data(id.key, &first_fragment(br#"{"command":"#), 10);
+    core.on_data(id.key, &client_frame(0x0, br#""unwatch","mid":"x"}"#), 900);
+    assert_eq!(core.take_events().len(), 1, "the whole message");
+    for now in (1_000..=6_000).step_by(250) {
+        core.poll_timers(now);
+        let out = ops(&mut core);
+        assert!(!close_codes(&core, &out).contains(&1008));
+        complete_sends(&mut core, &out, now);
+    }
+    assert_eq!(core.take_counters().message_timeouts, 0);
+}
+
+#[test]
+fn a_command_waiting_for_the_application_stops_reading_until_taken() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    assert_eq!(core.wants_read(id.key), Some(3));
+    core.on_data(id.key, &client_frame(0x1, b"{}"), 1);
+    assert_eq!(core.wants_read(id.key), None, "a command is queued");
+    assert!(core.take_read_owed().is_empty());
+    assert_eq!(core.take_events().len(), 1);
+    assert_eq!(core.wants_read(id.key), Some(3));
+    assert_eq!(core.take_read_owed(), vec![id.key], "read again now");
+}
+
+#[test]
+fn paused_reading_resumes_with_a_read() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.set_read_paused(id, true);
+    assert_eq!(core.wants_read(id.key), None);
+    core.set_read_paused(id, true);
+    assert!(core.take_read_owed().is_empty());
+    core.set_read_paused(id, false);
+    assert_eq!(core.wants_read(id.key), Some(3));
+    assert_eq!(core.take_read_owed(), vec![id.key]);
 }

@@ -12,20 +12,17 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use super::core::{PlaneConfig, PlaneCore, PlaneCounters, PlaneEvent};
 use super::record::{Flavour, RecordId};
 use super::ring::PlaneRing;
-use crate::domain::error_message;
 use crate::proto::keepalive::KeepalivePolicy;
 use crate::server::config::ServerConfig;
 use crate::server::metrics::WorkerStats;
 use crate::server::stream::CLOSE_HANDSHAKE_TIMEOUT;
-use crate::server::watch::{self, text_frame, ConnRef, Watching};
+use crate::server::watch::{self, ConnRef, Subscriptions};
 use crate::server::worker::Worker;
-use crate::server::ws::{parse_command, Command};
 
 /// Most rounds of one pump (submit, reap, dispatch) before it yields to the event loop.
 const MAX_PUMP_ROUNDS: usize = 16;
@@ -35,7 +32,7 @@ const MAX_SLEEP_MS: u64 = 1_000;
 /// A worker's watcher plane: the sans-I/O core and its ring.
 pub struct Plane {
     /// The state machine (records carry their subscription lists).
-    pub core: PlaneCore<Vec<Watching>>,
+    pub core: PlaneCore<Subscriptions>,
     ring: PlaneRing,
     /// The driver task, to wake when a deadline earlier than its sleep appears.
     waker: Option<Waker>,
@@ -54,6 +51,7 @@ pub fn plane_config(config: &ServerConfig) -> PlaneConfig {
         max_outbound_bytes: config.max_outbound_bytes,
         send_timeout_ms: config.send_timeout.as_millis() as u64,
         close_linger_ms: CLOSE_HANDSHAKE_TIMEOUT.as_millis() as u64,
+        message_timeout_ms: config.ws_message_timeout.as_millis() as u64,
     }
 }
 
@@ -77,18 +75,23 @@ impl Plane {
 }
 
 /// Takes over an upgraded `/1/ws` WebSocket or a line watcher after its `CONNECT`: the socket
-/// leaves monoio and becomes a record. `leftover` holds bytes that came with the handshake.
+/// leaves monoio and becomes a record. `leftover` holds bytes that came with the handshake;
+/// `peer` is the connection's counted source address (released when the record closes).
 pub fn adopt(
     worker: &Rc<Worker>,
     stream: TcpStream,
     flavour: Flavour,
     leftover: &[u8],
+    peer: Option<std::net::IpAddr>,
 ) -> RecordId {
     let fd = stream.into_raw_fd();
     let now = worker.now_ms();
     let id = {
         let mut plane = worker.plane.as_ref().expect("plane").borrow_mut();
         let id = plane.core.adopt(fd, flavour, now);
+        if let Some(app) = plane.core.app_mut(id) {
+            app.peer = peer;
+        }
         if !leftover.is_empty() {
             plane.core.on_data(id.key, leftover, now);
         }
@@ -123,7 +126,8 @@ pub fn pump(worker: &Rc<Worker>) {
     }
     let mut plane = cell.borrow_mut();
     let next = plane.core.next_timer().unwrap_or(u64::MAX);
-    if next < plane.sleeping_until {
+    // Reads still owed after the last round: the driver task does them at once.
+    if next < plane.sleeping_until || plane.core.has_read_owed() {
         plane.kicked = true;
         if let Some(w) = plane.waker.take() {
             w.wake();
@@ -146,7 +150,7 @@ pub fn pump_broadcast(worker: &Rc<Worker>) {
 
 /// One round: submit, reap (reading where polls fired), run due timers, submit what that
 /// produced. Returns the application's events and how many completions were reaped.
-fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Vec<Watching>>>, usize) {
+fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Subscriptions>>, usize) {
     let Plane { core, ring, .. } = plane;
     let now = worker.now_ms();
     let enters = ring.enters();
@@ -155,7 +159,14 @@ fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Vec<Watching>>>, 
     }
     let reaped = {
         let mut scratch = worker.scratch.borrow_mut();
-        ring.complete(core, &mut scratch, now)
+        let mut reaped = ring.complete(core, &mut scratch, now);
+        // Records whose commands were taken (or whose reading resumed) may have more bytes
+        // waiting than their polls will report.
+        for key in core.take_read_owed() {
+            super::ring::read_ready(core, key, &mut scratch, now);
+            reaped += 1;
+        }
+        reaped
     };
     core.poll_timers(now);
     if core.has_io() {
@@ -179,14 +190,19 @@ fn add_counters(stats: &WorkerStats, c: PlaneCounters) {
     WorkerStats::add(&stats.pings, c.pings);
     WorkerStats::add(&stats.protocol_errors, c.protocol_errors);
     WorkerStats::add(&stats.short_writes, c.short_writes);
+    WorkerStats::add(&stats.message_timeouts, c.message_timeouts);
 }
 
 /// Hands one plane event to the application.
-fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Vec<Watching>>) {
+fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
     match event {
-        PlaneEvent::Text { id, text } => command(worker, id, &text),
-        PlaneEvent::Closed { flavour, app, .. } => {
+        PlaneEvent::Text { id, text } => watch::on_command(worker, ConnRef::Plane(id), text),
+        PlaneEvent::Closed { id, flavour, app } => {
             watch::forget_subscriptions(worker, &app);
+            watch::forget_deferred(worker, ConnRef::Plane(id));
+            if let Some(ip) = app.peer {
+                worker.shared.per_ip.release(ip);
+            }
             let stats = worker.stats();
             match flavour {
                 Flavour::Ws => WorkerStats::sub(&stats.websockets, 1),
@@ -197,23 +213,10 @@ fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Vec<Watching>>) {
     }
 }
 
-/// A watcher's command.
-fn command(worker: &Rc<Worker>, id: RecordId, text: &str) {
-    let conn = ConnRef::Plane(id);
-    match parse_command(text) {
-        Ok(Command::Watch { mid, since, .. }) => watch::watch(worker, conn, &mid, since),
-        Ok(Command::Unwatch { mid }) => watch::unwatch(worker, conn, &mid),
-        Err(e) => {
-            let frame = text_frame(&error_message(&format!("bad command: {e}")));
-            send(worker, id, frame);
-        }
-    }
-}
-
-fn send(worker: &Worker, id: RecordId, bytes: Bytes) {
+/// Pauses or resumes reading from record `id` (a resumed record is read at the next pump).
+pub fn set_reading(worker: &Worker, id: RecordId, on: bool) {
     if let Some(p) = &worker.plane {
-        let now = worker.now_ms();
-        let _ = p.borrow_mut().core.send(id, bytes, now);
+        p.borrow_mut().core.set_read_paused(id, !on);
     }
 }
 

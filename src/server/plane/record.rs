@@ -48,6 +48,11 @@ pub(super) const SENDING: u8 = 2;
 pub(super) const READ_OPEN: u8 = 4;
 /// The WebSocket session is closed (both close frames seen, or it failed).
 pub(super) const SESSION_CLOSED: u8 = 8;
+/// A command read from the record waits for the application: read no more until it is
+/// taken (so a client's commands never pile up unread by the application).
+pub(super) const TEXT_QUEUED: u8 = 16;
+/// The application paused reading (the watcher has its most watch requests in flight).
+pub(super) const READ_PAUSED: u8 = 32;
 
 /// "No timer entry".
 pub(super) const NO_TIMER: u64 = u64::MAX;
@@ -68,7 +73,8 @@ pub struct Record<T> {
     pub(super) keepalive: KeepaliveState,
     /// Last time queued bytes made progress (or the queue became non-empty).
     pub(super) progress_at: u64,
-    /// End of the close handshake's grace period while lingering.
+    /// End of the close handshake's grace period while lingering; while open, the deadline
+    /// of an unfinished WebSocket message (`u64::MAX`: none).
     pub(super) close_at: u64,
     pub(super) flavour: Flavour,
     pub(super) phase: Phase,

@@ -186,7 +186,7 @@ impl PlaneRing {
 }
 
 /// Reads what record `key`'s socket holds and hands it to the core.
-fn read_ready<T: Default>(core: &mut PlaneCore<T>, key: u32, scratch: &mut [u8], now: u64) {
+pub fn read_ready<T: Default>(core: &mut PlaneCore<T>, key: u32, scratch: &mut [u8], now: u64) {
     for _ in 0..MAX_READS_PER_WAKE {
         let Some(fd) = core.wants_read(key) else {
             return;
@@ -241,6 +241,7 @@ mod socket_tests {
                 max_outbound_bytes: 64 << 20,
                 send_timeout_ms: 0,
                 close_linger_ms: 2_000,
+                message_timeout_ms: 0,
             },
             0,
         )
