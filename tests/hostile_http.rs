@@ -106,6 +106,20 @@ fn head_is_the_head_of_get_without_a_body_on_every_get_route() {
 }
 
 #[test]
+fn baseline_without_an_attack() {
+    // The figures of the attacks below are read against this: the same prober, the same
+    // server flags, nobody attacking.
+    let server = Server::start(&[]);
+    post_sample(&server, 1);
+    let rss_before = rss_kb(server.pid());
+    let probe = Probe::start(&server, Duration::from_millis(100));
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_kb(server.pid());
+    let probe = probe.finish();
+    report_attack("baseline: no attack, 2 s", rss_before, rss_after, &probe);
+}
+
+#[test]
 fn a_pipeline_of_10000_requests_is_answered_in_order_with_bounded_memory() {
     const N: usize = 10_000;
     let server = Server::start(&[]);

@@ -12,7 +12,9 @@ use common::*;
 
 #[test]
 fn a_restart_right_after_kill_9_succeeds_on_the_first_try() {
-    let mut server = Server::start(&["--handshake-timeout-ms", "60000"]);
+    // A generous wait: on this shared 2-core box, under the whole test suite, the kernel has
+    // taken more than the default 5 s to tear down a killed server with 5,000 connections.
+    let mut server = Server::start(&["--handshake-timeout-ms", "60000", "--port-wait-ms", "30000"]);
     post_sample(&server, 2);
     for round in 0..2 {
         // Thousands of open connections make the killed process's teardown take a while.
@@ -49,6 +51,8 @@ fn a_port_a_live_server_listens_on_is_refused_at_once() {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_matchstream"))
         .args(["serve", "--workers", "1", "--admin-token", "x"])
+        // Would wait this long for an exiting holder; a live one is refused at once.
+        .args(["--port-wait-ms", "60000"])
         .args(["--listen", &server.http.to_string()])
         .args(["--tcp-listen", &server.tcp.to_string()])
         .arg("--data-dir")
@@ -61,7 +65,7 @@ fn a_port_a_live_server_listens_on_is_refused_at_once() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        if started.elapsed() > Duration::from_secs(40) {
             let _ = child.kill();
             panic!("the second server did not give up");
         }
@@ -76,8 +80,9 @@ fn a_port_a_live_server_listens_on_is_refused_at_once() {
         "{stderr}"
     );
     assert!(stderr.contains("another server"), "{stderr}");
-    // Refused without waiting out --port-wait-ms (5 s by default).
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    // Refused without waiting out --port-wait-ms.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    eprintln!("refused after {took:?}");
     // The first server is untouched.
     assert_eq!(get_json(&server, "/healthz")["status"], "ok");
 }
