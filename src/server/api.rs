@@ -150,104 +150,22 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
     let path = request.path();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method.as_str();
-    let token = &worker.shared.config.admin_token;
     let routed = match (method, segments.as_slice()) {
-        ("GET", ["1", "checkin"]) if worker.shared.peers.is_some() => {
-            match worker.shared.peers.as_ref().and_then(|p| p.choose()) {
-                Some(node) => {
-                    let body = serde_json::json!({ "port": node.port, "ws": node.ws });
-                    json(200, &body.to_string(), keep_alive)
-                }
-                None => error(503, "no live node", keep_alive),
-            }
-        }
-        ("GET", ["1", "checkin"]) => {
-            let addrs = worker.shared.addrs();
-            let host = request
-                .header_str("host")
-                .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string())
-                .unwrap_or_else(|| addrs.http.ip().to_string());
-            let body = serde_json::json!({
-                "port": addrs.tcp.port(),
-                "ws": format!("ws://{host}:{}/1/ws", addrs.http.port()),
-            });
-            json(200, &body.to_string(), keep_alive)
-        }
+        ("GET", ["1", "checkin"]) => checkin(worker, request),
         ("GET", ["1", "matches"]) => reads::list_matches(worker, keep_alive).await,
-        ("POST", ["1", "matches"]) => {
-            if !authorized(request, token) {
-                return Some(unauthorized(keep_alive));
-            }
-            match parse_body::<MatchBody>(&request.body) {
-                Ok(b) => {
-                    let req = Request::CreateMatch {
-                        home: b.home,
-                        visit: b.visit,
-                        start_date: b.start_date,
-                        stadium: b.stadium,
-                    };
-                    answer(worker, req, keep_alive).await
-                }
-                Err(e) => error(400, &e, keep_alive),
-            }
-        }
         ("GET", ["1", "match", mid]) => reads::get_match(worker, mid, keep_alive).await,
-        ("DELETE", ["1", "match", mid]) => {
-            if !authorized(request, token) {
-                return Some(unauthorized(keep_alive));
-            }
-            let req = Request::DeleteMatch {
-                mid: mid.to_string(),
-            };
-            answer(worker, req, keep_alive).await
-        }
-        ("GET", ["1", "match", mid, "history"]) => {
-            let since = match request.query_param("since") {
-                None => 0,
-                Some(s) => match s.parse::<u64>() {
-                    Ok(n) => n,
-                    Err(_) => return Some(error(400, "since must be a number", keep_alive)),
-                },
-            };
-            reads::history(worker, mid, since, keep_alive).await
-        }
-        ("POST", ["1", "match", mid, "events"]) => {
-            if !authorized(request, token) {
-                return Some(unauthorized(keep_alive));
-            }
-            match parse_body::<EventBody>(&request.body) {
-                Ok(b) => match b.kind.parse::<EventKind>() {
-                    Ok(kind) => {
-                        let req = Request::PostEvent {
-                            mid: mid.to_string(),
-                            kind,
-                            data: b.data,
-                            expect_seq: b.seq,
-                        };
-                        answer(worker, req, keep_alive).await
-                    }
-                    Err(e) => error(422, &e.to_string(), keep_alive),
-                },
-                Err(e) => error(400, &e, keep_alive),
-            }
-        }
+        ("GET", ["1", "match", mid, "history"]) => match request.query_param("since") {
+            None => reads::history(worker, mid, 0, keep_alive).await,
+            Some(s) => match s.parse::<u64>() {
+                Ok(since) => reads::history(worker, mid, since, keep_alive).await,
+                Err(_) => error(400, "since must be a number", keep_alive),
+            },
+        },
         ("GET", ["1", "team", id]) => reads::get_team(worker, id, keep_alive).await,
-        ("PUT", ["1", "team", id]) => {
-            if !authorized(request, token) {
-                return Some(unauthorized(keep_alive));
-            }
-            match parse_body::<TeamBody>(&request.body) {
-                Ok(b) => {
-                    let req = Request::PutTeam {
-                        id: id.to_string(),
-                        name: b.name,
-                        division: b.division,
-                    };
-                    answer(worker, req, keep_alive).await
-                }
-                Err(e) => error(400, &e, keep_alive),
-            }
-        }
+        ("POST", ["1", "matches"])
+        | ("DELETE", ["1", "match", _])
+        | ("POST", ["1", "match", _, "events"])
+        | ("PUT", ["1", "team", _]) => write(worker, request, &segments).await,
         (_, ["1", "checkin"])
         | (_, ["1", "matches"])
         | (_, ["1", "match", _])
@@ -257,6 +175,83 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
         _ => return None,
     };
     Some(routed)
+}
+
+/// `GET /1/checkin`: where a new watcher should connect (in a cluster, a live node).
+fn checkin(worker: &Rc<Worker>, request: &HttpRequest) -> Routed {
+    let keep_alive = request.keep_alive;
+    if let Some(peers) = &worker.shared.peers {
+        return match peers.choose() {
+            Some(node) => {
+                let body = serde_json::json!({ "port": node.port, "ws": node.ws });
+                json(200, &body.to_string(), keep_alive)
+            }
+            None => error(503, "no live node", keep_alive),
+        };
+    }
+    let addrs = worker.shared.addrs();
+    let host = request
+        .header_str("host")
+        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string())
+        .unwrap_or_else(|| addrs.http.ip().to_string());
+    let body = serde_json::json!({
+        "port": addrs.tcp.port(),
+        "ws": format!("ws://{host}:{}/1/ws", addrs.http.port()),
+    });
+    json(200, &body.to_string(), keep_alive)
+}
+
+/// An admin write: checks the token, builds the sequencer request, answers with its reply.
+async fn write(worker: &Rc<Worker>, request: &HttpRequest, segments: &[&str]) -> Routed {
+    let keep_alive = request.keep_alive;
+    if !authorized(request, &worker.shared.config.admin_token) {
+        return unauthorized(keep_alive);
+    }
+    match write_request(request.method.as_str(), segments, &request.body) {
+        Ok(req) => answer(worker, req, keep_alive).await,
+        Err((status, message)) => error(status, &message, keep_alive),
+    }
+}
+
+/// The sequencer request of an admin write, or the status and message refusing its body.
+fn write_request(method: &str, segments: &[&str], body: &[u8]) -> Result<Request, (u16, String)> {
+    let bad = |e: String| (400, e);
+    Ok(match (method, segments) {
+        ("POST", ["1", "matches"]) => {
+            let b = parse_body::<MatchBody>(body).map_err(bad)?;
+            Request::CreateMatch {
+                home: b.home,
+                visit: b.visit,
+                start_date: b.start_date,
+                stadium: b.stadium,
+            }
+        }
+        ("DELETE", ["1", "match", mid]) => Request::DeleteMatch {
+            mid: mid.to_string(),
+        },
+        ("POST", ["1", "match", mid, "events"]) => {
+            let b = parse_body::<EventBody>(body).map_err(bad)?;
+            let kind = b
+                .kind
+                .parse::<EventKind>()
+                .map_err(|e| (422, e.to_string()))?;
+            Request::PostEvent {
+                mid: mid.to_string(),
+                kind,
+                data: b.data,
+                expect_seq: b.seq,
+            }
+        }
+        ("PUT", ["1", "team", id]) => {
+            let b = parse_body::<TeamBody>(body).map_err(bad)?;
+            Request::PutTeam {
+                id: id.to_string(),
+                name: b.name,
+                division: b.division,
+            }
+        }
+        _ => return Err((405, "method not allowed".into())),
+    })
 }
 
 #[cfg(test)]
