@@ -231,12 +231,15 @@ fn start_sequencer(
             (Box::new(store), Some(cursor))
         }
         None => {
-            let store = SqliteStore::open(&config.data_dir).map_err(|e| {
+            let mut store = SqliteStore::open(&config.data_dir).map_err(|e| {
                 io::Error::other(format!(
                     "cannot open the store in {}: {e}",
                     config.data_dir.display()
                 ))
             })?;
+            store
+                .checkpoint_in_background()
+                .map_err(|e| io::Error::other(format!("cannot start the WAL checkpointer: {e}")))?;
             (Box::new(store), None)
         }
     };

@@ -15,7 +15,7 @@ mod sqlite;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
-pub use sqlite::{SqliteStore, Synchronous, DB_FILE};
+pub use sqlite::{SqliteStore, Synchronous, CHECKPOINT_EVERY, DB_FILE};
 
 use thiserror::Error;
 

@@ -7,6 +7,10 @@
 //! WAL only at checkpoints, so the last transactions before a power loss could roll back:
 //! events already acknowledged (and pushed to watchers) would vanish. `FULL` fsyncs the WAL
 //! at every commit, which is what "acknowledged only once durable" means.
+//!
+//! Checkpoints (copying the WAL back into the database file, and syncing it) can run on a
+//! thread of their own ([`SqliteStore::checkpoint_in_background`]) so that no commit waits
+//! for one; the writer then never checkpoints itself.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,27 @@ pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     commits: Arc<AtomicU64>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// How often the background checkpointer copies the WAL into the database.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The background checkpoint thread; stopped and joined when the store is dropped.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -93,7 +118,41 @@ impl SqliteStore {
             conn,
             path,
             commits: Arc::default(),
+            checkpointer: None,
         })
+    }
+
+    /// Moves checkpoints off the commit path: a thread with its own connection runs a
+    /// passive checkpoint every [`CHECKPOINT_EVERY`] (it never blocks the writer), and this
+    /// connection stops checkpointing by itself. The thread stops with the store.
+    pub fn checkpoint_in_background(&mut self) -> Result<()> {
+        if self.checkpointer.is_some() {
+            return Ok(());
+        }
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(CHECKPOINT_EVERY);
+                    let done: rusqlite::Result<(i64, i64, i64)> =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        });
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "background WAL checkpoint failed");
+                    }
+                }
+            })?;
+        self.checkpointer = Some(Checkpointer {
+            stop,
+            thread: Some(thread),
+        });
+        Ok(())
     }
 
     /// Counts the transactions of events committed (each one fsync with `FULL`): shared,

@@ -199,3 +199,51 @@ fn memory_store_behaves_the_same() {
     store.delete_match(&m.id).unwrap();
     assert!(store.load_all().unwrap().matches.is_empty());
 }
+
+#[test]
+fn background_checkpoints_keep_the_wal_small_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open_with(dir.path(), Synchronous::Normal).unwrap();
+    store.checkpoint_in_background().unwrap();
+    let (mut m, _) = play_sample(&mut store, 1);
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    let mut largest = 0;
+    for batch in 0..40 {
+        let mut events = Vec::new();
+        let mut states = Vec::new();
+        for i in 0..250 {
+            let data = serde_json::json!({ "text": format!("{batch}/{i} {}", "x".repeat(200)) });
+            let data = m.apply(EventKind::Comment, &data, 5_000).unwrap();
+            events.push(Event {
+                seq: m.seq,
+                ts: 5_000,
+                kind: EventKind::Comment,
+                data,
+            });
+            states.push(m.clone());
+        }
+        let batch: Vec<Append<'_>> = events
+            .iter()
+            .zip(&states)
+            .map(|(event, state)| Append {
+                mid: &m.id,
+                event,
+                state,
+            })
+            .collect();
+        store.append_batch(&batch).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |md| md.len()));
+    }
+    // The writer never checkpoints (autocheckpoint is off): the rows reach the database
+    // file only through the background thread.
+    std::thread::sleep(CHECKPOINT_EVERY * 3);
+    let db = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
+    assert!(db > 2 << 20, "10,000 rows of ~250 bytes checkpointed: db is {db} bytes");
+    assert!(largest < 24 << 20, "WAL grew to {largest} bytes");
+    drop(store);
+    let mut again = SqliteStore::open(dir.path()).unwrap();
+    let snap = again.load_all().unwrap();
+    assert_eq!(snap.matches[0].events.len(), 1 + 10_000);
+    assert_eq!(snap.matches[0].state.seq, 10_001);
+}
