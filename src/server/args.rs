@@ -226,6 +226,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "MATCHSTREAM_PLANE_RING_ENTRIES",
+        value_name = "N",
         default_value_t = 32_768,
         help_heading = "Limits"
     )]
