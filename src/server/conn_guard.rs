@@ -5,8 +5,9 @@
 //! * **send timeout** (`--send-timeout-ms`): queued bytes that make no progress that long
 //!   close the connection — a peer that stopped reading cannot pin its queue forever;
 //! * **message timeout** (`--ws-message-timeout-ms`): a WebSocket message (fragmented, or a
-//!   frame still arriving) must be complete that long after it began;
+//!   frame still arriving) must be complete that long after it began.
 //!
+//! It also holds the connection's claim on its address's count (`--max-connections-per-ip`).
 //! The clock is the worker's millisecond clock, passed in: this module never reads time.
 
 use std::cell::Cell;
@@ -90,7 +91,7 @@ impl ConnGuard {
                 }
             }
         }
-        if let Some(since) = self.message_since.get() {
+        if let (Some(since), true) = (self.message_since.get(), message_timeout_ms > 0) {
             if u64::from(now.wrapping_sub(since)) >= message_timeout_ms {
                 return Verdict::MessageTimedOut;
             }
@@ -214,6 +215,16 @@ mod tests {
         assert_eq!(g.check(&outbox, 1100, 5000, 1000), Verdict::MessageTimedOut);
         g.set_message_pending(false, 1200);
         assert_eq!(g.check(&outbox, 9000, 5000, 1000), Verdict::Fine);
+    }
+
+    #[test]
+    fn zero_turns_either_deadline_off() {
+        let g = guard();
+        let outbox = Outbox::new(1024);
+        outbox.push(Bytes::from_static(b"x")).unwrap();
+        g.set_message_pending(true, 0);
+        assert_eq!(g.check(&outbox, 0, 0, 0), Verdict::Fine);
+        assert_eq!(g.check(&outbox, 1_000_000, 0, 0), Verdict::Fine);
     }
 
     #[test]

@@ -134,13 +134,15 @@ pub fn strip_body(response: &mut Vec<u8>) {
 }
 
 /// Writes all of `bytes`, waiting for write readiness as needed, but never longer than the
-/// send timeout without progress (then the connection is counted and dropped).
+/// send timeout without progress (then the connection is counted and dropped; a zero
+/// timeout waits as long as it takes).
 async fn send(worker: &Worker, stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
     let timeout = worker.shared.config.send_timeout;
     let mut done = 0;
     while done < bytes.len() {
         match sys::send_nonblocking(stream.as_raw_fd(), &[&bytes[done..]])? {
             Transfer::Done(n) => done += n,
+            Transfer::WouldBlock if timeout.is_zero() => stream.writable(false).await?,
             Transfer::WouldBlock => {
                 match monoio::time::timeout(timeout, stream.writable(false)).await {
                     Ok(ready) => ready?,

@@ -477,10 +477,10 @@ pub fn hand_over(worker: &Worker, id: usize) -> Option<std::net::IpAddr> {
 /// closes connection tasks past their send or message deadline.
 async fn keepalive_sweep(worker: Rc<Worker>) {
     let c = &worker.shared.config;
-    let mut shortest = c.ws_ping_after.min(c.ws_message_timeout);
-    if !c.send_timeout.is_zero() {
-        shortest = shortest.min(c.send_timeout);
-    }
+    let shortest = [c.send_timeout, c.ws_message_timeout]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .fold(c.ws_ping_after, Duration::min);
     let period = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut ticker = monoio::time::interval(period);
     while !worker.shutdown.is_fired() {
