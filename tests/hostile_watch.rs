@@ -197,3 +197,15 @@ fn client_text(text: &str) -> Vec<u8> {
         [1, 2, 3, 4],
     )
 }
+
+#[test]
+fn max_refused_watches_sets_how_many_refusals_close_the_connection() {
+    let server = Server::start(&["--max-refused-watches", "2"]);
+    let mut w = server.ws();
+    w.watch("not-an-id", None);
+    assert!(expect_error(&mut w).starts_with("not a match id"));
+    w.watch("../x", None);
+    assert!(expect_error(&mut w).starts_with("not a match id"));
+    let (code, _) = w.expect_close();
+    assert_eq!(code, 1008);
+}

@@ -154,6 +154,16 @@ pub struct ServeArgs {
         help_heading = "Limits"
     )]
     pub max_watches_per_connection: usize,
+    /// Refused watch requests (over the limit, or ids that cannot be match ids) after which a
+    /// WebSocket is closed with 1008.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_MAX_REFUSED_WATCHES",
+        value_name = "N",
+        default_value_t = 8,
+        help_heading = "Limits"
+    )]
+    pub max_refused_watches: u32,
     /// A connection of any kind whose queued bytes make no progress this long is closed.
     #[arg(
         long,

@@ -72,7 +72,7 @@ pub struct ServerConfig {
     /// (`--max-watches-per-connection`).
     pub max_watches_per_connection: usize,
     /// Refused watch requests (over the limit, or ids that cannot be match ids) after which
-    /// the connection is closed with 1008.
+    /// the connection is closed with 1008 (`--max-refused-watches`).
     pub watch_refusals_before_close: u32,
     /// Time allowed to complete a WebSocket message once it has begun
     /// (`--ws-message-timeout-ms`).

@@ -77,6 +77,7 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.send_timeout = Duration::from_millis(args.send_timeout_ms);
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.max_watches_per_connection = args.max_watches_per_connection.clamp(1, 4096);
+    config.watch_refusals_before_close = args.max_refused_watches.max(1);
     config.ws_message_timeout = Duration::from_millis(args.ws_message_timeout_ms);
     config.tcp_keepalive = config::TcpKeepalive {
         idle: Duration::from_secs(args.tcp_keepalive_idle_secs),
