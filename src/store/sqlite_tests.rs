@@ -239,7 +239,10 @@ fn background_checkpoints_keep_the_wal_small_and_lose_nothing() {
     // file only through the background thread.
     std::thread::sleep(CHECKPOINT_EVERY * 3);
     let db = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
-    assert!(db > 2 << 20, "10,000 rows of ~250 bytes checkpointed: db is {db} bytes");
+    assert!(
+        db > 2 << 20,
+        "10,000 rows of ~250 bytes checkpointed: db is {db} bytes"
+    );
     assert!(largest < 24 << 20, "WAL grew to {largest} bytes");
     drop(store);
     let mut again = SqliteStore::open(dir.path()).unwrap();
