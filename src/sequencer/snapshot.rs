@@ -1,7 +1,8 @@
 //! Immutable per-match snapshots, published by the sequencer after each commit, and the
 //! read-only catalog a worker keeps of them.
 //!
-//! A [`MatchSnapshot`] holds the match object as ready JSON bytes and the history as shared,
+//! A [`MatchSnapshot`] holds the match object as JSON bytes (built once, by the first
+//! reader) and the history as shared,
 //! append-only encoded chunks ([`History`]): each event is encoded once (its WebSocket event
 //! message) and the history item of `GET …/history` is a suffix of that text, so one string
 //! per event serves both. Publishing a new snapshot copies at most one short tail chunk; the
@@ -12,7 +13,7 @@
 //! `/1/team/{id}`) and watch starts from memory, with no lock. No I/O here.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -129,8 +130,9 @@ pub struct MatchSnapshot {
     pub mid: Arc<str>,
     /// The match state.
     pub state: Arc<Match>,
-    /// The match object, `GET /1/match/{id}`'s body.
-    pub json: Bytes,
+    /// The match object as JSON, built once by its first reader (not on the sequencer
+    /// thread: most snapshots of a busy match are never read).
+    json: OnceLock<Bytes>,
     /// The history, or `None` when it was let go from memory (an ended match past the
     /// bound; served from the store when asked).
     pub history: Option<History>,
@@ -139,13 +141,19 @@ pub struct MatchSnapshot {
 impl MatchSnapshot {
     /// A snapshot of `state` with `history`.
     pub fn new(mid: Arc<str>, state: Arc<Match>, history: Option<History>) -> MatchSnapshot {
-        let json = serde_json::to_vec(&*state).expect("a match always serializes");
         MatchSnapshot {
             mid,
             state,
-            json: Bytes::from(json),
+            json: OnceLock::new(),
             history,
         }
+    }
+
+    /// The match object, `GET /1/match/{id}`'s body (serialized on first use, then shared).
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            Bytes::from(serde_json::to_vec(&*self.state).expect("a match always serializes"))
+        })
     }
 
     /// The snapshot of a match loaded from the store.

@@ -77,7 +77,7 @@ pub(super) fn read(seen: &Mutex<Vec<Broadcast>>, what: Read) -> (u16, Value) {
         Read::Matches => (200, json(&c.list())),
         Read::Match(mid) => c.get(&mid).map_or_else(
             || missing(&format!("match not found: {mid}")),
-            |m| (200, json(&m.json)),
+            |m| (200, json(m.json())),
         ),
         Read::History(mid, since) => c.get(&mid).map_or_else(
             || missing(&format!("match not found: {mid}")),

@@ -96,7 +96,7 @@ pub async fn list_matches(worker: &Rc<Worker>, keep_alive: bool) -> Routed {
 pub async fn get_match(worker: &Rc<Worker>, mid: &str, keep_alive: bool) -> Routed {
     catalog_ready(worker).await;
     match worker.reads.snapshot(mid) {
-        Some(m) => ok_json(&m.json, keep_alive),
+        Some(m) => ok_json(m.json(), keep_alive),
         None => match_not_found(mid, keep_alive),
     }
 }
