@@ -23,12 +23,36 @@ use crate::domain::{event_message, status_message, Event, Match, Team};
 /// Events per sealed history chunk.
 pub const CHUNK_EVENTS: usize = 64;
 
+/// A run of [`CHUNK_EVENTS`] event messages, each slot written once, in order, by the
+/// sequencer. Every history of a match shares its chunks; a history reads only the slots
+/// it counts, which were written before it was published.
+#[derive(Debug)]
+struct Chunk {
+    slots: [OnceLock<Arc<str>>; CHUNK_EVENTS],
+}
+
+impl Chunk {
+    fn empty() -> Arc<Chunk> {
+        Arc::new(Chunk {
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        })
+    }
+
+    /// The first `n` messages.
+    fn first(&self, n: usize) -> impl Iterator<Item = &Arc<str>> {
+        self.slots[..n].iter().filter_map(OnceLock::get)
+    }
+}
+
 /// A match's history: every event's WebSocket message, in seq order (event `i` has seq
-/// `i + 1`). Cheap to clone (two reference counts).
-#[derive(Debug, Clone, Default)]
+/// `i + 1`). Cheap to clone (two reference counts); appending writes one slot of the shared
+/// tail chunk (a new chunk every [`CHUNK_EVENTS`] events), copying nothing.
+#[derive(Debug, Clone)]
 pub struct History {
-    sealed: Arc<Vec<Arc<[Arc<str>]>>>,
-    tail: Arc<[Arc<str>]>,
+    sealed: Arc<Vec<Arc<Chunk>>>,
+    tail: Arc<Chunk>,
+    /// How many slots of `tail` this history holds.
+    tail_len: usize,
     /// Byte offset of `"seq"` in every message of this match (the history item starts
     /// there, after a `{`).
     item_at: usize,
@@ -50,7 +74,8 @@ impl History {
         let item_at = prefix.find("\"seq\"").unwrap_or(0);
         History {
             sealed: Arc::default(),
-            tail: Arc::from(Vec::new()),
+            tail: Chunk::empty(),
+            tail_len: 0,
             item_at,
         }
     }
@@ -64,32 +89,44 @@ impl History {
         history
     }
 
-    /// A new history with `message` (the next event's WebSocket message) appended.
+    /// A new history with `message` (the next event's WebSocket message) appended. This
+    /// history stays as it was.
     pub fn push(&self, message: Arc<str>) -> History {
-        let mut tail: Vec<Arc<str>> = Vec::with_capacity(self.tail.len() + 1);
-        tail.extend(self.tail.iter().cloned());
-        tail.push(message);
-        if tail.len() == CHUNK_EVENTS {
-            let mut sealed = Vec::with_capacity(self.sealed.len() + 1);
-            sealed.extend(self.sealed.iter().cloned());
-            sealed.push(Arc::from(tail));
-            History {
-                sealed: Arc::new(sealed),
-                tail: Arc::from(Vec::new()),
-                item_at: self.item_at,
+        let tail = match self.tail.slots[self.tail_len].set(message) {
+            Ok(()) => Arc::clone(&self.tail),
+            Err(message) => {
+                // Not the latest history of its match: the slot is another's. Copy.
+                let copy = Chunk::empty();
+                for (slot, m) in copy.slots.iter().zip(self.tail.first(self.tail_len)) {
+                    let _ = slot.set(Arc::clone(m));
+                }
+                let _ = copy.slots[self.tail_len].set(message);
+                copy
             }
-        } else {
-            History {
+        };
+        let tail_len = self.tail_len + 1;
+        if tail_len < CHUNK_EVENTS {
+            return History {
                 sealed: Arc::clone(&self.sealed),
-                tail: Arc::from(tail),
+                tail,
+                tail_len,
                 item_at: self.item_at,
-            }
+            };
+        }
+        let mut sealed = Vec::with_capacity(self.sealed.len() + 1);
+        sealed.extend(self.sealed.iter().cloned());
+        sealed.push(tail);
+        History {
+            sealed: Arc::new(sealed),
+            tail: Chunk::empty(),
+            tail_len: 0,
+            item_at: self.item_at,
         }
     }
 
     /// How many events.
     pub fn len(&self) -> usize {
-        self.sealed.len() * CHUNK_EVENTS + self.tail.len()
+        self.sealed.len() * CHUNK_EVENTS + self.tail_len
     }
 
     /// Whether there is no event.
@@ -99,12 +136,13 @@ impl History {
 
     /// The WebSocket messages of the events after `since`, in order.
     pub fn after(&self, since: u64) -> impl Iterator<Item = &Arc<str>> {
-        let skip = usize::try_from(since).unwrap_or(usize::MAX);
-        self.sealed
+        let since = usize::try_from(since).unwrap_or(usize::MAX).min(self.len());
+        let sealed = self.sealed.get(since / CHUNK_EVENTS..).unwrap_or(&[]);
+        sealed
             .iter()
-            .flat_map(|c| c.iter())
-            .chain(self.tail.iter())
-            .skip(skip)
+            .flat_map(|c| c.first(CHUNK_EVENTS))
+            .chain(self.tail.first(self.tail_len))
+            .skip(since % CHUNK_EVENTS)
     }
 
     /// The JSON array of `GET /1/match/{id}/history?since=…`: the events after `since`.
@@ -326,7 +364,14 @@ mod tests {
         }
         for (i, old) in olds.iter().enumerate() {
             assert_eq!(old.len(), i);
+            assert_eq!(old.after(0).count(), i);
         }
         assert_eq!(h.len(), 70);
+        // Appending to an older history (not the latest) copies instead of overwriting.
+        let branch = olds[66].push(Arc::from("{\"other\":1}"));
+        assert_eq!(branch.len(), 67);
+        assert_eq!(&**branch.after(66).next().unwrap(), "{\"other\":1}");
+        assert_ne!(&**h.after(66).next().unwrap(), "{\"other\":1}");
+        assert_eq!(olds[66].len(), 66);
     }
 }
