@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the sans-I/O protocol core, in bytes per second: frame header
 //! parse/encode, payload masking (fast path against the byte reference), a 1 KiB masked
-//! text message through `WsSession::receive`, and the opening handshake.
+//! text message through `WsSession::receive`, the opening handshake, and permessage-deflate
+//! (compressing an event or a status into an RSV1 frame once, inflating it).
 //!
 //! `cargo bench --bench proto` (add `-- --quick` for a short run).
 
@@ -8,6 +9,7 @@
 #![allow(missing_docs)]
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use matchstream::proto::deflate::{inflate_message, MessageDeflater};
 use matchstream::proto::mask::{apply_mask, apply_mask_reference};
 use matchstream::proto::{
     accept_handshake, parse_request, FrameHeader, HandshakePolicy, HttpLimits, OpCode, WsEvent,
@@ -100,5 +102,47 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frame_header, mask, session, handshake);
+/// A goal event as the server sends it for the sample match (player name filled in).
+const GOAL_EVENT: &str = r#"{"type":"event","match":"elp-tig-2011-09-10","seq":27,"ts":1764489600123,"kind":"goal","data":{"team":"tig","player":[9,"Carlos Luna"]}}"#;
+
+fn deflate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("deflate");
+    let mut deflater = MessageDeflater::new();
+    let status = format!(
+        r#"{{"type":"status","match":"elp-tig-2011-09-10","seq":0,"ts":0,"state":{{"home_players":{},"visit_players":{}}}}}"#,
+        serde_json::to_string(
+            &(1..=11)
+                .map(|n| (n, format!("Player number {n}")))
+                .collect::<Vec<_>>()
+        )
+        .unwrap(),
+        serde_json::to_string(
+            &(1..=11)
+                .map(|n| (n, format!("Jugador {n}")))
+                .collect::<Vec<_>>()
+        )
+        .unwrap(),
+    );
+    for (name, json) in [("event", GOAL_EVENT), ("status", status.as_str())] {
+        let compressed = deflater
+            .compressed_frame(OpCode::Text, json.as_bytes())
+            .unwrap();
+        eprintln!(
+            "deflate {name}: {} B JSON -> {} B RSV1 frame",
+            json.len(),
+            compressed.len()
+        );
+        group.throughput(Throughput::Bytes(json.len() as u64));
+        group.bench_function(BenchmarkId::new("compress_frame", name), |b| {
+            b.iter(|| deflater.compressed_frame(OpCode::Text, black_box(json.as_bytes())))
+        });
+        let payload = deflater.compress(json.as_bytes()).unwrap().to_vec();
+        group.bench_function(BenchmarkId::new("inflate", name), |b| {
+            b.iter(|| inflate_message(black_box(&payload), 1 << 16).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frame_header, mask, session, handshake, deflate);
 criterion_main!(benches);

@@ -11,7 +11,11 @@ use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::os::stream::{recv_some, write_all};
+use crate::proto::deflate::{inflate_message, RSV1};
 use crate::proto::frame::{FrameHeader, OpCode};
+
+/// The largest message a compressed server frame may inflate to.
+const MAX_INFLATED: usize = 16 << 20;
 use crate::proto::mask::apply_mask;
 
 /// Connects to `server` from `source` (port chosen by the kernel at connect time, so one
@@ -65,12 +69,28 @@ pub async fn connect_from(source: IpAddr, server: SocketAddr) -> io::Result<TcpS
 
 /// The bytes of a client handshake request for `path` on `host`.
 pub fn handshake_request(host: &str, path: &str, key: &str) -> Vec<u8> {
+    handshake_request_with(host, path, key, None)
+}
+
+/// A client handshake request offering `extensions` (a `Sec-WebSocket-Extensions` value).
+pub fn handshake_request_with(
+    host: &str,
+    path: &str,
+    key: &str,
+    extensions: Option<&str>,
+) -> Vec<u8> {
+    let offer = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .into_bytes()
 }
+
+/// What `--deflate` watchers offer (as a browser does).
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// Performs the client handshake; returns bytes that arrived after the 101 response.
 pub async fn handshake(
@@ -79,8 +99,19 @@ pub async fn handshake(
     path: &str,
     scratch: &RefCell<Vec<u8>>,
 ) -> io::Result<Vec<u8>> {
+    handshake_with(stream, host, path, scratch, None).await
+}
+
+/// [`handshake`] offering `extensions` (e.g. [`DEFLATE_OFFER`]).
+pub async fn handshake_with(
+    stream: &TcpStream,
+    host: &str,
+    path: &str,
+    scratch: &RefCell<Vec<u8>>,
+    extensions: Option<&str>,
+) -> io::Result<Vec<u8>> {
     let key = "dGhlIHNhbXBsZSBub25jZQ==";
-    write_all(stream, &handshake_request(host, path, key)).await?;
+    write_all(stream, &handshake_request_with(host, path, key, extensions)).await?;
     let mut buf = Vec::new();
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -121,9 +152,10 @@ pub enum ServerFrame {
     Other,
 }
 
-/// Takes one complete frame off the front of `buf`, if there is one: its opcode and payload.
+/// Takes one complete frame off the front of `buf`, if there is one: its opcode and payload
+/// (inflated when the server compressed it: RSV1, permessage-deflate).
 pub fn next_raw_frame(buf: &mut Vec<u8>) -> io::Result<Option<(OpCode, Vec<u8>)>> {
-    let (header, used) = match FrameHeader::parse(buf) {
+    let (header, used) = match FrameHeader::parse_with(buf, RSV1) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
         Err(e) => return Err(io::Error::other(format!("bad frame from server: {e}"))),
@@ -132,7 +164,12 @@ pub fn next_raw_frame(buf: &mut Vec<u8>) -> io::Result<Option<(OpCode, Vec<u8>)>
     if buf.len() < used + len {
         return Ok(None);
     }
-    let payload: Vec<u8> = buf[used..used + len].to_vec();
+    let payload: Vec<u8> = if header.rsv & RSV1 != 0 {
+        inflate_message(&buf[used..used + len], MAX_INFLATED)
+            .map_err(|e| io::Error::other(format!("bad compressed frame from server: {e}")))?
+    } else {
+        buf[used..used + len].to_vec()
+    };
     buf.drain(..used + len);
     Ok(Some((header.opcode, payload)))
 }

@@ -83,7 +83,7 @@ pub struct LoadArgs {
         help_heading = "Watchers"
     )]
     pub clients: usize,
-    /// Wire: WebSocket or the TCP line protocol.
+    /// Wire: WebSocket, the TCP line protocol, or Server-Sent Events.
     #[arg(long, value_enum, default_value_t = Protocol::Ws, help_heading = "Watchers")]
     pub protocol: Protocol,
     /// WebSocket path.
@@ -94,6 +94,9 @@ pub struct LoadArgs {
         help_heading = "Watchers"
     )]
     pub path: String,
+    /// Offer permessage-deflate (as browsers do); compressed frames are inflated and checked.
+    #[arg(long, help_heading = "Watchers")]
+    pub deflate: bool,
     /// Drive the match: replay this script (`sample` for the bundled one).
     #[arg(long, value_name = "SCRIPT", help_heading = "Driving a match")]
     pub replay: Option<String>,

@@ -152,6 +152,7 @@ fn watch_config(
         checkin,
         reconnect: args.reconnect,
         path,
+        deflate: args.deflate,
         subscribe_message: args.raw.subscribe_message.clone(),
         feeds,
         clients,

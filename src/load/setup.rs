@@ -179,7 +179,7 @@ pub(super) fn watch_target(args: &LoadArgs) -> io::Result<(Vec<Endpoint>, String
         return Ok((vec![endpoint(u)], path));
     }
     match args.protocol {
-        Protocol::Ws => {
+        Protocol::Ws | Protocol::Sse => {
             let servers = args
                 .server
                 .iter()

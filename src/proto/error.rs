@@ -46,6 +46,9 @@ pub enum ProtocolError {
     /// A message's total payload exceeds the message size limit → 1009.
     #[error("message too big")]
     MessageTooBig,
+    /// A permessage-deflate message does not inflate (RFC 7692 §7.2.2) → 1007.
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// A binary message arrived but the endpoint accepts only text → 1003.
     #[error("binary messages not accepted")]
     BinaryNotAccepted,
@@ -55,7 +58,7 @@ impl ProtocolError {
     /// The close code to send the peer for this violation.
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::InvalidUtf8 => close::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => close::INVALID_PAYLOAD,
             Self::FrameTooBig | Self::MessageTooBig => close::TOO_BIG,
             Self::BinaryNotAccepted => close::UNSUPPORTED_DATA,
             _ => close::PROTOCOL_ERROR,

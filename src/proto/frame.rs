@@ -70,7 +70,8 @@ impl OpCode {
 pub struct FrameHeader {
     /// Whether this is the final fragment of its message.
     pub fin: bool,
-    /// The three RSV bits (RSV1 is `0b100`); must be 0 since no extension is negotiated.
+    /// The three RSV bits (RSV1 is `0b100`, set on a permessage-deflate compressed
+    /// message's first frame); 0 unless an extension was negotiated.
     pub rsv: u8,
     /// What the frame carries.
     pub opcode: OpCode,
@@ -81,17 +82,27 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Parses a frame header from the start of `buf`.
+    /// Parses a frame header from the start of `buf`; every RSV bit must be clear.
     ///
     /// `Ok(None)` means more bytes are needed (nothing consumed); `Ok(Some((header, n)))`
     /// means the header took the first `n` bytes and the payload starts at `buf[n]`.
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+        Self::parse_with(buf, 0)
+    }
+
+    /// Like [`parse`](Self::parse), but the RSV bits in `allowed_rsv` (a negotiated
+    /// extension's, e.g. RSV1 for permessage-deflate) may be set; which frames may carry
+    /// them is the session's rule.
+    pub fn parse_with(
+        buf: &[u8],
+        allowed_rsv: u8,
+    ) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let [b0, b1, ..] = *buf else {
             return Ok(None);
         };
         let fin = b0 & 0x80 != 0;
         let rsv = (b0 >> 4) & 0x07;
-        if rsv != 0 {
+        if rsv & !allowed_rsv != 0 {
             return Err(ProtocolError::ReservedBits);
         }
         let opcode = OpCode::from_u8(b0 & 0x0f)?;
@@ -296,6 +307,15 @@ mod tests {
         use ProtocolError::*;
         assert_eq!(FrameHeader::parse(&[0xc1, 0x00]), Err(ReservedBits));
         assert_eq!(FrameHeader::parse(&[0x91, 0x00]), Err(ReservedBits));
+        // With permessage-deflate, RSV1 parses; RSV2 and RSV3 still do not.
+        assert_eq!(
+            FrameHeader::parse_with(&[0xc1, 0x00], 0b100).map(|h| h.map(|(h, _)| h.rsv)),
+            Ok(Some(0b100))
+        );
+        assert_eq!(
+            FrameHeader::parse_with(&[0xe1, 0x00], 0b100),
+            Err(ReservedBits)
+        );
         for op in [3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
             assert_eq!(
                 FrameHeader::parse(&[0x80 | op, 0x00]),

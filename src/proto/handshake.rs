@@ -2,9 +2,11 @@
 //!
 //! [`accept_handshake`] is a pure function from a parsed [`Request`] to the bytes of the
 //! `101 Switching Protocols` response, or to a [`HandshakeError`] that knows its status and
-//! writes its own error response. No extension and no subprotocol is ever negotiated, so
-//! the 101 carries neither `Sec-WebSocket-Extensions` nor `Sec-WebSocket-Protocol`.
+//! writes its own error response. The one extension is permessage-deflate (RFC 7692), when
+//! [`HandshakePolicy::permessage_deflate`] allows it and the client offers it
+//! ([`super::deflate::negotiate`]); no subprotocol is ever negotiated.
 
+use super::deflate::{self, Agreed};
 use super::http::Request;
 use super::response::write_json_error_with;
 use base64::engine::general_purpose::STANDARD;
@@ -38,6 +40,23 @@ pub struct HandshakePolicy {
     /// `Origin` (a non-browser client) is always allowed: the check exists to stop other
     /// sites' pages, and browsers always send it.
     pub allowed_origins: Option<Vec<String>>,
+    /// Setting `permessage_deflate`: whether a permessage-deflate offer is accepted (the
+    /// server answers `server_no_context_takeover; client_no_context_takeover`). The server
+    /// turns it on; `Default` leaves it off.
+    pub permessage_deflate: bool,
+    /// Setting `deflate_small_windows`: accept a permessage-deflate offer that limits the
+    /// server's window below 15 bits (then send it uncompressed messages); when false such
+    /// an offer is declined.
+    pub deflate_small_windows: bool,
+}
+
+/// An accepted handshake: the `101` bytes and what was negotiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The complete `101 Switching Protocols` response.
+    pub response: Vec<u8>,
+    /// permessage-deflate, when offered and allowed.
+    pub deflate: Option<Agreed>,
 }
 
 /// Why a handshake was refused; each variant is one rule of §4.2.1 and maps to a status.
@@ -92,11 +111,21 @@ impl HandshakeError {
     }
 }
 
-/// Checks an upgrade request and returns the complete `101 Switching Protocols` response.
+/// Checks an upgrade request and returns the complete `101 Switching Protocols` response
+/// (see [`accept_handshake_with`] for what was negotiated).
 pub fn accept_handshake(
     req: &Request,
     policy: &HandshakePolicy,
 ) -> Result<Vec<u8>, HandshakeError> {
+    accept_handshake_with(req, policy).map(|accepted| accepted.response)
+}
+
+/// Checks an upgrade request, negotiates permessage-deflate (when the policy allows it) and
+/// returns the `101` with what was agreed.
+pub fn accept_handshake_with(
+    req: &Request,
+    policy: &HandshakePolicy,
+) -> Result<Accepted, HandshakeError> {
     if req.method != "GET" {
         return Err(HandshakeError::MethodNotGet);
     }
@@ -126,14 +155,29 @@ pub fn accept_handshake(
             return Err(HandshakeError::OriginNotAllowed);
         }
     }
-    let mut out = Vec::with_capacity(130);
+    let agreed = if policy.permessage_deflate {
+        deflate::negotiate(
+            req.header_values("sec-websocket-extensions"),
+            policy.deflate_small_windows,
+        )
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(220);
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept_key(key).as_bytes());
+    if let Some(agreed) = &agreed {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(agreed.response_value().as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
-    Ok(out)
+    Ok(Accepted {
+        response: out,
+        deflate: agreed,
+    })
 }
 
 #[cfg(test)]
@@ -248,9 +292,39 @@ mod tests {
     }
 
     #[test]
+    fn permessage_deflate_is_negotiated_when_allowed() {
+        let offer =
+            upgrade("\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits");
+        let off = accept_handshake_with(&offer, &HandshakePolicy::default()).unwrap();
+        assert_eq!(off.deflate, None);
+        assert!(!String::from_utf8(off.response)
+            .unwrap()
+            .contains("Extensions"));
+        let policy = HandshakePolicy {
+            permessage_deflate: true,
+            ..HandshakePolicy::default()
+        };
+        let on = accept_handshake_with(&offer, &policy).unwrap();
+        assert!(on.deflate.is_some_and(|a| a.may_compress()));
+        assert_eq!(
+            String::from_utf8(on.response).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_no_context_takeover\r\n\r\n"
+        );
+        // No offer, or only an invalid one: a plain 101.
+        let plain = accept_handshake_with(&upgrade(""), &policy).unwrap();
+        assert_eq!(plain.deflate, None);
+        let bad = upgrade("\r\nSec-WebSocket-Extensions: permessage-deflate; bogus");
+        assert_eq!(accept_handshake_with(&bad, &policy).unwrap().deflate, None);
+    }
+
+    #[test]
     fn origin_policy() {
         let policy = HandshakePolicy {
             allowed_origins: Some(vec!["https://matchstream.example".into()]),
+            ..HandshakePolicy::default()
         };
         let ok = upgrade("\r\nOrigin: https://MatchStream.example");
         assert!(accept_handshake(&ok, &policy).is_ok());

@@ -15,6 +15,9 @@
 //! * [`session`] — [`WsSession`], the per-connection state machine (server role):
 //!   reassembly, control frames, the close handshake; it turns input into [`WsEvent`]s and
 //!   holds no heap buffer while idle.
+//! * [`deflate`] — permessage-deflate (RFC 7692): offer negotiation, compress-once frames,
+//!   bounded inflate of incoming messages.
+//! * [`sse`] — Server-Sent Events: message encoding, resume points, a stream parser.
 //! * [`keepalive`] — ping/dead timers and deadlines on a caller-supplied clock.
 //! * [`line`](mod@line) — the seed's TCP line protocol.
 //!
@@ -23,6 +26,7 @@
 //! before anything is allocated.
 
 pub mod close;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -32,12 +36,14 @@ pub mod line;
 pub mod mask;
 pub mod response;
 pub mod session;
+pub mod sse;
 pub mod utf8;
 
 pub use error::ProtocolError;
 pub use frame::{encode_close, encode_frame, FrameHeader, OpCode};
 pub use handshake::{
-    accept_handshake, accept_key, is_upgrade_request, HandshakeError, HandshakePolicy,
+    accept_handshake, accept_handshake_with, accept_key, is_upgrade_request, Accepted,
+    HandshakeError, HandshakePolicy,
 };
 pub use http::{parse_request, HttpError, HttpLimits, Request, RequestReader};
 pub use keepalive::{Deadline, Keepalive, KeepaliveAction};

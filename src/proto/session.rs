@@ -11,7 +11,13 @@
 //! ever copied aside, and an idle session between messages owns no heap buffer at all.
 //! Text is checked incrementally so invalid UTF-8 fails the connection (1007) as soon as it
 //! arrives, even in the middle of a frame.
+//!
+//! With permessage-deflate negotiated ([`WsSession::enable_deflate`]), a message whose first
+//! frame has RSV1 set is inflated as its payload arrives ([`Inflater`]), bounded by
+//! `max_message_bytes` of output (and of compressed input): past it, close 1009. RSV1 on a
+//! control or continuation frame is a protocol error (1002), corrupt data is 1007.
 
+use super::deflate::{InflateError, Inflater, RSV1};
 use super::error::ProtocolError;
 use super::frame::{
     encode_close, encode_frame, parse_close_payload, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD,
@@ -118,6 +124,10 @@ pub struct WsSession {
     phase: Phase,
     /// The session ended because the peer broke a protocol rule.
     failed: bool,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
+    /// The inflater of the compressed message being assembled (`None` between messages).
+    inflater: Option<Box<Inflater>>,
 }
 
 impl WsSession {
@@ -138,7 +148,19 @@ impl WsSession {
             utf8: Utf8Validator::new(),
             phase: Phase::Open,
             failed: false,
+            deflate: false,
+            inflater: None,
         }
+    }
+
+    /// Accepts compressed messages (RSV1) from now on: permessage-deflate was negotiated.
+    pub fn enable_deflate(&mut self) {
+        self.deflate = true;
+    }
+
+    /// Whether permessage-deflate was negotiated on this connection.
+    pub fn deflate_enabled(&self) -> bool {
+        self.deflate
     }
 
     /// Consumes all of `input` (the next bytes read from the peer) and appends the events it
@@ -206,11 +228,14 @@ impl WsSession {
     /// message, and not closed. A watcher's session is idle almost all the time, so its
     /// owner keeps this byte and rebuilds the session with [`WsSession::unpark`] when bytes
     /// arrive or a ping or close is due. `None` while a frame or message is unfinished.
+    /// Whether permessage-deflate was negotiated is not in the byte: the owner knows it and
+    /// calls [`WsSession::enable_deflate`] again after unparking.
     pub fn park(&self) -> Option<Parked> {
         let idle = self.tail.is_empty()
             && self.message.capacity() == 0
             && self.frame.is_none()
-            && self.kind.is_none();
+            && self.kind.is_none()
+            && self.inflater.is_none();
         match self.phase {
             Phase::Open if idle => Some(Parked::Open),
             Phase::Closing if idle => Some(Parked::Closing),
@@ -255,12 +280,14 @@ impl WsSession {
                 }
                 continue;
             }
-            let step = FrameHeader::parse(&buf[pos..]).and_then(|parsed| match parsed {
-                None => Ok(None),
-                Some((header, n)) => Ok(self
-                    .start_frame(header, &buf[pos + n..], events)?
-                    .map(|payload| n + payload)),
-            });
+            let allowed_rsv = if self.deflate { RSV1 } else { 0 };
+            let step =
+                FrameHeader::parse_with(&buf[pos..], allowed_rsv).and_then(|parsed| match parsed {
+                    None => Ok(None),
+                    Some((header, n)) => Ok(self
+                        .start_frame(header, &buf[pos + n..], events)?
+                        .map(|payload| n + payload)),
+                });
             match step {
                 Ok(Some(used)) => pos += used,
                 Ok(None) => return pos,
@@ -287,6 +314,13 @@ impl WsSession {
         events: &mut Vec<WsEvent>,
     ) -> Result<Option<usize>, ProtocolError> {
         let mask = header.mask.ok_or(ProtocolError::UnmaskedFrame)?;
+        let compressed = header.rsv & RSV1 != 0;
+        if compressed && matches!(header.opcode, OpCode::Continuation)
+            || header.opcode.is_control() && header.rsv != 0
+        {
+            // RSV1 marks a message, on its first frame only (RFC 7692 §6).
+            return Err(ProtocolError::ReservedBits);
+        }
         if header.opcode.is_control() {
             let len = header.payload_len as usize; // ≤ 125, checked by the parser
             if rest.len() < len {
@@ -312,7 +346,15 @@ impl WsSession {
             return Err(ProtocolError::FrameTooBig);
         }
         let len = header.payload_len as usize;
-        if self.message.len() + len > self.limits.max_message_bytes {
+        let max = self.limits.max_message_bytes;
+        if compressed {
+            self.inflater = Some(Box::new(Inflater::new(max)));
+        }
+        let received = match &self.inflater {
+            Some(inflater) => inflater.received(),
+            None => self.message.len(),
+        };
+        if received + len > max {
             return Err(ProtocolError::MessageTooBig);
         }
         self.kind = Some(kind);
@@ -334,15 +376,22 @@ impl WsSession {
         events: &mut Vec<WsEvent>,
     ) -> Result<(), ProtocolError> {
         let start = self.message.len();
-        self.message.extend_from_slice(chunk);
-        apply_mask(
-            &mut self.message[start..],
-            frame.mask,
-            usize::from(frame.offset),
-        );
+        let ends_message = frame.remaining == chunk.len() && frame.fin;
+        if let Some(inflater) = self.inflater.as_deref_mut() {
+            inflate_masked(inflater, chunk, frame.mask, frame.offset, &mut self.message)?;
+            if ends_message {
+                inflater.finish(&mut self.message).map_err(inflate_error)?;
+            }
+        } else {
+            self.message.extend_from_slice(chunk);
+            apply_mask(
+                &mut self.message[start..],
+                frame.mask,
+                usize::from(frame.offset),
+            );
+        }
         frame.remaining -= chunk.len();
         frame.offset = ((usize::from(frame.offset) + chunk.len()) % 4) as u8;
-        let ends_message = frame.remaining == 0 && frame.fin;
         // The final piece is checked with the whole message below; earlier pieces are fed to
         // the incremental validator so that bad text fails before the message ends.
         if self.kind == Some(MessageKind::Text) && !ends_message {
@@ -363,6 +412,7 @@ impl WsSession {
     fn finish_message(&mut self, events: &mut Vec<WsEvent>) -> Result<(), ProtocolError> {
         let data = mem::take(&mut self.message);
         let kind = self.kind.take();
+        self.inflater = None;
         self.utf8 = Utf8Validator::new();
         let event = match kind {
             Some(MessageKind::Text) => {
@@ -425,10 +475,42 @@ impl WsSession {
         self.message = Vec::new();
         self.frame = None;
         self.kind = None;
+        self.inflater = None;
         events.push(WsEvent::Closed);
     }
 }
 
+/// Unmasks `chunk` (masked with `mask` from `offset`) piece by piece on the stack and feeds
+/// it to `inflater`, appending the output to `out`.
+fn inflate_masked(
+    inflater: &mut Inflater,
+    chunk: &[u8],
+    mask: [u8; 4],
+    offset: u8,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let mut piece = [0u8; 4096];
+    let mut offset = usize::from(offset);
+    for part in chunk.chunks(piece.len()) {
+        let piece = &mut piece[..part.len()];
+        piece.copy_from_slice(part);
+        apply_mask(piece, mask, offset);
+        offset = (offset + part.len()) % 4;
+        inflater.feed(piece, out).map_err(inflate_error)?;
+    }
+    Ok(())
+}
+
+fn inflate_error(e: InflateError) -> ProtocolError {
+    match e {
+        InflateError::TooBig => ProtocolError::MessageTooBig,
+        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+    }
+}
+
+#[cfg(test)]
+#[path = "session_deflate_tests.rs"]
+mod deflate_tests;
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;

@@ -262,7 +262,7 @@ mod tests {
     fn text(routed: Routed) -> String {
         match routed {
             Routed::Response { bytes, .. } => String::from_utf8(bytes).unwrap(),
-            Routed::Upgrade { .. } => panic!("not a response"),
+            Routed::Upgrade { .. } | Routed::EventStream { .. } => panic!("not a response"),
         }
     }
 

@@ -15,6 +15,7 @@ use monoio::net::TcpStream;
 
 use super::metrics::WorkerStats;
 use super::router::{route, Routed};
+use super::sse::SseStart;
 use super::stream::{read_more, ReadMore};
 use super::worker::{ConnState, Worker};
 use super::ws::WsMode;
@@ -30,6 +31,17 @@ pub struct Upgraded {
     pub mode: WsMode,
     /// Bytes that arrived after the handshake request.
     pub leftover: Vec<u8>,
+    /// permessage-deflate, if negotiated.
+    pub deflate: Option<crate::proto::deflate::Agreed>,
+}
+
+/// What a connection's HTTP phase hands over to a long-lived phase.
+pub enum Handoff {
+    /// A WebSocket after its `101`.
+    WebSocket(Upgraded),
+    /// A Server-Sent Events stream after its `200` head (bytes that followed the request
+    /// are dropped: an SSE client has nothing to say).
+    EventStream(SseStart),
 }
 
 /// Serves HTTP requests on `stream` until it closes, times out, or upgrades; an upgrade is
@@ -38,7 +50,7 @@ pub async fn serve(
     worker: &Rc<Worker>,
     stream: TcpStream,
     state: &Rc<ConnState>,
-) -> Option<Upgraded> {
+) -> Option<Handoff> {
     let config = &worker.shared.config;
     let mut reader = RequestReader::new();
     let mut request_started = Instant::now();
@@ -65,7 +77,7 @@ pub async fn serve(
                                 return None;
                             }
                         }
-                        Routed::Upgrade { .. } if head => {
+                        Routed::Upgrade { .. } | Routed::EventStream { .. } if head => {
                             let mut out = Vec::new();
                             write_json_error(
                                 &mut out,
@@ -77,15 +89,26 @@ pub async fn serve(
                             let _ = send(worker, &stream, &out).await;
                             return None;
                         }
-                        Routed::Upgrade { response, mode } => {
+                        Routed::Upgrade {
+                            response,
+                            mode,
+                            deflate,
+                        } => {
                             if send(worker, &stream, &response).await.is_err() {
                                 return None;
                             }
-                            return Some(Upgraded {
+                            return Some(Handoff::WebSocket(Upgraded {
                                 stream,
                                 mode,
                                 leftover: reader.into_pending(),
-                            });
+                                deflate,
+                            }));
+                        }
+                        Routed::EventStream { head, mid, since } => {
+                            if send(worker, &stream, &head).await.is_err() {
+                                return None;
+                            }
+                            return Some(Handoff::EventStream(SseStart { stream, mid, since }));
                         }
                     }
                     served_one = true;

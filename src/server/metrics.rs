@@ -20,6 +20,10 @@ pub struct WorkerStats {
     pub websockets: AtomicU64,
     /// Open TCP line-protocol connections.
     pub line_connections: AtomicU64,
+    /// Open WebSocket connections that negotiated permessage-deflate.
+    pub deflate_websockets: AtomicU64,
+    /// Open Server-Sent Events streams.
+    pub sse_connections: AtomicU64,
     /// Connections accepted since start.
     pub accepted: AtomicU64,
     /// Connections refused because `--max-connections` was reached.
@@ -110,7 +114,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 22] = [
+    let per_worker: [CounterDef; 24] = [
         (
             "matchstream_connections",
             "gauge",
@@ -122,6 +126,18 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "gauge",
             "Open WebSocket connections",
             |s| &s.websockets,
+        ),
+        (
+            "matchstream_deflate_websockets",
+            "gauge",
+            "Open WebSocket connections with permessage-deflate",
+            |s| &s.deflate_websockets,
+        ),
+        (
+            "matchstream_sse_connections",
+            "gauge",
+            "Open Server-Sent Events streams",
+            |s| &s.sse_connections,
         ),
         (
             "matchstream_line_connections",

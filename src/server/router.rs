@@ -8,7 +8,8 @@ use super::admin_auth::{self, Gate};
 use super::metrics::{self, WorkerStats};
 use super::worker::Worker;
 use super::ws::WsMode;
-use crate::proto::handshake::{accept_handshake, is_upgrade_request, HandshakePolicy};
+use crate::proto::deflate::Agreed;
+use crate::proto::handshake::{accept_handshake_with, is_upgrade_request, HandshakePolicy};
 use crate::proto::http::Request;
 use crate::proto::response::{write_json_error, write_response};
 
@@ -27,6 +28,17 @@ pub enum Routed {
         response: Vec<u8>,
         /// What the WebSocket connection serves.
         mode: WsMode,
+        /// permessage-deflate, if negotiated.
+        deflate: Option<Agreed>,
+    },
+    /// Switch to a Server-Sent Events stream after writing `head` (see [`super::sse`]).
+    EventStream {
+        /// The `200 text/event-stream` head (and the `retry:` line).
+        head: Vec<u8>,
+        /// The match to watch.
+        mid: String,
+        /// Resume after this seq.
+        since: Option<u64>,
     },
 }
 
@@ -52,8 +64,19 @@ pub fn error(status: u16, message: &str, keep_alive: bool) -> Routed {
 }
 
 fn upgrade(request: &Request, mode: WsMode) -> Routed {
-    match accept_handshake(request, &HandshakePolicy::default()) {
-        Ok(response) => Routed::Upgrade { response, mode },
+    // A watcher shares its worker's compressed frame (a 32 KiB window) or gets none; the
+    // echo endpoint (the Autobahn suite's peer) also takes smaller windows, uncompressed.
+    let policy = HandshakePolicy {
+        permessage_deflate: true,
+        deflate_small_windows: mode == WsMode::Echo,
+        ..HandshakePolicy::default()
+    };
+    match accept_handshake_with(request, &policy) {
+        Ok(accepted) => Routed::Upgrade {
+            response: accepted.response,
+            mode,
+            deflate: accepted.deflate,
+        },
         Err(e) => {
             let mut bytes = Vec::new();
             e.write_response(&mut bytes);
@@ -118,6 +141,10 @@ pub async fn route(worker: &Rc<Worker>, request: &Request, peer: IpAddr) -> Rout
         "/1/echo" if config.enable_echo => upgrade(request, WsMode::Echo),
         "/1/ws" | "/" if is_upgrade_request(request) => upgrade(request, WsMode::Watch),
         "/1/ws" => error(426, "this endpoint speaks WebSocket", keep_alive),
+        path if method == "GET" && super::sse::event_stream_match(path).is_some() => {
+            let mid = super::sse::event_stream_match(path).unwrap_or_default();
+            super::sse::route(worker, request, mid).await
+        }
         _ => match super::api::route(worker, request).await {
             Some(routed) => routed,
             None => match super::page::asset(request.path()) {

@@ -25,6 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use slab::Slab;
 
+use super::compress;
 use super::metrics::WorkerStats;
 use super::plane::frames::FrameId;
 use super::plane::record::{Flavour, RecordId};
@@ -152,21 +153,51 @@ fn with_watching<R>(
     }
 }
 
+/// Which bytes `conn` takes (a connection task is mapped to the plane's flavours);
+/// `None` when it is gone.
+fn flavour_of(worker: &Worker, conn: ConnRef) -> Option<Flavour> {
+    match conn {
+        ConnRef::Task { conn, .. } => {
+            let conns = worker.conns.borrow();
+            let state = conns.get(conn)?;
+            Some(match state.kind.get() {
+                ConnKind::Line => Flavour::Line,
+                ConnKind::Sse => Flavour::Sse,
+                _ if state.deflate.get() => Flavour::WsDeflate,
+                _ => Flavour::Ws,
+            })
+        }
+        ConnRef::Plane(id) => {
+            let plane = worker.plane.as_ref()?.borrow();
+            plane.core.record(id).map(|r| r.flavour())
+        }
+    }
+}
+
 /// Whether `conn` speaks the TCP line protocol.
 fn is_line(worker: &Worker, conn: ConnRef) -> bool {
-    match conn {
-        ConnRef::Task { conn, .. } => worker
-            .conns
-            .borrow()
-            .get(conn)
-            .is_some_and(|s| s.kind.get() == ConnKind::Line),
-        ConnRef::Plane(id) => worker.plane.as_ref().is_some_and(|p| {
-            p.borrow()
-                .core
-                .record(id)
-                .is_some_and(|r| r.flavour() == Flavour::Line)
-        }),
+    flavour_of(worker, conn) == Some(Flavour::Line)
+}
+
+/// A message for `conn` alone (a status, a history event): a WebSocket text frame,
+/// compressed for a permessage-deflate watcher, or an SSE message with `id: seq`.
+fn message_for(flavour: Option<Flavour>, event: &str, seq: u64, json: &str) -> Bytes {
+    match flavour {
+        Some(Flavour::Sse) => super::sse::message(event, seq, json),
+        Some(Flavour::WsDeflate) => compress::text_frame(json),
+        _ => text_frame(json),
     }
+}
+
+/// Tells `conn` that its watch failed (`error` is the JSON error message). An SSE stream
+/// has nothing else to wait for: it gets `event: error` and ends.
+fn watch_failed(worker: &Worker, conn: ConnRef, error: &str) {
+    if flavour_of(worker, conn) == Some(Flavour::Sse) {
+        let mut out = Vec::new();
+        crate::proto::sse::encode_message(&mut out, "error", None, error);
+        return send_and_close(worker, conn, Bytes::from(out));
+    }
+    queue(worker, conn, text_frame(error));
 }
 
 fn queue(worker: &Worker, conn: ConnRef, bytes: Bytes) {
@@ -204,7 +235,7 @@ fn end_connection(worker: &Worker, conn: ConnRef, reason: &str) {
                 .cloned();
             if let Some(state) = state {
                 match state.kind.get() {
-                    ConnKind::Line => state.outbox.finish_after_flush(),
+                    ConnKind::Line | ConnKind::Sse => state.outbox.finish_after_flush(),
                     _ => state.outbox.close_after_flush(1000, reason),
                 }
             }
@@ -343,6 +374,9 @@ fn run_command(worker: &Rc<Worker>, conn: ConnRef, text: &str) {
 /// line watcher gets `ERROR:` and is closed at once.
 fn refuse_watch(worker: &Worker, conn: ConnRef, reason: &str) {
     WorkerStats::add(&worker.stats().watches_refused, 1);
+    if flavour_of(worker, conn) == Some(Flavour::Sse) {
+        return watch_failed(worker, conn, &error_message(reason));
+    }
     if is_line(worker, conn) {
         let mut out = Vec::new();
         encode_error(&mut out, reason);
@@ -513,16 +547,12 @@ fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply:
                 encode_error(&mut out, &format!("match not found: {mid}"));
                 send_and_close(worker, conn, Bytes::from(out));
             } else {
-                queue(worker, conn, text_frame(&error));
+                watch_failed(worker, conn, &error);
             }
         }
         Reply::Refused(refused) => {
             with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
-            queue(
-                worker,
-                conn,
-                text_frame(&error_message(&refused.to_string())),
-            );
+            watch_failed(worker, conn, &error_message(&refused.to_string()));
         }
         Reply::Done(_) => {
             with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
@@ -531,12 +561,16 @@ fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply:
 }
 
 fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
-    if is_line(worker, conn) {
+    let flavour = flavour_of(worker, conn);
+    if flavour == Some(Flavour::Line) {
         queue(worker, conn, status_block(&start.state));
     } else {
-        queue(worker, conn, text_frame(&start.status));
-        for event in &start.events {
-            queue(worker, conn, text_frame(event));
+        let status = message_for(flavour, "status", start.seq, &start.status);
+        queue(worker, conn, status);
+        // The history is `(since, seq]`, in order.
+        let first = start.seq + 1 - start.events.len() as u64;
+        for (seq, event) in (first..).zip(&start.events) {
+            queue(worker, conn, message_for(flavour, "event", seq, event));
         }
     }
     if start.ended {
@@ -574,12 +608,43 @@ fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
 struct EventBytes<'a> {
     ws: Bytes,
     line: Option<Bytes>,
+    /// The compressed frame (`Some(None)`: compression does not make it smaller).
+    deflated: Option<Option<Bytes>>,
+    sse: Option<Bytes>,
+    seq: u64,
+    json: &'a str,
     ts: i64,
     kind: &'a str,
     line_fields: &'a [(String, String)],
 }
 
 impl EventBytes<'_> {
+    /// The frame for a permessage-deflate watcher: compressed once, or the plain one when
+    /// compression would not make it smaller.
+    fn deflated(&mut self) -> &Bytes {
+        let json = self.json;
+        let compressed = self
+            .deflated
+            .get_or_insert_with(|| compress::frame(OpCode::Text, json.as_bytes()).map(Bytes::from));
+        compressed.as_ref().unwrap_or(&self.ws)
+    }
+
+    fn sse(&mut self) -> &Bytes {
+        let (seq, json) = (self.seq, self.json);
+        self.sse
+            .get_or_insert_with(|| super::sse::message("event", seq, json))
+    }
+
+    /// The bytes for `flavour`.
+    fn for_flavour(&mut self, flavour: Flavour) -> &Bytes {
+        match flavour {
+            Flavour::Ws => &self.ws,
+            Flavour::WsDeflate => self.deflated(),
+            Flavour::Line => self.line(),
+            Flavour::Sse => self.sse(),
+        }
+    }
+
     fn line(&mut self) -> &Bytes {
         let (ts, kind, line_fields) = (self.ts, self.kind, self.line_fields);
         self.line.get_or_insert_with(|| {
@@ -607,6 +672,7 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
     match broadcast {
         Broadcast::Event {
             mid,
+            seq,
             ts,
             kind,
             ended,
@@ -618,6 +684,10 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
             let mut bytes = EventBytes {
                 ws: text_frame(&ws_text),
                 line: None,
+                deflated: None,
+                sse: None,
+                seq,
+                json: &ws_text,
                 ts,
                 kind: kind.as_str(),
                 line_fields: &line_fields,
@@ -675,10 +745,11 @@ fn fan_out_tasks(
         let Some(state) = conns.get(conn).filter(|c| c.serial == serial) else {
             continue;
         };
-        let frame = if state.kind.get() == ConnKind::Line {
-            bytes.line()
-        } else {
-            &bytes.ws
+        let frame = match state.kind.get() {
+            ConnKind::Line => bytes.line(),
+            ConnKind::Sse => bytes.sse(),
+            _ if state.deflate.get() => bytes.deflated(),
+            _ => &bytes.ws,
         };
         if state.outbox.push_shared(frame).is_err() {
             t.overflowed += 1;
@@ -702,8 +773,8 @@ fn fan_out_plane(
     let now = worker.now_ms();
     let mut plane = plane.borrow_mut();
     let core = &mut plane.core;
-    let ws = core.share(bytes.ws.clone());
-    let mut line = FrameId::NONE;
+    // One shared frame per flavour, made on first use: Ws, WsDeflate, Line, Sse.
+    let mut shared = [FrameId::NONE; 4];
     let mut any = false;
     for w in watchers {
         let ConnRef::Plane(id) = w else {
@@ -712,15 +783,11 @@ fn fan_out_plane(
         let Some(flavour) = core.record(id).map(|r| r.flavour()) else {
             continue;
         };
-        let frame = match flavour {
-            Flavour::Ws => ws,
-            Flavour::Line => {
-                if line.is_none() {
-                    line = core.share(bytes.line().clone());
-                }
-                line
-            }
-        };
+        let slot = &mut shared[flavour as usize];
+        if slot.is_none() {
+            *slot = core.share(bytes.for_flavour(flavour).clone());
+        }
+        let frame = *slot;
         any = true;
         if core.push(id, frame, now).is_err() {
             t.overflowed += 1;
@@ -728,9 +795,10 @@ fn fan_out_plane(
         t.delivered += 1;
         t.bytes += core.frame_bytes(frame).len() as u64;
     }
-    core.unshare(ws);
-    if !line.is_none() {
-        core.unshare(line);
+    for frame in shared {
+        if !frame.is_none() {
+            core.unshare(frame);
+        }
     }
     any
 }

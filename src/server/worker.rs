@@ -19,6 +19,7 @@ use slab::Slab;
 use super::admission::{apply_keepalive, PerIpCounts, Refusal};
 use super::config::ServerConfig;
 use super::conn_guard::ConnGuard;
+use super::http::Handoff;
 use super::inbox::{InboxReceiver, InboxSender};
 use super::metrics::WorkerStats;
 use super::outbox::Outbox;
@@ -104,6 +105,8 @@ pub enum ConnKind {
     WebSocket,
     /// A TCP line-protocol watcher.
     Line,
+    /// A Server-Sent Events watcher.
+    Sse,
 }
 
 /// The part of a connection that its worker (not only its task) touches.
@@ -120,6 +123,9 @@ pub struct ConnState {
     pub watching: RefCell<Subscriptions>,
     /// Its address's connection slot, send and message deadlines.
     pub guard: ConnGuard,
+    /// The WebSocket peer negotiated permessage-deflate and takes compressed frames: fan-out
+    /// sends it the worker's shared RSV1 frame instead of the plain one.
+    pub deflate: Cell<bool>,
 }
 
 /// The per-thread worker.
@@ -385,6 +391,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
             serial,
             watching: RefCell::new(Subscriptions::default()),
             guard: ConnGuard::new(ticket),
+            deflate: Cell::new(false),
         });
         let id = worker.conns.borrow_mut().insert(state.clone());
         WorkerStats::add(&worker.stats().accepted, 1);
@@ -415,11 +422,15 @@ async fn connection_task(
                 return;
             }
         }
-        _ => {
-            if let Some(up) = super::http::serve(&worker, stream, &state).await {
+        _ => match super::http::serve(&worker, stream, &state).await {
+            Some(Handoff::WebSocket(up)) => {
                 if up.mode == super::ws::WsMode::Watch && worker.plane.is_some() {
                     let peer = hand_over(&worker, id);
-                    driver::adopt(&worker, up.stream, Flavour::Ws, &up.leftover, peer);
+                    let flavour = match up.deflate {
+                        Some(_) => Flavour::WsDeflate,
+                        None => Flavour::Ws,
+                    };
+                    driver::adopt(&worker, up.stream, flavour, &up.leftover, peer);
                     return;
                 }
                 let task = websocket_task(worker, up, id, state);
@@ -432,7 +443,15 @@ async fn connection_task(
                 monoio::spawn(task);
                 return;
             }
-        }
+            Some(Handoff::EventStream(start)) => {
+                // False: it ran on this task (no plane) and ended here.
+                if !super::sse::serve(&worker, start, id, &state).await {
+                    release_connection(&worker, id, &state);
+                }
+                return;
+            }
+            None => {}
+        },
     }
     release_connection(&worker, id, &state);
 }
@@ -488,11 +507,19 @@ async fn keepalive_sweep(worker: Rc<Worker>) {
         let now = worker.now_ms();
         for (_, conn) in worker.conns.borrow().iter() {
             super::conn_guard::sweep(&worker, conn, now);
-            if conn.kind.get() != ConnKind::WebSocket {
-                continue;
-            }
+            let sse = match conn.kind.get() {
+                ConnKind::WebSocket => false,
+                ConnKind::Sse => true,
+                ConnKind::Http | ConnKind::Line => continue,
+            };
             let action = conn.keepalive.borrow_mut().poll(now);
             match action {
+                // An SSE client never talks: a comment every ping interval keeps the stream
+                // (and any proxy on the way) alive; a dead peer shows as a stuck send.
+                KeepaliveAction::SendPing if sse => {
+                    let _ = conn.outbox.push(super::sse::keepalive());
+                    conn.keepalive.borrow_mut().on_activity(now);
+                }
                 KeepaliveAction::SendPing => conn.outbox.push_ping(),
                 KeepaliveAction::Dead => {
                     WorkerStats::add(&worker.stats().dead_peers, 1);
@@ -509,7 +536,7 @@ async fn drain(worker: &Rc<Worker>) {
     for (_, conn) in worker.conns.borrow().iter() {
         match conn.kind.get() {
             ConnKind::WebSocket => conn.outbox.close_after_flush(1001, "server shutting down"),
-            ConnKind::Http | ConnKind::Line => conn.outbox.close_now(),
+            ConnKind::Http | ConnKind::Line | ConnKind::Sse => conn.outbox.close_now(),
         }
     }
     driver::close_all(worker);

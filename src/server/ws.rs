@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use monoio::net::TcpStream;
 
+use super::compress;
 use super::http::Upgraded;
 use super::metrics::WorkerStats;
 use super::stream::{drive, Handler};
@@ -110,8 +111,15 @@ impl WsHandler {
     }
 
     fn echo(&self, opcode: OpCode, payload: &[u8], state: &ConnState) {
-        let mut frame = Vec::with_capacity(payload.len() + 10);
-        encode_frame(&mut frame, opcode, payload);
+        let compressed = match state.deflate.get() {
+            true => compress::frame(opcode, payload),
+            false => None,
+        };
+        let frame = compressed.unwrap_or_else(|| {
+            let mut frame = Vec::with_capacity(payload.len() + 10);
+            encode_frame(&mut frame, opcode, payload);
+            frame
+        });
         let stats = self.worker.stats();
         WorkerStats::add(&stats.frames_sent, 1);
         WorkerStats::add(&stats.bytes_sent, frame.len() as u64);
@@ -141,10 +149,16 @@ pub fn start(worker: &Rc<Worker>, up: Upgraded, conn: usize, state: &ConnState) 
     state.outbox.enable_direct_writes(up.stream.as_raw_fd());
     state.keepalive.borrow_mut().on_activity(worker.now_ms());
     WorkerStats::add(&worker.stats().websockets, 1);
+    let mut session = WsSession::new(limits);
+    if let Some(agreed) = up.deflate {
+        session.enable_deflate();
+        state.deflate.set(agreed.may_compress());
+        WorkerStats::add(&worker.stats().deflate_websockets, 1);
+    }
     let mut handler = WsHandler {
         worker: worker.clone(),
         conn,
-        session: WsSession::new(limits),
+        session,
         mode: up.mode,
     };
     if !up.leftover.is_empty() {
@@ -166,6 +180,9 @@ pub fn run(mut ws: WsConnection, state: Rc<ConnState>) -> impl std::future::Futu
         let id = ws.handler.conn;
         drive(&worker, &ws.stream, &state, &mut ws.handler).await;
         WorkerStats::sub(&worker.stats().websockets, 1);
+        if ws.handler.session.deflate_enabled() {
+            WorkerStats::sub(&worker.stats().deflate_websockets, 1);
+        }
         drop(ws);
         release_connection(&worker, id, &state);
     }

@@ -61,7 +61,15 @@ pub(super) async fn connector(ctx: Rc<Ctx>, next: Rc<Cell<usize>>, started: Inst
         };
         let leftover = if ctx.cfg.protocol == Protocol::Ws {
             let scratch = RefCell::new(vec![0u8; 2048]);
-            match client::handshake(&stream, &target.host, &ctx.cfg.path, &scratch).await {
+            match client::handshake_with(
+                &stream,
+                &target.host,
+                &ctx.cfg.path,
+                &scratch,
+                ctx.cfg.offer(),
+            )
+            .await
+            {
                 Ok(rest) => rest,
                 Err(e) => {
                     ctx.progress.handshake_failed.fetch_add(1, Ordering::AcqRel);
@@ -178,9 +186,15 @@ pub(super) async fn reconnect(
                 .await
                 .map_err(|e| format!("connect {}: {e}", target.addr))?;
             let scratch = RefCell::new(vec![0u8; 2048]);
-            let rest = client::handshake(&stream, &target.host, &ctx.cfg.path, &scratch)
-                .await
-                .map_err(|e| format!("handshake {}: {e}", target.addr))?;
+            let rest = client::handshake_with(
+                &stream,
+                &target.host,
+                &ctx.cfg.path,
+                &scratch,
+                ctx.cfg.offer(),
+            )
+            .await
+            .map_err(|e| format!("handshake {}: {e}", target.addr))?;
             Ok::<_, String>((target, stream, rest))
         };
         match monoio::time::timeout(ATTEMPT_TIMEOUT, attempt_fut).await {

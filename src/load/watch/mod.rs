@@ -7,13 +7,15 @@
 //! * `connect` — the connectors, the choice of server (round-robin or `/1/checkin`) and the
 //!   reconnect of a dropped watcher;
 //! * `session` — one watcher's life: watch, and on a drop reconnect and resume;
-//! * `ws`, `line` — watching over WebSocket and over the TCP line protocol;
+//! * `ws`, `line`, `sse` — watching over WebSocket, the TCP line protocol and Server-Sent
+//!   Events;
 //! * `ctx` — what the tasks of one thread share, and how events are recorded into it.
 
 mod connect;
 mod ctx;
 mod line;
 mod session;
+mod sse;
 mod ws;
 
 use std::cell::{Cell, RefCell};
@@ -38,6 +40,8 @@ pub enum Protocol {
     Ws,
     /// The TCP line protocol.
     Tcp,
+    /// Server-Sent Events, `GET /1/match/{id}/events`.
+    Sse,
 }
 
 /// What every load thread shares.
@@ -55,6 +59,8 @@ pub struct WatchConfig {
     pub reconnect: bool,
     /// WebSocket path.
     pub path: String,
+    /// `--deflate`: offer permessage-deflate in the WebSocket handshake.
+    pub deflate: bool,
     /// A text message sent after a raw handshake, if any.
     pub subscribe_message: Option<String>,
     /// The watched matches.
@@ -69,6 +75,13 @@ pub struct WatchConfig {
     pub rate_per_thread: Option<f64>,
     /// The run's time origin.
     pub origin: Instant,
+}
+
+impl WatchConfig {
+    /// The `Sec-WebSocket-Extensions` offer of each watcher, if any.
+    pub fn offer(&self) -> Option<&'static str> {
+        self.deflate.then_some(crate::load::client::DEFLATE_OFFER)
+    }
 }
 
 /// A server to connect to.

@@ -8,7 +8,7 @@ use monoio::net::TcpStream;
 
 use super::connect::reconnect;
 use super::ctx::Ctx;
-use super::{line, ws, Phase, Protocol};
+use super::{line, sse, ws, Phase, Protocol};
 
 /// How a watch ended badly.
 pub(super) struct Failure {
@@ -50,6 +50,7 @@ pub(super) async fn watcher(
             Protocol::Tcp => line::watch(&ctx, slot, feed, index, &stream)
                 .await
                 .map_err(failed),
+            Protocol::Sse => sse::watch(&ctx, slot, feed, &stream, since).await,
         };
         ctx.progress.open.fetch_sub(1, Ordering::AcqRel);
         let why = match result {

@@ -111,7 +111,13 @@ async fn subscribe(
 
 /// Checks one text message: a status, an event (raw mode: a numbered payload, the last one
 /// ending the match); an error message, or anything else, fails the watcher.
-fn on_text(ctx: &Ctx, slot: usize, feed: usize, payload: &[u8], now: u64) -> Result<(), Failure> {
+pub(super) fn on_text(
+    ctx: &Ctx,
+    slot: usize,
+    feed: usize,
+    payload: &[u8],
+    now: u64,
+) -> Result<(), Failure> {
     let Ok(m) = serde_json::from_slice::<Message>(payload) else {
         return Err(failed("unparsable message"));
     };

@@ -324,7 +324,7 @@ impl<T: Default> PlaneCore<T> {
         if rec.phase != Phase::Open {
             return;
         }
-        if rec.flavour == Flavour::Line || rec.has(SESSION_CLOSED) {
+        if !rec.flavour.is_websocket() || rec.has(SESSION_CLOSED) {
             return self.finish(id, now);
         }
         let mut session = take_session(rec, limits);
@@ -369,8 +369,8 @@ impl<T: Default> PlaneCore<T> {
             .collect();
         for id in ids {
             match self.records[id.key as usize].flavour {
-                Flavour::Ws => self.close(id, code, reason, now),
-                Flavour::Line => self.abort(id),
+                Flavour::Ws | Flavour::WsDeflate => self.close(id, code, reason, now),
+                Flavour::Line | Flavour::Sse => self.abort(id),
             }
         }
     }
@@ -419,6 +419,9 @@ impl<T: Default> PlaneCore<T> {
             serial: rec.serial,
         };
         rec.keepalive.on_activity(now);
+        if rec.flavour == Flavour::Sse {
+            return; // an SSE client has nothing to say: ignored
+        }
         if rec.flavour == Flavour::Line {
             if rec.phase == Phase::Open {
                 let mut out = Vec::new();
@@ -494,7 +497,10 @@ impl<T: Default> PlaneCore<T> {
                 self.after_write(key, now)
             }
             // The peer vanished without a close handshake, or ended it.
-            (Flavour::Ws, Phase::Open | Phase::Lingering) => self.teardown(key),
+            // An SSE client that goes away is gone.
+            (Flavour::Ws | Flavour::WsDeflate | Flavour::Sse, Phase::Open | Phase::Lingering) => {
+                self.teardown(key)
+            }
         }
     }
 
@@ -568,7 +574,7 @@ impl<T: Default> PlaneCore<T> {
             return;
         }
         let handshake_open =
-            rec.flavour == Flavour::Ws && !rec.has(SESSION_CLOSED) && rec.has(READ_OPEN);
+            rec.flavour.is_websocket() && !rec.has(SESSION_CLOSED) && rec.has(READ_OPEN);
         if handshake_open {
             rec.phase = Phase::Lingering;
             rec.close_at = now.saturating_add(linger);
@@ -633,7 +639,7 @@ impl<T: Default> PlaneCore<T> {
     /// Record `key`'s next deadline: keepalive, send timeout, close handshake.
     fn deadline(&self, key: u32) -> Option<u64> {
         let rec = &self.records[key as usize];
-        let keepalive = (rec.flavour == Flavour::Ws && rec.phase == Phase::Open)
+        let keepalive = (rec.flavour != Flavour::Line && rec.phase == Phase::Open)
             .then(|| self.config.keepalive.deadline(&rec.keepalive));
         let send = (self.config.send_timeout_ms > 0 && rec.queued > 0)
             .then(|| rec.progress_at.saturating_add(self.config.send_timeout_ms));
@@ -697,7 +703,22 @@ impl<T: Default> PlaneCore<T> {
             self.counters.send_timeouts += 1;
             return self.teardown(key);
         }
-        if rec.flavour != Flavour::Ws || rec.phase != Phase::Open {
+        if rec.flavour == Flavour::Line || rec.phase != Phase::Open {
+            return;
+        }
+        if rec.flavour == Flavour::Sse {
+            // An SSE client never talks: a comment each ping interval keeps the stream (and
+            // any proxy) alive; a dead peer shows as a failed or stuck send.
+            if let KeepaliveAction::SendPing = self.config.keepalive.poll(&mut rec.keepalive, now) {
+                rec.keepalive.on_activity(now);
+                let id = RecordId {
+                    key,
+                    serial: rec.serial,
+                };
+                let mut comment = Vec::with_capacity(16);
+                crate::proto::sse::encode_comment(&mut comment, "keepalive");
+                let _ = self.send(id, Bytes::from(comment), now);
+            }
             return;
         }
         if now >= rec.close_at {
@@ -775,7 +796,13 @@ impl<T: Default> PlaneCore<T> {
 fn take_session<T>(rec: &mut Record<T>, limits: WsLimits) -> WsSession {
     match rec.session.take() {
         Some(boxed) => *boxed,
-        None => WsSession::unpark(limits, rec.parked),
+        None => {
+            let mut session = WsSession::unpark(limits, rec.parked);
+            if rec.flavour == Flavour::WsDeflate {
+                session.enable_deflate();
+            }
+            session
+        }
     }
 }
 

@@ -74,7 +74,8 @@ impl Plane {
     }
 }
 
-/// Takes over an upgraded `/1/ws` WebSocket or a line watcher after its `CONNECT`: the socket
+/// Takes over an upgraded `/1/ws` WebSocket, a line watcher after its `CONNECT` or an SSE
+/// stream after its head: the socket
 /// leaves monoio and becomes a record. `leftover` holds bytes that came with the handshake;
 /// `peer` is the connection's counted source address (released when the record closes).
 pub fn adopt(
@@ -100,7 +101,12 @@ pub fn adopt(
     let stats = worker.stats();
     match flavour {
         Flavour::Ws => WorkerStats::add(&stats.websockets, 1),
+        Flavour::WsDeflate => {
+            WorkerStats::add(&stats.websockets, 1);
+            WorkerStats::add(&stats.deflate_websockets, 1);
+        }
         Flavour::Line => WorkerStats::add(&stats.line_connections, 1),
+        Flavour::Sse => WorkerStats::add(&stats.sse_connections, 1),
     }
     pump(worker);
     id
@@ -206,7 +212,12 @@ fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
             let stats = worker.stats();
             match flavour {
                 Flavour::Ws => WorkerStats::sub(&stats.websockets, 1),
+                Flavour::WsDeflate => {
+                    WorkerStats::sub(&stats.websockets, 1);
+                    WorkerStats::sub(&stats.deflate_websockets, 1);
+                }
                 Flavour::Line => WorkerStats::sub(&stats.line_connections, 1),
+                Flavour::Sse => WorkerStats::sub(&stats.sse_connections, 1),
             }
             worker.release_count();
         }

@@ -14,8 +14,20 @@ use crate::proto::session::{Parked, WsSession};
 pub enum Flavour {
     /// A WebSocket text frame (`/1/ws`).
     Ws,
+    /// A WebSocket that negotiated permessage-deflate: the compressed (RSV1) frame, and its
+    /// session inflates compressed messages.
+    WsDeflate,
     /// A TCP line-protocol block (`--tcp-listen`).
     Line,
+    /// A Server-Sent Events message (`GET /1/match/{id}/events`).
+    Sse,
+}
+
+impl Flavour {
+    /// Whether the record speaks WebSocket (a session, close frames, pings).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Flavour::Ws | Flavour::WsDeflate)
+    }
 }
 
 /// A record's place in its slab and its serial (a reused key gets a new serial).
