@@ -98,8 +98,9 @@ fn api_errors_keep_the_connection_alive() {
         &c.exchange(&request("DELETE", "/1/matches", Some(TOKEN), None)),
         405,
     );
+    // GET on the events path is the Server-Sent Events stream (tests/e2e_sse.rs).
     let path = format!("/1/match/{SAMPLE_MID}/events");
-    assert_error(&c.exchange(&request("GET", &path, None, None)), 405);
+    assert_error(&c.exchange(&request("PUT", &path, None, Some("{}"))), 405);
     assert_error(
         &c.exchange(&request("POST", "/1/checkin", None, Some("{}"))),
         405,

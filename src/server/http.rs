@@ -77,7 +77,15 @@ pub async fn serve(
                                 return None;
                             }
                         }
-                        Routed::Upgrade { .. } | Routed::EventStream { .. } if head => {
+                        Routed::EventStream {
+                            head: mut bytes, ..
+                        } if head => {
+                            // The head a GET would get; the stream itself is not started.
+                            strip_body(&mut bytes);
+                            let _ = send(worker, &stream, &bytes).await;
+                            return None;
+                        }
+                        Routed::Upgrade { .. } if head => {
                             let mut out = Vec::new();
                             write_json_error(
                                 &mut out,
