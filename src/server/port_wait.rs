@@ -165,7 +165,8 @@ fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
 }
 
 /// The first live process (any of its threads: workers have private fd tables) with one of
-/// `inodes` open, searching the proc filesystem at `proc`.
+/// `inodes` open, searching the proc filesystem at `proc`. Threads that share a table (most
+/// of a process's) are looked at once: a busy host has far more threads than tables.
 fn owner(proc: &Path, inodes: &[u64]) -> Option<Holder> {
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     let me = std::process::id();
@@ -183,24 +184,51 @@ fn owner(proc: &Path, inodes: &[u64]) -> Option<Holder> {
         let Ok(tasks) = std::fs::read_dir(entry.path().join("task")) else {
             continue;
         };
+        let mut tables: Vec<i32> = Vec::new();
         for task in tasks.flatten() {
-            let Ok(fds) = std::fs::read_dir(task.path().join("fd")) else {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
                 continue;
             };
-            for fd in fds.flatten() {
-                let Ok(target) = std::fs::read_link(fd.path()) else {
-                    continue;
-                };
-                if wanted.iter().any(|w| target.as_os_str() == w.as_str()) {
-                    let name = std::fs::read_to_string(entry.path().join("comm"))
-                        .map(|s| s.trim().to_owned())
-                        .unwrap_or_default();
-                    return Some(Holder::Process(pid, name));
-                }
+            if tables.iter().any(|&seen| same_fd_table(seen, tid)) {
+                continue;
+            }
+            tables.push(tid);
+            if holds_any(&task.path().join("fd"), &wanted) {
+                let name = std::fs::read_to_string(entry.path().join("comm"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default();
+                return Some(Holder::Process(pid, name));
             }
         }
     }
     None
+}
+
+/// Whether the fd directory `dir` (of one task) links to one of `wanted`.
+fn holds_any(dir: &Path, wanted: &[String]) -> bool {
+    let Ok(fds) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
+    })
+}
+
+/// `kcmp(2)`'s `KCMP_FILES`: the two tasks share one file-descriptor table.
+const KCMP_FILES: libc::c_int = 2;
+
+/// Whether tasks `a` and `b` share their file-descriptor table (false when it cannot be
+/// told: then both are searched, which is only slower).
+fn same_fd_table(a: i32, b: i32) -> bool {
+    // SAFETY: kcmp compares two tasks' kernel objects; it takes plain integers and touches
+    // no memory of this process.
+    let rc = unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_FILES, 0, 0) };
+    rc == 0
 }
 
 #[cfg(test)]
@@ -241,6 +269,25 @@ mod tests {
         assert!(conflicts(a("127.0.0.1:80"), a("0.0.0.0:80")));
         assert!(!conflicts(a("127.0.0.2:80"), a("127.0.0.1:80")));
         assert!(!conflicts(a("127.0.0.1:81"), a("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn threads_share_a_table_until_one_unshares_it() {
+        let me = std::process::id() as i32;
+        // SAFETY: gettid has no arguments and cannot fail.
+        let main = unsafe { libc::gettid() };
+        assert!(same_fd_table(me, main));
+        let (shared, private) = std::thread::spawn(move || {
+            // SAFETY: as above.
+            let tid = unsafe { libc::gettid() };
+            let shared = same_fd_table(main, tid);
+            crate::os::sys::unshare_fd_table().unwrap();
+            (shared, same_fd_table(main, tid))
+        })
+        .join()
+        .unwrap();
+        assert!(shared, "a new thread shares the process's table");
+        assert!(!private, "until it unshares it");
     }
 
     #[test]
