@@ -315,3 +315,71 @@ fn one_byte_a_second(extra: &[&str], name: &str) {
     }
     report_attack(name, rss_before, rss_after, &probe);
 }
+
+/// A socket with a small receive buffer, connected to `addr`, that has sent `request`.
+fn never_reader(addr: std::net::SocketAddr, request: &str) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&addr.into(), WAIT).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+}
+
+#[test]
+fn never_reading_sse_and_line_watchers_are_cut_off_by_the_send_timeout() {
+    sse_and_line_never_read(&[]);
+}
+
+#[test]
+fn never_reading_sse_and_line_watchers_without_the_watcher_plane() {
+    sse_and_line_never_read(&["--no-watcher-plane"]);
+}
+
+fn sse_and_line_never_read(extra: &[&str]) {
+    let mut args = vec![
+        "--send-timeout-ms",
+        "1000",
+        "--max-outbound-bytes",
+        "33554432",
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    post_sample(&server, 1);
+    let sse_request = format!(
+        "GET /1/match/{SAMPLE_MID}/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    let mut sse = never_reader(server.http, &sse_request);
+    let line_request = format!("VERSION:1:CONNECT:u:MATCH:{SAMPLE_MID}\r\n");
+    let mut line = never_reader(server.tcp, &line_request);
+    let mut normal = server.ws();
+    normal.watch(SAMPLE_MID, None);
+    normal.expect_status(SAMPLE_MID);
+    let mut admin = server.admin();
+    let started = Instant::now();
+    let mut seq = 1;
+    while server.metric_sum("matchstream_send_timeouts_total") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "send timeouts: {}",
+            server.metric_sum("matchstream_send_timeouts_total")
+        );
+        for _ in 0..10 {
+            let text = format!("{:0>30000}", seq);
+            let r = post_event(&mut admin, SAMPLE_MID, "comment", &json!({"text": text}));
+            assert_eq!(r.status, 201);
+            seq += 1;
+            normal.expect_event(SAMPLE_MID, seq);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!("both cut off {:?} after the first post", started.elapsed());
+    for (name, stream) in [("SSE", &mut sse), ("line", &mut line)] {
+        let (_, ended) = drain(stream, WAIT);
+        assert!(ended, "the {name} watcher was closed");
+    }
+    assert_eq!(
+        server.metric_sum("matchstream_slow_consumer_closes_total"),
+        0
+    );
+}
