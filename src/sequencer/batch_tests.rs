@@ -248,3 +248,24 @@ fn past_the_queue_bound_writes_are_refused_busy_and_nothing_is_lost() {
     assert_eq!(post(&rig.h, &rig.mid, EventKind::Comment, json!({})).0, 201);
     assert_eq!(event_seqs(&rig.seen), [1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn answered_writes_leave_the_queue_bound() {
+    let limits = Limits {
+        max_queued_writes: 1,
+        ..Limits::default()
+    };
+    let rig = rig(limits);
+    rig.open_gate.send(()).unwrap();
+    for _ in 0..5 {
+        assert_eq!(post(&rig.h, &rig.mid, EventKind::Comment, json!({})).0, 201);
+        assert_eq!(rig.h.queued_writes(), 0);
+    }
+    let put = Request::PutTeam {
+        id: "boc".into(),
+        name: "Boca".into(),
+        division: "A".into(),
+    };
+    assert_eq!(super::tests::api(&rig.h, put).0, 201);
+    assert_eq!(rig.h.queued_writes(), 0);
+}
