@@ -1,8 +1,10 @@
-//! Keepalive and handshake deadlines on a caller-supplied clock.
+//! The keepalive rule on a caller-supplied clock: ping a connection after a silence, drop it
+//! when the ping goes unanswered.
 //!
 //! Nothing here reads the time: every call takes `now` in milliseconds from whatever clock
-//! the runtime uses, and the answer says what to do and until when to wait, so the rules
-//! are tested on fake time and the runtime arms one timer per connection.
+//! the runtime uses, and the answer says what to do and until when to wait, so the rule is
+//! tested on fake time. The runtime keeps the deadlines: the watcher plane in its one timer
+//! wheel, a connection task in its worker's periodic sweep — not one timer per connection.
 
 /// What the runtime should do for a connection's keepalive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,37 +120,6 @@ impl Keepalive {
     }
 }
 
-/// A fixed deadline, e.g. for a connection to finish its HTTP request or WebSocket
-/// handshake (slowloris protection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline {
-    at: u64,
-}
-
-impl Deadline {
-    /// A deadline `timeout_ms` after `now`.
-    pub fn after(now: u64, timeout_ms: u64) -> Self {
-        Self {
-            at: now.saturating_add(timeout_ms),
-        }
-    }
-
-    /// The deadline itself (ms).
-    pub fn at(&self) -> u64 {
-        self.at
-    }
-
-    /// Whether it has passed at `now`.
-    pub fn expired(&self, now: u64) -> bool {
-        now >= self.at
-    }
-
-    /// Milliseconds left at `now` (0 once expired).
-    pub fn remaining(&self, now: u64) -> u64 {
-        self.at.saturating_sub(now)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,17 +157,5 @@ mod tests {
         assert_eq!(k.poll(10_000), SendPing);
         assert_eq!(k.poll(10_499), Wait { until: 10_500 });
         assert_eq!(k.poll(10_500), Dead);
-    }
-
-    #[test]
-    fn deadline() {
-        let d = Deadline::after(100, 5_000);
-        assert_eq!(
-            (d.at(), d.remaining(100), d.expired(5_099)),
-            (5_100, 5_000, false)
-        );
-        assert!(d.expired(5_100));
-        assert_eq!(d.remaining(9_000), 0);
-        assert!(!Deadline::after(u64::MAX - 1, 10).expired(u64::MAX - 1));
     }
 }
