@@ -2,21 +2,25 @@
 //!
 //! A live football-match event server: an operator (or a data feed) posts what happens in a
 //! match; every person watching that match gets it pushed within milliseconds, over WebSocket
-//! or the seed system's plain TCP line protocol. The HTTP API, the WebSocket and line
-//! protocols and the close codes are described for client authors in `docs/protocol.md`.
+//! (with permessage-deflate), Server-Sent Events or the seed system's plain TCP line
+//! protocol. The protocols, error statuses and close codes are described for client authors
+//! in `docs/protocol.md`; the design in `docs/architecture.md`.
 //!
 //! ## The path of one event
 //!
-//! An admin `POST /1/match/{id}/events` arrives on some worker ([`server::api`]), which hands
-//! it to the node's one [`sequencer`] thread. The sequencer checks it against the match (the
-//! fold, [`domain::Match::apply`]), numbers it, makes it durable with the other events queued
-//! at that moment (a group commit, [`store`]), builds its wire views and the match's new
-//! snapshot once ([`sequencer::snapshot`]) and puts it in every worker's inbox
-//! ([`server::inbox`]: an mpsc queue plus one byte on a Unix socket pair to wake the worker)
-//! before it answers 201. Reads (`GET`) never reach the sequencer: each worker answers them
-//! from its own catalog of those snapshots ([`server::reads`]). Each worker encodes the event once per wire and writes the same
-//! bytes to each of its local watchers ([`server::watch`], [`server::outbox`]). Workers never
-//! talk to each other; only the sequencer and the main thread write to their inboxes.
+//! An admin `POST /1/match/{id}/events` arrives on some worker ([`server::api`], after
+//! [`server::admin_auth`]), which hands it to the node's one [`sequencer`] thread. The
+//! sequencer checks it against the match (the fold, [`domain::Match::apply`]), numbers it,
+//! makes it durable with the other writes queued at that moment (a group commit, [`store`]),
+//! publishes the match's new snapshot ([`sequencer::snapshot`]) and puts the event in every
+//! worker's inbox ([`server::inbox`]: an mpsc queue plus one byte on a Unix socket pair to
+//! wake the worker) before it answers 201. Each worker encodes the event once per wire
+//! (WebSocket, compressed WebSocket [`server::compress`], SSE, line) and hands the same bytes
+//! to each of its local watchers ([`server::watch`]), which live as records in the worker's
+//! watcher plane ([`server::plane`]: its own io_uring ring, one `io_uring_enter` per
+//! broadcast). Reads (`GET`) never reach the sequencer: each worker answers them from its own
+//! catalog of snapshots ([`server::reads`]). Workers never talk to each other; only the
+//! sequencer and the main thread write to their inboxes.
 //!
 //! ## Modules, from the bottom up
 //!
@@ -25,27 +29,31 @@
 //!   ([`proto::response`]), the RFC 6455 opening handshake ([`proto::handshake`]), frames
 //!   ([`proto::frame`]), masking ([`proto::mask`]), UTF-8 validation ([`proto::utf8`]),
 //!   close codes ([`proto::close`]) and errors ([`proto::error`]), the per-connection
-//!   session state machine ([`proto::session`]), keepalive deadlines
-//!   ([`proto::keepalive`]) and the TCP line protocol ([`proto::line`]).
+//!   session state machine ([`proto::session`]), permessage-deflate ([`proto::deflate`]),
+//!   keepalive deadlines ([`proto::keepalive`]), the Server-Sent Events format
+//!   ([`proto::sse`]) and the TCP line protocol ([`proto::line`]).
 //! * [`domain`] — teams, matches, events, the scoreboard fold, match scripts and the wire
 //!   views of them. No I/O.
 //! * [`store`] — durable storage behind one small trait: SQLite embedded (`--data-dir`),
 //!   Redis in a cluster (`--redis`), memory for tests.
 //! * [`sequencer`] — the node's single writer: validates, numbers, group-commits, then
-//!   broadcasts (with immutable per-match snapshots, [`sequencer::snapshot`]) and
-//!   acknowledges; [`sequencer::cluster`] holds cluster mode's Redis stream reader and the
-//!   node registry behind `/1/checkin`.
+//!   broadcasts (with immutable per-match snapshots, [`sequencer::snapshot`]; one wake-up per
+//!   worker per batch, [`sequencer::wakeups`]) and acknowledges; [`sequencer::cluster`] holds
+//!   cluster mode's Redis stream reader and the node registry behind `/1/checkin`.
 //! * [`os`] — below both the server and the harness: the few direct system calls, open-file
 //!   limits and connection capacity, the io_uring runtime builder, whole-buffer socket reads
 //!   and writes.
 //! * [`server`] — the runtime shell (`matchstream serve`): one monoio io_uring event loop per
 //!   worker thread ([`server::worker`]), each pinned to a CPU, with a private fd table
-//!   (`unshare(CLONE_FILES)`), its own `SO_REUSEPORT` listeners, connection slab and
-//!   subscription tables. A connection goes through its HTTP phase ([`server::http`],
-//!   [`server::router`], [`server::api`], reads from snapshots in [`server::reads`], stored
-//!   histories through [`server::history`]) and then the WebSocket ([`server::ws`]) or line
-//!   ([`server::line`]) loop ([`server::stream`]). Settings: [`server::ServeArgs`] →
-//!   [`server::config`]; counters: [`server::metrics`].
+//!   (`unshare(CLONE_FILES)`), its own `SO_REUSEPORT` listeners, connection slab,
+//!   subscription tables and watcher plane. Start-up: [`server::ServeArgs`] →
+//!   [`server::config`], [`server::port_wait`]. At accept, [`server::admission`] (per-address
+//!   limit, socket options); then the HTTP phase ([`server::http`], [`server::router`],
+//!   [`server::api`], [`server::reads`], stored histories through [`server::history`]);
+//!   then the watcher it becomes — a WebSocket after an upgrade ([`server::ws`]), a
+//!   Server-Sent Events stream ([`server::sse`]) or a line-protocol connection
+//!   ([`server::line`]) — lives on the plane, or as a task ([`server::stream`], guarded by
+//!   [`server::conn_guard`]). Counters: [`server::metrics`].
 //! * [`feed`] — the publishing side: `matchstream replay`, the `--demo` loop and the blocking
 //!   HTTP client of the admin API.
 //! * [`load`] — `matchstream load`, the load generator and blackbox tester: connects
