@@ -106,8 +106,10 @@ fn ids(messages: &[SseMessage]) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn expect_events(messages: &[SseMessage], status_seq: u64, first: u64, last: u64) {
-    let mut want = vec![("status".to_string(), status_seq)];
+/// Asserts: a status with `id` = `status_id` (its seq, or the resume point when history
+/// follows), then events `first..=last`, each with `id` = its seq.
+fn expect_events(messages: &[SseMessage], status_id: u64, first: u64, last: u64) {
+    let mut want = vec![("status".to_string(), status_id)];
     want.extend((first..=last).map(|s| ("event".to_string(), s)));
     assert_eq!(ids(messages), want);
 }
@@ -176,18 +178,23 @@ fn resume_with_last_event_id_or_since_has_no_gap_or_repeat() {
     post_sample(&server, 12);
     let path = format!("/1/match/{SAMPLE_MID}/events");
     let mut by_id = SseClient::stream(server.http, &path, "Last-Event-ID: 7\r\n");
-    expect_events(by_id.read_until(6), 12, 8, 12);
+    expect_events(by_id.read_until(6), 7, 8, 12);
+    let status: Value = serde_json::from_str(&by_id.messages[0].data).unwrap();
+    assert_eq!(status["seq"], 12, "the status itself is at 12");
     let mut by_since = SseClient::stream(server.http, &format!("{path}?since=3"), "");
-    expect_events(by_since.read_until(10), 12, 4, 12);
+    expect_events(by_since.read_until(10), 3, 4, 12);
     // Last-Event-ID (what a reconnecting EventSource sends) wins over the URL's since.
     let mut both = SseClient::stream(
         server.http,
         &format!("{path}?since=3"),
         "Last-Event-ID: 10\r\n",
     );
-    expect_events(both.read_until(3), 12, 11, 12);
+    expect_events(both.read_until(3), 10, 11, 12);
+    // Resuming from the status's own seq: the status alone.
+    let mut current = SseClient::stream(server.http, &path, "Last-Event-ID: 12\r\n");
+    expect_events(current.read_until(1), 12, 13, 12);
     post_events(&mut server.admin(), 13..=14);
-    for client in [&mut by_id, &mut by_since, &mut both] {
+    for client in [&mut by_id, &mut by_since, &mut both, &mut current] {
         let n = client.messages.len();
         let got = client.read_until(n + 2)[n..].to_vec();
         assert_eq!(ids(&got), [("event".into(), 13), ("event".into(), 14)]);

@@ -565,10 +565,12 @@ fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
     if flavour == Some(Flavour::Line) {
         queue(worker, conn, status_block(&start.state));
     } else {
-        let status = message_for(flavour, "status", start.seq, &start.status);
-        queue(worker, conn, status);
-        // The history is `(since, seq]`, in order.
+        // The history is `(since, seq]`, in order. An SSE status's `id` is `since` when history
+        // follows it (its own seq otherwise): a stream cut right after the status resumes
+        // before the history, not after it.
         let first = start.seq + 1 - start.events.len() as u64;
+        let status = message_for(flavour, "status", first - 1, &start.status);
+        queue(worker, conn, status);
         for (seq, event) in (first..).zip(&start.events) {
             queue(worker, conn, message_for(flavour, "event", seq, event));
         }

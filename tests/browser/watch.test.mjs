@@ -229,6 +229,11 @@ test('a person picks the sample match and follows it live to the final 1–3', {
   await expectText(page, '#period', 'Not started');
   await expectText(page, '#scoreline', /Estudiantes de La Plata[\s\S]*Tigre/);
 
+  // Chromium offers permessage-deflate and the server takes it: the rest of the match comes
+  // in compressed frames (the page cannot tell, which is the point).
+  const metrics = await (await fetch(srv.base + '/metrics')).text();
+  assert.match(metrics, /^matchstream_deflate_websockets(\{[^}]*\})? 1$/m, 'one deflate WebSocket');
+
   // The first goal arrives live.
   await postEvents(srv, 0, 2);
   await expectText(page, '#score', '0–1');
@@ -326,5 +331,51 @@ test('a cancelled match and an unknown match say so on the page', { timeout: 600
   await expectText(page, '#conn', 'Cancelled');
 
   assert.deepEqual(problems, []);
+  await srv.stop();
+});
+
+test('an EventSource follows the match across a server restart: every event once, then it stops', { timeout: 90000 }, async () => {
+  const dataDir = tempDir('matchstream-data-');
+  let srv = await startServer({ dataDir });
+  const port = srv.port;
+  await createMatch(srv);
+  await postEvents(srv, 0, 3, 0);
+
+  const { page, problems } = await openBrowser({ width: 800, height: 600 });
+  await page.goto(srv.base + '/healthz'); // any page of the server's origin
+  await page.evaluate((mid) => {
+    window.sse = { events: [], statuses: [], opens: 0, errors: 0 };
+    const es = new EventSource(`/1/match/${mid}/events`);
+    window.es = es;
+    es.addEventListener('open', () => { window.sse.opens += 1; });
+    es.addEventListener('error', () => { window.sse.errors += 1; });
+    es.addEventListener('status', (e) => window.sse.statuses.push(JSON.parse(e.data).seq));
+    es.addEventListener('event', (e) => {
+      const m = JSON.parse(e.data);
+      window.sse.events.push([Number(e.lastEventId), m.seq, m.kind]);
+    });
+  }, MID);
+  const state = () => page.evaluate(() => ({ ...window.sse, ready: window.es.readyState }));
+  await until('the status at seq 3', state, (s) => s.statuses.length === 1 && s.statuses[0] === 3);
+  await postEvents(srv, 3, HALFTIME, 0);
+  await until('the events to half-time', state, (s) => s.events.length === HALFTIME - 3);
+
+  // The server goes away; the EventSource keeps trying (retry: 1000) with its Last-Event-ID.
+  await srv.stop('SIGTERM');
+  await until('the EventSource to notice', state, (s) => s.errors >= 1);
+  srv = await startServer({ dataDir, port });
+  await postEvents(srv, HALFTIME, HALFTIME + 3, 0); // posted before it is back
+  await until('the reconnect and the missed events', state, (s) => s.opens >= 2 && s.events.length === HALFTIME, 15000);
+  await postEvents(srv, HALFTIME + 3, EVENTS.length);
+
+  // After `stop` the server ends the stream; the reconnect with the last id gets 204, and
+  // the EventSource stops for good (readyState CLOSED).
+  const end = await until('stop, then a closed EventSource', state,
+    (s) => s.events.length === EVENTS.length - 3 && s.ready === 2, 15000);
+  const want = EVENTS.slice(3).map((e, i) => [i + 4, i + 4, e.kind]);
+  assert.deepEqual(end.events, want, 'events 4..31, each once, in order, id = seq');
+  assert.ok(end.statuses.length >= 2 && end.statuses[1] >= HALFTIME, `a status on each connect: ${end.statuses}`);
+
+  assert.deepEqual(problems.filter((p) => !/EventSource|text\/event-stream/.test(p)), []);
   await srv.stop();
 });

@@ -76,7 +76,8 @@ pub(super) async fn watch(
 }
 
 /// Checks one message: its JSON as a WebSocket message would be, and its `id` against the
-/// seq inside.
+/// seq inside (an event's is its seq; a status's is its seq, or the resume point when
+/// history follows it).
 fn check(
     ctx: &Ctx,
     slot: usize,
@@ -90,7 +91,13 @@ fn check(
     let seq = serde_json::from_str::<serde_json::Value>(&message.data)
         .ok()
         .and_then(|v| v.get("seq")?.as_u64());
-    if message.event != "error" && message.id.as_deref() != seq.map(|s| s.to_string()).as_deref() {
+    let id = message.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+    let id_ok = match message.event.as_str() {
+        "event" => id.is_some() && id == seq,
+        "status" => id.is_some() && id <= seq,
+        _ => true,
+    };
+    if !id_ok {
         return Err(failed(format!(
             "id {:?} is not the message's seq {seq:?}",
             message.id
