@@ -18,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let policy = HandshakePolicy {
         allowed_origins: Some(vec!["http://a".into()]),
+        // Upgrades also run the permessage-deflate offer parser.
+        permessage_deflate: true,
+        deflate_small_windows: true,
     };
     let (chunk, data) = match data.split_first() {
         Some((&c, rest)) => (usize::from(c % 64) + 1, rest),
