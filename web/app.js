@@ -307,7 +307,8 @@
 
   async function onMessage(s, ws, msg) {
     if (msg.type === 'error') {
-      if (/not found/i.test(msg.error || '')) {
+      // "match not found: X", or "not a match id: X" for a name that cannot be an id.
+      if (/not found|not a match id/i.test(msg.error || '')) {
         s.stopped = true;
         try { ws.close(1000); } catch (_) { /* closed */ }
         setConn('ended', 'No such match');

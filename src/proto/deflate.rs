@@ -9,19 +9,18 @@
 //! * [`negotiate`] reads the `Sec-WebSocket-Extensions` offers and returns the accepted
 //!   parameters ([`Agreed`]) with the response header value, or `None` (no compression).
 //!   An offer with an unknown, duplicate or invalid parameter is declined (§7.1).
-//! * [`MessageDeflater`] compresses whole messages into raw DEFLATE (libdeflate, one shot,
-//!   ending with a `BFINAL` block as §7.2.3.4 allows) and writes RSV1 frames.
+//! * [`MessageDeflater`] compresses whole messages into raw DEFLATE ending in a sync flush
+//!   (its `00 00 ff ff` removed, §7.2.1) and writes RSV1 frames.
 //! * [`Inflater`] inflates one compressed message as its frames arrive, never producing
 //!   (or allocating) more than a bound: a "zip bomb" fails with [`InflateError::TooBig`]
 //!   once the output passes the limit.
 //!
-//! libdeflate always uses a 32 KiB window. A peer that asks for `server_max_window_bits`
+//! The compressor uses a 32 KiB window. A peer that asks for `server_max_window_bits`
 //! below 15 is declined on `/1/ws` (a watcher gets the shared compressed frame or none); on
 //! `/1/echo` it is accepted and sent uncompressed messages (RSV1 clear, which §6 allows for
 //! any message).
 
-use flate2::{Decompress, FlushDecompress, Status};
-use libdeflater::{CompressionLvl, Compressor};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use thiserror::Error;
 
 use super::frame::{FrameHeader, OpCode};
@@ -32,7 +31,7 @@ pub const EXTENSION_NAME: &str = "permessage-deflate";
 /// The bytes §7.2.2 has the receiver append to a message before inflating it.
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// The window DEFLATE output from this server may refer back over (libdeflate: 32 KiB).
+/// The window DEFLATE output from this server may refer back over (32 KiB).
 const OUR_WINDOW_BITS: u8 = 15;
 
 /// What the server agreed to for one connection.
@@ -284,11 +283,15 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Compresses whole messages (one-shot raw DEFLATE, no context kept between messages).
+/// Compresses whole messages (raw DEFLATE, no context kept between messages).
 ///
-/// One per worker: the compressor's tables are reused for every event.
+/// Each message ends with a sync flush whose `00 00 ff ff` is removed (§7.2.1), never with a
+/// `BFINAL` block: a receiver may keep one inflater for the whole connection (browsers do;
+/// `server_no_context_takeover` does not oblige them to reset it), and a final block would end
+/// its stream after the first message. One per worker: the compressor's state is reset and
+/// reused for every event.
 pub struct MessageDeflater {
-    compressor: Compressor,
+    compressor: Compress,
     scratch: Vec<u8>,
 }
 
@@ -305,10 +308,10 @@ impl Default for MessageDeflater {
 }
 
 impl MessageDeflater {
-    /// A compressor at libdeflate's default level (6).
+    /// A compressor at the default level (6).
     pub fn new() -> Self {
         Self {
-            compressor: Compressor::new(CompressionLvl::default()),
+            compressor: Compress::new(Compression::default(), false),
             scratch: Vec::new(),
         }
     }
@@ -316,14 +319,22 @@ impl MessageDeflater {
     /// The compressed form of `payload` (what follows an RSV1 header), or `None` when
     /// compression would not make it smaller (then send the plain frame).
     pub fn compress(&mut self, payload: &[u8]) -> Option<&[u8]> {
-        let bound = self.compressor.deflate_compress_bound(payload.len());
+        self.compressor.reset();
         self.scratch.clear();
-        self.scratch.resize(bound, 0);
-        let n = self
-            .compressor
-            .deflate_compress(payload, &mut self.scratch)
-            .ok()?;
-        (n < payload.len()).then(|| &self.scratch[..n])
+        self.scratch.reserve(payload.len() / 2 + 64);
+        loop {
+            let done = self.compressor.total_in() as usize;
+            self.compressor
+                .compress_vec(&payload[done..], &mut self.scratch, FlushCompress::Sync)
+                .ok()?;
+            let all_in = self.compressor.total_in() as usize == payload.len();
+            if all_in && self.scratch.len() < self.scratch.capacity() {
+                break;
+            }
+            self.scratch.reserve(self.scratch.capacity().max(64));
+        }
+        let n = self.scratch.len().checked_sub(SYNC_TAIL.len())?;
+        (self.scratch[n..] == SYNC_TAIL && n < payload.len()).then(|| &self.scratch[..n])
     }
 
     /// A complete server frame (FIN, unmasked) of `opcode` carrying `payload` compressed,

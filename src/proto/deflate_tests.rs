@@ -218,3 +218,46 @@ proptest! {
         let _ = negotiate([value.as_bytes()], true);
     }
 }
+
+/// A receiver that keeps one inflater for the whole connection (as browsers do: with
+/// `server_no_context_takeover` it need not reset), appending the tail after each message.
+fn inflate_with_one_inflater(messages: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+    let mut d = flate2::Decompress::new(false);
+    let mut out = Vec::new();
+    for m in messages {
+        let mut input = m.clone();
+        input.extend_from_slice(&SYNC_TAIL);
+        let mut buf = Vec::with_capacity(1 << 16);
+        let before = d.total_in();
+        d.decompress_vec(&input, &mut buf, flate2::FlushDecompress::Sync)
+            .map_err(|e| e.to_string())?;
+        if (d.total_in() - before) as usize != input.len() {
+            return Err(format!(
+                "consumed {} of {}",
+                d.total_in() - before,
+                input.len()
+            ));
+        }
+        out.push(buf);
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_receiver_keeping_one_inflater_reads_every_message() {
+    let mut deflater = MessageDeflater::new();
+    let payloads: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            format!(
+                r#"{{"type":"event","seq":{i},"kind":"comment","data":{{"text":"{}"}}}}"#,
+                "goal ".repeat(20 + i)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let compressed: Vec<Vec<u8>> = payloads
+        .iter()
+        .map(|p| deflater.compress(p).expect("compressible").to_vec())
+        .collect();
+    assert_eq!(inflate_with_one_inflater(&compressed).unwrap(), payloads);
+}
