@@ -4,9 +4,12 @@
 # 100,000 verified WebSocket watchers through the whole sample match replayed fast, then the
 # idle memory of 100,000 held connections, and the raw io_uring floor (benches/floor.rs) in the
 # same run. Writes benches/results/<date>-<host>/{100k.json,100k.svg,idle-100k.json,
-# floor-100k.json,README.md}. Not run by CI (minutes, ~3 GiB of memory, 200K loopback sockets).
+# floor-100k.json,100k.md} (names from TAG). Not run by CI (minutes, ~3 GiB of memory, 200K loopback sockets).
 #
 #   bash benches/run_100k.sh [CLIENTS=100000] [SPEED=20] [WORKERS=6]
+#
+# Environment: SERVE_EXTRA (more `serve` flags, e.g. `--no-watcher-plane` for the task engine
+# as a baseline), TAG (file-name prefix, default 100k), SKIP_FLOOR=1, SKIP_IDLE=1, OUT.
 #
 # A scaled-down version runs in the tests: tests/harness.rs
 # (`the_real_server_delivers_a_replayed_match_to_every_watcher`).
@@ -16,6 +19,10 @@ CLIENTS=${1:-100000}
 SPEED=${2:-20}
 WORKERS=${3:-6}
 FLOOR_ROUNDS=${FLOOR_ROUNDS:-20}
+SERVE_EXTRA=${SERVE_EXTRA:-}
+TAG=${TAG:-100k}
+SKIP_FLOOR=${SKIP_FLOOR:-}
+SKIP_IDLE=${SKIP_IDLE:-}
 OUT=${OUT:-benches/results/$(date +%F)-$(hostname -s)}
 mkdir -p "$OUT"
 BIN=target/release/matchstream
@@ -36,7 +43,7 @@ TOKEN=bench-$RANDOM
 start_server() {
     PORT=$(free_port)
     TPORT=$(free_port)
-    SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN"
+    SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN $SERVE_EXTRA"
     echo "+ $SERVE_CMD"
     $SERVE_CMD >"$TMP/serve.log" 2>&1 &
     SPID=$!
@@ -53,42 +60,61 @@ stop_server() {
 # 1. Idle memory, on a fresh server (a server that already held 100K connections has its
 #    allocator's pages and would show only growth): hold CLIENTS connections, RSS and kernel
 #    memory deltas per connection.
+IDLE_CMD="(skipped)"
+if [ -z "$SKIP_IDLE" ]; then
 start_server
-IDLE_CMD="$BIN load --server http://127.0.0.1:$PORT --idle --clients $CLIENTS --hold 5 --server-pid $SPID --report $OUT/idle-100k.json"
+IDLE_CMD="$BIN load --server http://127.0.0.1:$PORT --idle --clients $CLIENTS --hold 5 --server-pid $SPID --report $OUT/idle-$TAG.json"
 echo "+ $IDLE_CMD"
 $IDLE_CMD >/dev/null 2>"$TMP/idle.err" || { echo "idle run failed:"; tail -5 "$TMP/idle.err"; }
-grep -E 'rss_bytes_per|slab' "$OUT/idle-100k.json" || true
+grep -E 'rss_bytes_per|slab' "$OUT/idle-$TAG.json" || true
 stop_server
+fi
 
 # 2. The verified run, on a fresh server: every watcher must get the status, every event in
 #    order, then `stop`.
 start_server
-LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/100k.json --svg $OUT/100k.svg"
+LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/$TAG.json --svg $OUT/$TAG.svg"
 echo "+ $LOAD_CMD"
 set +e
-$LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/100k.txt"
+$LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/$TAG.txt"
 LOAD_RC=${PIPESTATUS[0]}
 set -e
-grep '^load:' "$TMP/load.err" | tee "$OUT/100k-plan.txt" || true
+grep '^load:' "$TMP/load.err" | tee "$OUT/$TAG-plan.txt" || true
 echo "verified run exit status: $LOAD_RC"
+# The plane's own counters: io_uring_enter calls per broadcast per worker.
+curl -s "http://127.0.0.1:$PORT/metrics" >"$OUT/$TAG-metrics.txt" || true
 stop_server
 
 # 3. The floor, same box, same run.
-FLOOR_CMD="cargo bench --bench floor -- --pairs $CLIENTS --rounds $FLOOR_ROUNDS --out $OUT/floor-100k.json"
+FLOOR_CMD="cargo bench --bench floor -- --pairs $CLIENTS --rounds $FLOOR_ROUNDS --out $OUT/floor-$TAG.json"
+if [ -z "$SKIP_FLOOR" ]; then
 echo "+ $FLOOR_CMD"
 $FLOOR_CMD >/dev/null 2>"$TMP/floor.err" || { echo "floor failed:"; tail -5 "$TMP/floor.err"; }
+else
+FLOOR_CMD="(skipped; floor file: ${FLOOR_FILE:-none})"
+[ -n "${FLOOR_FILE:-}" ] && cp "$FLOOR_FILE" "$OUT/floor-$TAG.json"
+fi
 
 # 4. The report.
-python3 - "$OUT" "$SERVE_CMD" "$LOAD_CMD" "$IDLE_CMD" "$FLOOR_CMD" "$("$BIN" --version)" \
+python3 - "$OUT" "$TAG" "$SERVE_CMD" "$LOAD_CMD" "$IDLE_CMD" "$FLOOR_CMD" "$("$BIN" --version)" \
     "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml || echo ' (+ uncommitted changes)')" <<'PY'
 import json, os, sys, subprocess, datetime, platform
-out, serve_cmd, load_cmd, idle_cmd, floor_cmd, version, rev = sys.argv[1:]
+out, tag, serve_cmd, load_cmd, idle_cmd, floor_cmd, version, rev = sys.argv[1:]
 def load(name):
     try:
         return json.load(open(f"{out}/{name}"))
     except Exception as e:
         return {"error": str(e)}
-r, idle, floor = load("100k.json"), load("idle-100k.json"), load("floor-100k.json")
+r, idle, floor = load(f"{tag}.json"), load(f"idle-{tag}.json"), load(f"floor-{tag}.json")
+def metric(name):
+    try:
+        text = open(f"{out}/{tag}-metrics.txt").read()
+    except Exception:
+        return None
+    vals = [float(l.rsplit(' ', 1)[1]) for l in text.splitlines()
+            if not l.startswith('#') and l.split('{')[0].split(' ')[0] == name]
+    return sum(vals) if vals else None
+bc, be = metric("matchstream_plane_broadcasts_total"), metric("matchstream_plane_broadcast_enters_total")
 sh = lambda c: subprocess.getoutput(c).strip()
 model = sh("lscpu | sed -n 's/^Model name: *//p'")
 mem = sh("free -g | awk '/^Mem:/{print $2}'")
@@ -109,13 +135,15 @@ rows = [
     ("server CPU during delivery", f"{f((srv.get('cpu_during_delivery_us') or 0)/1e6, '{:.2f}')} s (user {f((srv.get('cpu_user_during_delivery_us') or 0)/1e6, '{:.2f}')} s); harness {f((srv.get('harness_cpu_during_delivery_us') or 0)/1e6, '{:.2f}')} s"),
     ("server CPU per delivery", f"{f(per, '{:.3f}')} µs"),
     ("floor (raw io_uring Send, same N)", f"{f(fl, '{:.3f}')} µs per delivery ({floor.get('pairs')} pairs × {floor.get('rounds')} rounds of a {floor.get('frame_bytes')}-byte frame; one round's fan-out p50 {ms((floor.get('round_fanout_us') or {}).get('p50'))})"),
-    ("**server CPU per delivery ÷ floor**", f"**{per/fl:.2f}×** (goal ≤ 1.3×)" if per and fl else "-"),
-    ("server user memory per idle watcher", f"{f(idle.get('server_rss_bytes_per_connection'), '{:,.0f}')} B (RSS delta ÷ {idle.get('connected')} held connections; goal ≤ 400 B)"),
+    ("**server CPU per delivery ÷ floor**", f"**{per/fl:.2f}×** (goal ≤ 1.10×)" if per and fl else "-"),
+    ("**last watcher per event ÷ floor's one-round fan-out**", f"**{last['p50']/(floor.get('round_fanout_us') or {})['p50']:.2f}×** (p50 ÷ p50; goal ≤ 1.20×)" if last.get('p50') and (floor.get('round_fanout_us') or {}).get('p50') else "-"),
+    ("io_uring_enter per broadcast per worker (plane ring, /metrics)", f"{be/bc:.2f} ({be:.0f} enters for {bc:.0f} worker-broadcasts)" if bc else "- (no plane broadcasts: task engine)"),
+    ("server user memory per idle watcher", f"{f(idle.get('server_rss_bytes_per_connection'), '{:,.0f}')} B (RSS delta ÷ {idle.get('connected')} held connections; goal ≤ 200 B)"),
     ("kernel memory per idle connection, both ends", f"{f(idle.get('kernel_slab_bytes_per_connection_both_ends'), '{:,.0f}')} B slab + {f(idle.get('kernel_tcp_bytes_per_connection_both_ends'), '{:,.0f}')} B TCP buffers"),
     ("server user memory per watching connection", f"{f(r.get('server_rss_bytes_per_connection'), '{:,.0f}')} B (RSS delta at ready, verified run)"),
 ]
 lines = [
-    f"# 100K verified watchers on one box — {datetime.date.today()}",
+    f"# {r.get('clients')} verified watchers on one box ({tag}) — {datetime.date.today()}",
     "",
     f"Machine: `{platform.node()}`, {model}, {sh('nproc')} cores, {mem} GiB RAM; kernel {platform.release()}; "
     f"open files {sh('ulimit -Hn')} per process (hard). {version}, git {rev}. "
@@ -125,17 +153,17 @@ lines = [
     "|---|---|",
 ] + [f"| {a} | {b} |" for a, b in rows] + [
     "",
-    "Commands (one script: `bash benches/run_100k.sh`):",
+    f"Commands (one script: `bash benches/run_100k.sh`, TAG={tag}):",
     "",
     "```",
     serve_cmd, load_cmd, idle_cmd, floor_cmd,
     "```",
     "",
-    "Files: `100k.json` (the harness report: per-event last-delivery times, timeline, plan), `100k.svg`,",
-    "`100k.txt` (summary), `idle-100k.json`, `floor-100k.json`.",
+    f"Files: `{tag}.json` (the harness report: per-event last-delivery times, timeline, plan), `{tag}.svg`,",
+    f"`{tag}.txt` (summary), `{tag}-metrics.txt` (/metrics after the run), `idle-{tag}.json`, `floor-{tag}.json`.",
     "",
 ]
-open(f"{out}/README.md", "w").write("\n".join(lines))
+open(f"{out}/{tag}.md", "w").write("\n".join(lines))
 print("\n".join(lines))
 PY
 exit "$LOAD_RC"

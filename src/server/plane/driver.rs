@@ -163,16 +163,20 @@ fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Subscriptions>>, 
     if let Err(e) = ring.submit(core) {
         tracing::warn!(worker = worker.index, "plane submit: {e}");
     }
-    let reaped = {
-        let mut scratch = worker.scratch.borrow_mut();
-        let mut reaped = ring.complete(core, &mut scratch, now);
-        // Records whose commands were taken (or whose reading resumed) may have more bytes
-        // waiting than their polls will report.
-        for key in core.take_read_owed() {
-            super::ring::read_ready(core, key, &mut scratch, now);
-            reaped += 1;
+    // The scratch buffer is free whenever the plane is pumped (no task holds it across a
+    // call into the plane); if it ever is not, the completions wait for the next turn.
+    let reaped = match worker.scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let mut reaped = ring.complete(core, &mut scratch, now);
+            // Records whose commands were taken (or whose reading resumed) may have more
+            // bytes waiting than their polls will report.
+            for key in core.take_read_owed() {
+                super::ring::read_ready(core, key, &mut scratch, now);
+                reaped += 1;
+            }
+            reaped
         }
-        reaped
+        Err(_) => 0,
     };
     core.poll_timers(now);
     if core.has_io() {

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The 1M attempt: one `matchstream serve` process with WORKERS workers (each a private fd
+# table of ~20K descriptors: 51 × 19,900 ≥ 1,000,000), then
+#   1. the idle hold of CLIENTS WebSocket connections (user memory per watcher: RSS delta ÷
+#      held connections; kernel memory per connection), on a fresh server;
+#   2. a verified fan-out of the sample match to FANOUT watchers (every event, in order, then
+#      `stop`), on a fresh server.
+# The harness spreads its sockets over as many load threads (private fd tables) and source
+# addresses (127.0.0.2…) as needed. Not run by CI (many minutes, ~10 GiB, 2M sockets at 1M).
+#
+#   bash benches/run_1m.sh [CLIENTS=1000000] [WORKERS=51] [FANOUT=300000] [SPEED=10]
+#
+# Environment: OUT (results folder), RING (plane ring entries per worker, default 8192: a
+# broadcast to FANOUT/WORKERS watchers per worker stays one io_uring_enter), HOLD (seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${1:-1000000}
+WORKERS=${2:-51}
+FANOUT=${3:-300000}
+SPEED=${4:-10}
+RING=${RING:-8192}
+HOLD=${HOLD:-10}
+OUT=${OUT:-benches/results/$(date +%F)-1m}
+mkdir -p "$OUT"
+BIN=target/release/matchstream
+cargo build --release --bin matchstream 2>/dev/null
+
+TMP=$(mktemp -d)
+SPID=
+cleanup() {
+    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+TOKEN=bench-$RANDOM
+start_server() {
+    PORT=$(free_port)
+    TPORT=$(free_port)
+    SERVE_CMD="$BIN serve --workers $WORKERS --plane-ring-entries $RING --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN"
+    echo "+ $SERVE_CMD"
+    $SERVE_CMD >"$TMP/serve.log" 2>&1 &
+    SPID=$!
+    for _ in $(seq 100); do grep -q 'listening' "$TMP/serve.log" && break; sleep 0.1; done
+    grep 'listening' "$TMP/serve.log"
+}
+stop_server() {
+    curl -s "http://127.0.0.1:$PORT/metrics" >"$OUT/$1-metrics.txt" || true
+    kill "$SPID"
+    wait "$SPID" 2>/dev/null || true
+    SPID=
+    sleep 10 # TIME_WAIT and memory settle
+}
+snapshot() { # the box's memory and sockets, for the record
+    { date -u; free -m; cat /proc/net/sockstat; } >"$OUT/$1-box.txt" 2>&1 || true
+}
+
+# 1. The idle hold.
+start_server
+IDLE_CMD="$BIN load --server http://127.0.0.1:$PORT --idle --clients $CLIENTS --hold $HOLD --server-pid $SPID --report $OUT/idle-1m.json"
+echo "+ $IDLE_CMD"
+set +e
+(sleep 30; while kill -0 "$SPID" 2>/dev/null; do snapshot idle; sleep 30; done) &
+SNAP=$!
+$IDLE_CMD >"$OUT/idle-1m.txt" 2>"$TMP/idle.err"
+IDLE_RC=$?
+kill "$SNAP" 2>/dev/null
+set -e
+tail -3 "$TMP/idle.err" | tee -a "$OUT/idle-1m.txt"
+echo "idle run exit status: $IDLE_RC"
+stop_server idle
+
+# 2. The verified fan-out.
+start_server
+LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $FANOUT --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/fanout.json --svg $OUT/fanout.svg"
+echo "+ $LOAD_CMD"
+set +e
+$LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/fanout.txt"
+LOAD_RC=${PIPESTATUS[0]}
+set -e
+grep '^load:' "$TMP/load.err" | tee "$OUT/fanout-plan.txt" || true
+echo "verified run exit status: $LOAD_RC"
+snapshot fanout
+stop_server fanout
+{
+    echo "serve: $SERVE_CMD"
+    echo "idle:  $IDLE_CMD  (exit $IDLE_RC)"
+    echo "load:  $LOAD_CMD  (exit $LOAD_RC)"
+    echo "version: $("$BIN" --version), git $(git rev-parse --short HEAD)"
+} >"$OUT/commands.txt"
+exit "$LOAD_RC"
