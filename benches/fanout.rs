@@ -1,6 +1,8 @@
 //! The fan-out hot path, piece by piece: encoding an event once (the WebSocket text frame and
 //! the TCP-line block), queueing those same bytes to 10,000 watchers' outboxes, and the JSON
-//! status snapshot a new watcher gets first (the sample match at full time, full lineups).
+//! status snapshot a new watcher gets first (the sample match at full time, full lineups),
+//! and the watcher plane's user-space share of a broadcast: 10,000 records get the frame,
+//! their SEND operations are drained (what the shell turns into SQEs) and completed.
 //!
 //! Run: `cargo bench --bench fanout`.
 
@@ -16,8 +18,11 @@ use serde_json::json;
 use matchstream::domain::{
     event_line_fields, event_message, status_message, Event, EventKind, Match, MatchScript,
 };
+use matchstream::proto::keepalive::KeepalivePolicy;
 use matchstream::proto::line::encode_block;
 use matchstream::server::outbox::Outbox;
+use matchstream::server::plane::core::{IoOp, PlaneConfig, PlaneCore};
+use matchstream::server::plane::record::{Flavour, RecordId};
 use matchstream::server::watch::text_frame;
 
 /// Watchers on one worker in the queueing bench.
@@ -101,6 +106,49 @@ fn queue_to_watchers(c: &mut Criterion) {
     g.finish();
 }
 
+fn plane_broadcast(c: &mut Criterion) {
+    let mut core: PlaneCore<()> = PlaneCore::new(
+        PlaneConfig {
+            ws_limits: Default::default(),
+            keepalive: KeepalivePolicy {
+                ping_after_ms: 30_000,
+                dead_after_ms: 30_000,
+            },
+            max_outbound_bytes: 256 << 10,
+            send_timeout_ms: 60_000,
+            close_linger_ms: 2_000,
+        },
+        0,
+    );
+    let ids: Vec<RecordId> = (0..WATCHERS)
+        .map(|i| core.adopt(i as i32, Flavour::Ws, 0))
+        .collect();
+    while core.poll_io().is_some() {}
+    let frame = Bytes::from(vec![b'x'; 200]);
+    let mut g = c.benchmark_group("plane_broadcast");
+    g.throughput(Throughput::Elements(WATCHERS as u64));
+    g.bench_function("10k_records_push_drain_complete", |b| {
+        let mut sends = Vec::with_capacity(WATCHERS);
+        b.iter(|| {
+            let f = core.share(frame.clone());
+            for id in &ids {
+                let _ = core.push(*id, f, 1);
+            }
+            core.unshare(f);
+            sends.clear();
+            while let Some(op) = core.poll_io() {
+                if let IoOp::Send { key, frame, .. } = op {
+                    sends.push((key, core.frame_bytes(frame).len() as i32));
+                }
+            }
+            for &(key, len) in &sends {
+                core.on_send_done(key, len, 1);
+            }
+        })
+    });
+    g.finish();
+}
+
 fn snapshot(c: &mut Criterion) {
     let (m, _) = played_sample();
     let mut g = c.benchmark_group("status_snapshot");
@@ -111,5 +159,11 @@ fn snapshot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode_once, queue_to_watchers, snapshot);
+criterion_group!(
+    benches,
+    encode_once,
+    queue_to_watchers,
+    plane_broadcast,
+    snapshot
+);
 criterion_main!(benches);

@@ -84,10 +84,7 @@ pub async fn serve(
     state.kind.set(ConnKind::Line);
     state.outbox.enable_direct_writes(stream.as_raw_fd());
     WorkerStats::add(&worker.stats().line_connections, 1);
-    let watcher = ConnRef::Task {
-        conn,
-        serial: state.serial,
-    };
+    let watcher = ConnRef::task(conn, state.serial);
     watch::watch(worker, watcher, &request.mid, None);
     drive(worker, &stream, state, &mut LineHandler).await;
     WorkerStats::sub(&worker.stats().line_connections, 1);

@@ -145,10 +145,7 @@ pub async fn serve(
     state.outbox.enable_direct_writes(start.stream.as_raw_fd());
     state.keepalive.borrow_mut().on_activity(worker.now_ms());
     WorkerStats::add(&worker.stats().sse_connections, 1);
-    let watcher = ConnRef::Task {
-        conn,
-        serial: state.serial,
-    };
+    let watcher = ConnRef::task(conn, state.serial);
     watch::watch(worker, watcher, &start.mid, start.since);
     drive(worker, &start.stream, state, &mut SseHandler).await;
     WorkerStats::sub(&worker.stats().sse_connections, 1);

@@ -42,7 +42,16 @@ pub struct Watching {
     /// The match.
     pub mid: Arc<str>,
     /// Key in the match's watcher slab once active; `None` while the sequencer is asked.
-    pub slot: Option<usize>,
+    pub slot: Option<u32>,
+}
+
+/// Adds a subscription to a connection's list. The first one allocates room for exactly one
+/// (a `Vec` would otherwise reserve four): most watchers follow one match, 100K times over.
+fn subscribe(watching: &mut Vec<Watching>, w: Watching) {
+    if watching.capacity() == 0 {
+        watching.reserve_exact(1);
+    }
+    watching.push(w);
 }
 
 /// What the worker keeps about one watcher connection: its subscriptions, and the counts
@@ -78,12 +87,23 @@ pub enum ConnRef {
     /// A connection task: its slab key in `Worker::conns` and its serial.
     Task {
         /// Slab key.
-        conn: usize,
-        /// Serial (a reused slab key must not get another connection's bytes).
-        serial: u64,
+        conn: u32,
+        /// Serial, low 32 bits (a reused slab key must not get another connection's bytes;
+        /// kept small: this reference is stored once per subscription).
+        serial: u32,
     },
     /// A record of the worker's watcher plane.
     Plane(RecordId),
+}
+
+impl ConnRef {
+    /// The reference to connection task `conn` (slab key) with serial `serial`.
+    pub fn task(conn: usize, serial: u64) -> Self {
+        ConnRef::Task {
+            conn: conn as u32,
+            serial: serial as u32,
+        }
+    }
 }
 
 /// A watched match on this worker.
@@ -140,8 +160,8 @@ fn with_watching<R>(
             let state = worker
                 .conns
                 .borrow()
-                .get(conn)
-                .filter(|s| s.serial == serial)
+                .get(conn as usize)
+                .filter(|s| s.serial as u32 == serial)
                 .cloned()?;
             let mut watching = state.watching.borrow_mut();
             Some(f(&mut watching))
@@ -159,7 +179,7 @@ fn flavour_of(worker: &Worker, conn: ConnRef) -> Option<Flavour> {
     match conn {
         ConnRef::Task { conn, .. } => {
             let conns = worker.conns.borrow();
-            let state = conns.get(conn)?;
+            let state = conns.get(conn as usize)?;
             Some(match state.kind.get() {
                 ConnKind::Line => Flavour::Line,
                 ConnKind::Sse => Flavour::Sse,
@@ -208,8 +228,8 @@ fn queue(worker: &Worker, conn: ConnRef, bytes: Bytes) {
             let state = worker
                 .conns
                 .borrow()
-                .get(conn)
-                .filter(|s| s.serial == serial)
+                .get(conn as usize)
+                .filter(|s| s.serial as u32 == serial)
                 .cloned();
             state.is_some_and(|s| s.outbox.push(bytes).is_err())
         }
@@ -230,8 +250,8 @@ fn end_connection(worker: &Worker, conn: ConnRef, reason: &str) {
             let state = worker
                 .conns
                 .borrow()
-                .get(conn)
-                .filter(|s| s.serial == serial)
+                .get(conn as usize)
+                .filter(|s| s.serial as u32 == serial)
                 .cloned();
             if let Some(state) = state {
                 match state.kind.get() {
@@ -256,8 +276,8 @@ fn send_and_close(worker: &Worker, conn: ConnRef, bytes: Bytes) {
             let state = worker
                 .conns
                 .borrow()
-                .get(conn)
-                .filter(|s| s.serial == serial)
+                .get(conn as usize)
+                .filter(|s| s.serial as u32 == serial)
                 .cloned();
             if let Some(state) = state {
                 state.outbox.push_raw_and_close(bytes);
@@ -342,8 +362,8 @@ fn set_reading(worker: &Rc<Worker>, conn: ConnRef, on: bool) {
             let state = worker
                 .conns
                 .borrow()
-                .get(conn)
-                .filter(|s| s.serial == serial)
+                .get(conn as usize)
+                .filter(|s| s.serial as u32 == serial)
                 .cloned();
             if let (Some(state), true) = (state, on) {
                 state.outbox.wake();
@@ -399,8 +419,8 @@ fn close_policy(worker: &Worker, conn: ConnRef, reason: &str) {
             let state = worker
                 .conns
                 .borrow()
-                .get(conn)
-                .filter(|s| s.serial == serial)
+                .get(conn as usize)
+                .filter(|s| s.serial as u32 == serial)
                 .cloned();
             if let Some(state) = state {
                 state.outbox.close_after_flush(1008, reason);
@@ -462,10 +482,13 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
                 state: replica,
             };
             with_watching(worker, conn, |w| {
-                w.push(Watching {
-                    mid: start.mid.clone(),
-                    slot: None,
-                })
+                subscribe(
+                    w,
+                    Watching {
+                        mid: start.mid.clone(),
+                        slot: None,
+                    },
+                )
             });
             start_watching(worker, conn, start);
             return;
@@ -474,10 +497,13 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
     let mid: Arc<str> = mid.into();
     with_watching(worker, conn, |w| {
         w.in_flight = w.in_flight.saturating_add(1);
-        w.push(Watching {
-            mid: mid.clone(),
-            slot: None,
-        })
+        subscribe(
+            w,
+            Watching {
+                mid: mid.clone(),
+                slot: None,
+            },
+        )
     });
     let answered = Arc::clone(&mid);
     super::reads::answer_watch(worker, mid, since, move |worker, reply| {
@@ -500,7 +526,7 @@ pub fn unwatch(worker: &Rc<Worker>, conn: ConnRef, mid: &str) {
 }
 
 fn drop_slot(worker: &Worker, w: &Watching) {
-    if let Some(slot) = w.slot {
+    if let Some(slot) = w.slot.map(|s| s as usize) {
         let mut matches = worker.watch.matches.borrow_mut();
         if let Some(entry) = matches.get_mut(&w.mid) {
             if entry.watchers.contains(slot) {
@@ -601,7 +627,7 @@ fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
     worker.stats().set_watchers(&start.mid, 1);
     with_watching(worker, conn, |watching| {
         if let Some(w) = watching.iter_mut().find(|w| w.mid == start.mid) {
-            w.slot = Some(slot);
+            w.slot = Some(slot as u32);
         }
     });
 }
@@ -744,7 +770,10 @@ fn fan_out_tasks(
         let ConnRef::Task { conn, serial } = w else {
             continue;
         };
-        let Some(state) = conns.get(conn).filter(|c| c.serial == serial) else {
+        let Some(state) = conns
+            .get(conn as usize)
+            .filter(|c| c.serial as u32 == serial)
+        else {
             continue;
         };
         let frame = match state.kind.get() {

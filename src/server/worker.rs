@@ -472,13 +472,7 @@ fn websocket_task(
 pub fn release_connection(worker: &Worker, id: usize, state: &ConnState) {
     let watching = std::mem::take(&mut *state.watching.borrow_mut());
     super::watch::forget_subscriptions(worker, &watching);
-    super::watch::forget_deferred(
-        worker,
-        ConnRef::Task {
-            conn: id,
-            serial: state.serial,
-        },
-    );
+    super::watch::forget_deferred(worker, ConnRef::task(id, state.serial));
     worker.conns.borrow_mut().remove(id);
     worker.release_count();
 }

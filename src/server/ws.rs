@@ -100,10 +100,7 @@ impl Handler for WsHandler {
 
 impl WsHandler {
     fn conn_ref(&self, state: &ConnState) -> watch::ConnRef {
-        watch::ConnRef::Task {
-            conn: self.conn,
-            serial: state.serial,
-        }
+        watch::ConnRef::task(self.conn, state.serial)
     }
 
     fn command(&self, text: String, state: &ConnState) {

@@ -145,6 +145,13 @@ const WHEEL_SLOTS: usize = 1024;
 impl<T: Default> PlaneCore<T> {
     /// An empty plane at time `now` (ms).
     pub fn new(config: PlaneConfig, now: u64) -> Self {
+        Self::with_capacity(config, now, 0)
+    }
+
+    /// An empty plane with room for `records` records reserved up front (address space
+    /// only: pages are touched as records arrive), so that the slab never reallocates and
+    /// leaves its old copies behind in the allocator while it grows.
+    pub fn with_capacity(config: PlaneConfig, now: u64, records: usize) -> Self {
         let shortest = config
             .keepalive
             .ping_after_ms
@@ -153,7 +160,7 @@ impl<T: Default> PlaneCore<T> {
         let tick = (shortest / 16).clamp(5, 250);
         Self {
             config,
-            records: Slab::new(),
+            records: Slab::with_capacity(records),
             frames: FrameTable::default(),
             wheel: DeadlineWheel::new(tick, WHEEL_SLOTS, now),
             io: VecDeque::new(),

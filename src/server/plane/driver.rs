@@ -63,8 +63,13 @@ impl Plane {
         let eventfd = ring
             .take_eventfd()
             .ok_or_else(|| io::Error::other("plane ring without an eventfd"))?;
+        // One worker's descriptor table bounds its records.
+        let records = crate::os::limits::nofile_limit()
+            .map(|l| crate::os::limits::capacity(1, l.soft).per_worker as usize)
+            .unwrap_or(0)
+            .min(config.max_connections);
         let plane = Plane {
-            core: PlaneCore::new(plane_config(config), now),
+            core: PlaneCore::with_capacity(plane_config(config), now, records),
             ring,
             waker: None,
             sleeping_until: u64::MAX,
