@@ -81,6 +81,7 @@ LOAD_RC=${PIPESTATUS[0]}
 set -e
 grep '^load:' "$TMP/load.err" | tee "$OUT/$TAG-plan.txt" || true
 echo "verified run exit status: $LOAD_RC"
+[ "$LOAD_RC" = 0 ] || tr '\r' '\n' <"$TMP/load.err" | tail -20 >"$OUT/$TAG-load-err.txt"
 # The plane's own counters: io_uring_enter calls per broadcast per worker.
 curl -s "http://127.0.0.1:$PORT/metrics" >"$OUT/$TAG-metrics.txt" || true
 stop_server

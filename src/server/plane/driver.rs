@@ -146,17 +146,27 @@ pub fn pump(worker: &Rc<Worker>) {
     }
 }
 
-/// [`pump`] after a broadcast: also counts the `io_uring_enter` calls it took.
+/// [`pump`] after a broadcast: the broadcast's SENDs are submitted first, and the
+/// `io_uring_enter` calls that batch took are counted (one while the ring holds every local
+/// watcher); completions, timers and what they produce follow in the pump.
 pub fn pump_broadcast(worker: &Rc<Worker>) {
     let Some(cell) = &worker.plane else {
         return;
     };
-    let before = cell.borrow().ring.enters();
-    pump(worker);
-    let after = cell.borrow().ring.enters();
+    let enters = {
+        let mut plane = cell.borrow_mut();
+        let Plane { core, ring, .. } = &mut *plane;
+        let before = ring.enters();
+        if let Err(e) = ring.submit(core) {
+            tracing::warn!(worker = worker.index, "plane submit: {e}");
+        }
+        ring.enters() - before
+    };
     let stats = worker.stats();
+    WorkerStats::add(&stats.plane_enters, enters);
     WorkerStats::add(&stats.plane_broadcasts, 1);
-    WorkerStats::add(&stats.plane_broadcast_enters, after - before);
+    WorkerStats::add(&stats.plane_broadcast_enters, enters);
+    pump(worker);
 }
 
 /// One round: submit, reap (reading where polls fired), run due timers, submit what that
