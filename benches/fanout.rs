@@ -117,6 +117,7 @@ fn plane_broadcast(c: &mut Criterion) {
             max_outbound_bytes: 256 << 10,
             send_timeout_ms: 60_000,
             close_linger_ms: 2_000,
+            message_timeout_ms: 10_000,
         },
         0,
     );
