@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
-use matchstream::load::client::ServerFrame;
+use matchstream::load::client::{client_frame, ServerFrame};
 use matchstream::proto::frame::OpCode;
 
 fn watching_raw(server: &Server) -> RawWs {
@@ -77,6 +77,30 @@ fn pings_are_answered_and_a_client_close_is_echoed() {
     assert!(
         frames.contains(&ServerFrame::Other),
         "no pong in {frames:?}"
+    );
+    let (_, closed) = raw.drain(WAIT);
+    assert!(
+        closed,
+        "the server closes the TCP connection after the close handshake"
+    );
+}
+
+#[test]
+fn a_watch_ping_and_close_in_one_burst_are_answered_in_order() {
+    let server = Server::start(&[]);
+    post_sample(&server, 1);
+    let mut raw = RawWs::connect(server.http, None);
+    // One write: the server reads the three frames together.
+    let watch = format!(r#"{{"command":"watch","mid":"{SAMPLE_MID}"}}"#);
+    let mut burst = client_frame(OpCode::Text, watch.as_bytes(), [1, 2, 3, 4]);
+    burst.extend(client_frame(OpCode::Ping, b"are you there", [5, 6, 7, 8]));
+    burst.extend(client_frame(OpCode::Close, &[0x03, 0xe8], [9, 8, 7, 6]));
+    raw.stream.write_all(&burst).unwrap();
+    let (frames, code) = raw.frames_until_close(WAIT);
+    assert_eq!(code, Some(1000), "{frames:?}");
+    assert!(
+        matches!(&frames[..], [ServerFrame::Text(t), ServerFrame::Other] if t.starts_with(br#"{"type":"status""#)),
+        "the status, then the pong, then the close echo: {frames:?}"
     );
     let (_, closed) = raw.drain(WAIT);
     assert!(

@@ -315,6 +315,19 @@ pub fn on_command(worker: &Rc<Worker>, conn: ConnRef, text: String) {
     run_command(worker, conn, &text);
 }
 
+/// Called once a command of `conn` was handled or answered: when none of its commands is
+/// left (no watch request in flight, none held back), what its session produced after them
+/// (a pong, the echo of its close) goes out, after their answers.
+pub fn settle(worker: &Worker, conn: ConnRef) {
+    let ConnRef::Plane(id) = conn else {
+        return; // a connection task handles its session's output in order itself
+    };
+    let idle = with_watching(worker, conn, |s| s.in_flight == 0) == Some(true);
+    if idle && !is_deferring(worker, conn) {
+        super::plane::driver::release(worker, id);
+    }
+}
+
 /// Whether `conn` holds commands back (and must not read).
 pub fn is_deferring(worker: &Worker, conn: ConnRef) -> bool {
     worker.watch.deferred.borrow().contains_key(&conn)
@@ -555,6 +568,7 @@ pub fn on_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply:
     });
     handle_watch_reply(worker, conn, mid, reply);
     run_deferred(worker, conn);
+    settle(worker, conn);
 }
 
 fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply: Reply) {

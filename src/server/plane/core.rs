@@ -7,7 +7,7 @@
 //! gone). Every close and ping goes through the record's WebSocket session; every deadline
 //! (keepalive, send timeout, close handshake) goes through one [`DeadlineWheel`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use slab::Slab;
@@ -137,6 +137,21 @@ pub struct PlaneCore<T> {
     fired: Vec<(u64, (u32, u32))>,
     /// Records to read from again (their commands were taken, or reading was resumed).
     read_owed: Vec<u32>,
+    /// What a record's session produced after a command in the same read (a pong, the
+    /// echo of the client's close, the close itself), held until the application has
+    /// answered the command ([`PlaneCore::release`]): a client that sends `watch` and a
+    /// close in one burst gets its status before the close. Rare, so kept beside the
+    /// records rather than in each.
+    held: HashMap<u32, Vec<Held>>,
+}
+
+/// A session output held behind a command's answer.
+#[derive(Debug)]
+enum Held {
+    /// Bytes to queue (a pong, a close frame).
+    Send(Vec<u8>),
+    /// The session closed.
+    Closed,
 }
 
 /// Slots of the deadline wheel (its horizon is this many ticks).
@@ -169,6 +184,7 @@ impl<T: Default> PlaneCore<T> {
             next_serial: 0,
             fired: Vec::new(),
             read_owed: Vec::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -459,6 +475,8 @@ impl<T: Default> PlaneCore<T> {
                 _ => {}
             }
         }
+        // After a command, the rest of this read waits for the command's answer.
+        let mut holding = self.held.contains_key(&key);
         for event in out {
             match event {
                 WsEvent::Text(text) => {
@@ -466,26 +484,58 @@ impl<T: Default> PlaneCore<T> {
                     if rec.phase == Phase::Open {
                         rec.set(TEXT_QUEUED, true);
                         self.events.push(PlaneEvent::Text { id, text });
+                        holding = true;
                     }
                 }
                 // Watchers do not send binary (the session refuses it with 1003).
                 WsEvent::Binary(_) => {}
-                WsEvent::Send(bytes) => {
-                    let frame = self.share(Bytes::from(bytes));
-                    self.enqueue(key, frame, now);
-                    self.unshare(frame);
+                WsEvent::Send(bytes) if holding => {
+                    self.held.entry(key).or_default().push(Held::Send(bytes))
                 }
+                WsEvent::Send(bytes) => self.apply_send(key, bytes, now),
                 WsEvent::Closed => {
                     if failed {
                         self.counters.protocol_errors += 1;
                     }
-                    match self.records[key as usize].phase {
-                        Phase::Open => self.finish(id, now),
-                        Phase::Lingering => self.teardown(key),
-                        Phase::Flushing | Phase::Dying => {}
+                    match holding {
+                        true => self.held.entry(key).or_default().push(Held::Closed),
+                        false => self.apply_closed(id, now),
                     }
                 }
             }
+        }
+    }
+
+    /// The application has answered the commands of record `id` (nothing of theirs is in
+    /// flight any more): what its session produced after them goes out now, in order.
+    pub fn release(&mut self, id: RecordId, now: u64) {
+        if self.live(id).is_none_or(|r| r.phase == Phase::Dying) {
+            return;
+        }
+        let Some(held) = self.held.remove(&id.key) else {
+            return;
+        };
+        for h in held {
+            match h {
+                Held::Send(bytes) => self.apply_send(id.key, bytes, now),
+                Held::Closed => self.apply_closed(id, now),
+            }
+        }
+    }
+
+    /// Queues bytes the session produced (a pong, a close frame).
+    fn apply_send(&mut self, key: u32, bytes: Vec<u8>, now: u64) {
+        let frame = self.share(Bytes::from(bytes));
+        self.enqueue(key, frame, now);
+        self.unshare(frame);
+    }
+
+    /// The session closed: flush and end, or end a close handshake we began.
+    fn apply_closed(&mut self, id: RecordId, now: u64) {
+        match self.records[id.key as usize].phase {
+            Phase::Open => self.finish(id, now),
+            Phase::Lingering => self.teardown(id.key),
+            Phase::Flushing | Phase::Dying => {}
         }
     }
 
@@ -600,6 +650,7 @@ impl<T: Default> PlaneCore<T> {
         }
         rec.phase = Phase::Dying;
         let fd = rec.fd;
+        self.held.remove(&key);
         self.io.push_back(IoOp::Shutdown { fd });
         if rec.has(POLL_ARMED) {
             self.io.push_back(IoOp::CancelPoll { key });

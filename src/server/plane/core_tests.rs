@@ -458,3 +458,78 @@ fn paused_reading_resumes_with_a_read() {
     assert_eq!(core.wants_read(id.key), Some(3));
     assert_eq!(core.take_read_owed(), vec![id.key]);
 }
+
+/// Sends every queued frame to completion; returns the bytes of each, in order, and the
+/// operations seen.
+fn written<T: Default>(core: &mut PlaneCore<T>, now: u64) -> (Vec<Vec<u8>>, Vec<IoOp>) {
+    let mut frames = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        let out = ops(core);
+        all.extend(out.iter().copied());
+        let sent = sends(&out);
+        if sent.is_empty() {
+            return (frames, all);
+        }
+        for &(_, frame, _) in &sent {
+            frames.push(core.frame_bytes(frame).to_vec());
+        }
+        complete_sends(core, &out, now);
+    }
+}
+
+/// `watch`, a ping and a close, as one burst.
+fn watch_ping_close() -> Vec<u8> {
+    let mut input = client_frame(0x1, br#"{"command":"watch","mid":"m"}"#);
+    input.extend(client_frame(0x9, b"hi"));
+    input.extend(client_frame(0x8, &[0x03, 0xE8]));
+    input
+}
+
+#[test]
+fn a_command_is_answered_before_a_ping_and_close_sent_with_it() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.on_data(id.key, &watch_ping_close(), 1);
+    assert!(
+        written(&mut core, 2).0.is_empty(),
+        "held behind the command"
+    );
+    assert!(
+        core.record(id).unwrap().is_open(),
+        "the answer may still come"
+    );
+    assert_eq!(core.take_events().len(), 1);
+    // The answer comes later (say the catalog was behind), then the application releases.
+    core.send(id, Bytes::from_static(b"status"), 5).unwrap();
+    core.release(id, 6);
+    let (frames, out) = written(&mut core, 7);
+    assert_eq!(
+        frames,
+        vec![
+            b"status".to_vec(),
+            vec![0x8A, 0x02, b'h', b'i'],
+            vec![0x88, 0x02, 0x03, 0xE8],
+        ]
+    );
+    assert!(
+        out.contains(&IoOp::Shutdown { fd: 3 }),
+        "closed after the echo"
+    );
+    core.release(id, 8);
+    assert!(ops(&mut core).is_empty(), "released once");
+}
+
+#[test]
+fn a_record_torn_down_while_holding_forgets_what_it_held() {
+    let mut core = plane();
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    core.on_data(id.key, &watch_ping_close(), 1);
+    core.abort(id);
+    core.release(id, 2);
+    let out = ops(&mut core);
+    assert!(sends(&out).is_empty(), "{out:?}");
+    assert_eq!(core.frames_alive(), 0);
+}

@@ -221,7 +221,10 @@ fn add_counters(stats: &WorkerStats, c: PlaneCounters) {
 /// Hands one plane event to the application.
 fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
     match event {
-        PlaneEvent::Text { id, text } => watch::on_command(worker, ConnRef::Plane(id), text),
+        PlaneEvent::Text { id, text } => {
+            watch::on_command(worker, ConnRef::Plane(id), text);
+            watch::settle(worker, ConnRef::Plane(id));
+        }
         PlaneEvent::Closed { id, flavour, app } => {
             watch::forget_subscriptions(worker, &app);
             watch::forget_deferred(worker, ConnRef::Plane(id));
@@ -239,6 +242,23 @@ fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
                 Flavour::Sse => WorkerStats::sub(&stats.sse_connections, 1),
             }
             worker.release_count();
+        }
+    }
+}
+
+/// Sends what record `id`'s session held behind its commands (see
+/// [`PlaneCore::release`](super::core::PlaneCore::release)); the driver submits it at once.
+pub fn release(worker: &Worker, id: RecordId) {
+    let Some(cell) = &worker.plane else {
+        return;
+    };
+    let mut plane = cell.borrow_mut();
+    let now = worker.now_ms();
+    plane.core.release(id, now);
+    if plane.core.has_io() {
+        plane.kicked = true;
+        if let Some(w) = plane.waker.take() {
+            w.wake();
         }
     }
 }
