@@ -17,6 +17,7 @@ use super::admission::IpTicket;
 use super::metrics::WorkerStats;
 use super::outbox::Outbox;
 use super::worker::{ConnKind, ConnState, Worker};
+use crate::proto::close;
 
 /// What a sweep found wrong with a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +135,7 @@ pub fn sweep(worker: &Worker, conn: &ConnState, now_ms: u64) {
             match conn.kind.get() {
                 ConnKind::WebSocket => conn
                     .outbox
-                    .close_after_flush(1008, "message not completed in time"),
+                    .close_after_flush(close::POLICY, "message not completed in time"),
                 _ => conn.outbox.close_now(),
             }
         }

@@ -29,6 +29,7 @@ use super::replies::ReplyTable;
 use super::signal::LocalSignal;
 use super::watch::{ConnRef, Subscriptions, WatchTables};
 use crate::os::sys;
+use crate::proto::close;
 use crate::proto::keepalive::{Keepalive, KeepaliveAction};
 use crate::sequencer::{Broadcast, Reply, SequencerHandle};
 
@@ -529,7 +530,9 @@ async fn keepalive_sweep(worker: Rc<Worker>) {
 async fn drain(worker: &Rc<Worker>) {
     for (_, conn) in worker.conns.borrow().iter() {
         match conn.kind.get() {
-            ConnKind::WebSocket => conn.outbox.close_after_flush(1001, "server shutting down"),
+            ConnKind::WebSocket => conn
+                .outbox
+                .close_after_flush(close::GOING_AWAY, "server shutting down"),
             ConnKind::Http | ConnKind::Line | ConnKind::Sse => conn.outbox.close_now(),
         }
     }
