@@ -65,58 +65,40 @@ pub async fn serve(
                         request.method = "GET".to_owned();
                     }
                     // Boxed: an idle keep-alive connection holds no routing state.
-                    match Box::pin(route(worker, &request, state.guard.peer())).await {
-                        Routed::Response {
-                            mut bytes,
-                            keep_alive,
-                        } => {
-                            if head {
-                                strip_body(&mut bytes);
-                            }
-                            if send(worker, &stream, &bytes).await.is_err() || !keep_alive {
-                                return None;
-                            }
-                        }
-                        Routed::EventStream {
-                            head: mut bytes, ..
-                        } if head => {
-                            // The head a GET would get; the stream itself is not started.
-                            strip_body(&mut bytes);
-                            let _ = send(worker, &stream, &bytes).await;
+                    let routed = Box::pin(route(worker, &request, state.guard.peer())).await;
+                    if head {
+                        let (bytes, keep_alive) = head_answer(routed);
+                        if send(worker, &stream, &bytes).await.is_err() || !keep_alive {
                             return None;
                         }
-                        Routed::Upgrade { .. } if head => {
-                            let mut out = Vec::new();
-                            write_json_error(
-                                &mut out,
-                                400,
-                                "a WebSocket handshake is a GET",
-                                false,
-                            );
-                            strip_body(&mut out);
-                            let _ = send(worker, &stream, &out).await;
-                            return None;
-                        }
-                        Routed::Upgrade {
-                            response,
-                            mode,
-                            deflate,
-                        } => {
-                            if send(worker, &stream, &response).await.is_err() {
-                                return None;
+                    } else {
+                        match routed {
+                            Routed::Response { bytes, keep_alive } => {
+                                if send(worker, &stream, &bytes).await.is_err() || !keep_alive {
+                                    return None;
+                                }
                             }
-                            return Some(Handoff::WebSocket(Upgraded {
-                                stream,
+                            Routed::Upgrade {
+                                response,
                                 mode,
-                                leftover: reader.into_pending(),
                                 deflate,
-                            }));
-                        }
-                        Routed::EventStream { head, mid, since } => {
-                            if send(worker, &stream, &head).await.is_err() {
-                                return None;
+                            } => {
+                                if send(worker, &stream, &response).await.is_err() {
+                                    return None;
+                                }
+                                return Some(Handoff::WebSocket(Upgraded {
+                                    stream,
+                                    mode,
+                                    leftover: reader.into_pending(),
+                                    deflate,
+                                }));
                             }
-                            return Some(Handoff::EventStream(SseStart { stream, mid, since }));
+                            Routed::EventStream { head, mid, since } => {
+                                if send(worker, &stream, &head).await.is_err() {
+                                    return None;
+                                }
+                                return Some(Handoff::EventStream(SseStart { stream, mid, since }));
+                            }
                         }
                     }
                     served_one = true;
@@ -141,19 +123,49 @@ pub async fn serve(
             config.handshake_timeout
         };
         let deadline = request_started + budget;
-        match read_more(worker, &stream, state, deadline, reader.buffer_for_read()).await {
-            ReadMore::Data(_) => {}
-            ReadMore::Closed => return None,
-            ReadMore::TimedOut => {
-                if !reader.is_empty() {
-                    let mut out = Vec::new();
-                    write_json_error(&mut out, 408, "request timed out", false);
-                    let _ = send(worker, &stream, &out).await;
-                }
-                return None;
-            }
+        if !read_or_time_out(worker, &stream, state, deadline, &mut reader).await {
+            return None;
         }
     }
+}
+
+/// Reads more of the request into `reader` before `deadline`. `false`: the peer closed, or the
+/// deadline passed (a `408` first when a request was under way); the connection ends.
+async fn read_or_time_out(
+    worker: &Rc<Worker>,
+    stream: &TcpStream,
+    state: &Rc<ConnState>,
+    deadline: Instant,
+    reader: &mut RequestReader,
+) -> bool {
+    match read_more(worker, stream, state, deadline, reader.buffer_for_read()).await {
+        ReadMore::Data(_) => true,
+        ReadMore::Closed => false,
+        ReadMore::TimedOut => {
+            if !reader.is_empty() {
+                let mut out = Vec::new();
+                write_json_error(&mut out, 408, "request timed out", false);
+                let _ = send(worker, stream, &out).await;
+            }
+            false
+        }
+    }
+}
+
+/// What a `HEAD` request gets (RFC 9110): the head the `GET` would get and no body, and
+/// whether the connection stays open. A stream or an upgrade is not started.
+fn head_answer(routed: Routed) -> (Vec<u8>, bool) {
+    let (mut bytes, keep_alive) = match routed {
+        Routed::Response { bytes, keep_alive } => (bytes, keep_alive),
+        Routed::EventStream { head, .. } => (head, false),
+        Routed::Upgrade { .. } => {
+            let mut out = Vec::new();
+            write_json_error(&mut out, 400, "a WebSocket handshake is a GET", false);
+            (out, false)
+        }
+    };
+    strip_body(&mut bytes);
+    (bytes, keep_alive)
 }
 
 /// Cuts a response down to its head (the answer to `HEAD`): everything after the blank
