@@ -5,7 +5,7 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -157,27 +157,42 @@ pub fn drive<'a, H: Handler>(
                         return;
                     }
                     readable.set(stream.readable(false));
-                    let mut scratch = worker.scratch.borrow_mut();
-                    match sys::recv_nonblocking(fd, &mut scratch) {
-                        Ok(Transfer::Done(0)) => {
-                            waits.read_open = false;
-                            drop(scratch);
-                            let keep_writing = handler.on_eof(state);
-                            if !keep_writing && state.outbox.close_mode() == CloseMode::Open {
-                                // The peer vanished without a close handshake.
-                                return;
-                            }
-                        }
-                        Ok(Transfer::Done(n)) => {
-                            state.keepalive.borrow_mut().on_activity(worker.now_ms());
-                            handler.on_data(&scratch[..n], state);
-                        }
-                        Ok(Transfer::WouldBlock) => {}
-                        Err(_) => return,
+                    if !read_ready(worker, fd, state, handler, &mut waits.read_open) {
+                        return;
                     }
                 }
             }
         }
+    }
+}
+
+/// Reads what a readable socket holds into the worker's scratch buffer and hands it to the
+/// handler (or tells it the peer closed its side). `false`: the connection is over (a read
+/// error, or a peer gone without a close handshake).
+fn read_ready<H: Handler>(
+    worker: &Rc<Worker>,
+    fd: RawFd,
+    state: &Rc<ConnState>,
+    handler: &mut H,
+    read_open: &mut bool,
+) -> bool {
+    let mut scratch = worker.scratch.borrow_mut();
+    match sys::recv_nonblocking(fd, &mut scratch) {
+        Ok(Transfer::Done(0)) => {
+            *read_open = false;
+            drop(scratch);
+            let keep_writing = handler.on_eof(state);
+            // Not keeping on writing while still open: the peer vanished without a close
+            // handshake.
+            keep_writing || state.outbox.close_mode() != CloseMode::Open
+        }
+        Ok(Transfer::Done(n)) => {
+            state.keepalive.borrow_mut().on_activity(worker.now_ms());
+            handler.on_data(&scratch[..n], state);
+            true
+        }
+        Ok(Transfer::WouldBlock) => true,
+        Err(_) => false,
     }
 }
 
