@@ -29,7 +29,7 @@ use super::compress;
 use super::metrics::WorkerStats;
 use super::plane::frames::FrameId;
 use super::plane::record::{Flavour, RecordId};
-use super::worker::{ConnKind, Worker};
+use super::worker::{ConnKind, ConnState, Worker};
 use super::ws::{parse_command, Command};
 use crate::domain::{error_message, status_message, Match};
 use crate::proto::close;
@@ -229,12 +229,7 @@ fn queue(worker: &Worker, conn: ConnRef, bytes: Bytes) {
     WorkerStats::add(&worker.stats().bytes_sent, bytes.len() as u64);
     let overflow = match conn {
         ConnRef::Task { conn, serial } => {
-            let state = worker
-                .conns
-                .borrow()
-                .get(conn as usize)
-                .filter(|s| s.serial as u32 == serial)
-                .cloned();
+            let state = task_state(worker, conn, serial);
             state.is_some_and(|s| s.outbox.push(bytes).is_err())
         }
         ConnRef::Plane(id) => worker.plane.as_ref().is_some_and(|p| {
@@ -247,16 +242,21 @@ fn queue(worker: &Worker, conn: ConnRef, bytes: Bytes) {
     }
 }
 
+/// The task-path connection `conn` if it is still the one with `serial` (slab keys are reused).
+fn task_state(worker: &Worker, conn: u32, serial: u32) -> Option<Rc<ConnState>> {
+    worker
+        .conns
+        .borrow()
+        .get(conn as usize)
+        .filter(|s| s.serial as u32 == serial)
+        .cloned()
+}
+
 /// Ends a connection whose last subscription ended (1000 and `reason` for a WebSocket).
 fn end_connection(worker: &Worker, conn: ConnRef, reason: &str) {
     match conn {
         ConnRef::Task { conn, serial } => {
-            let state = worker
-                .conns
-                .borrow()
-                .get(conn as usize)
-                .filter(|s| s.serial as u32 == serial)
-                .cloned();
+            let state = task_state(worker, conn, serial);
             if let Some(state) = state {
                 match state.kind.get() {
                     ConnKind::Line | ConnKind::Sse => state.outbox.finish_after_flush(),
@@ -277,12 +277,7 @@ fn end_connection(worker: &Worker, conn: ConnRef, reason: &str) {
 fn send_and_close(worker: &Worker, conn: ConnRef, bytes: Bytes) {
     match conn {
         ConnRef::Task { conn, serial } => {
-            let state = worker
-                .conns
-                .borrow()
-                .get(conn as usize)
-                .filter(|s| s.serial as u32 == serial)
-                .cloned();
+            let state = task_state(worker, conn, serial);
             if let Some(state) = state {
                 state.outbox.push_raw_and_close(bytes);
             }
@@ -376,12 +371,7 @@ fn set_reading(worker: &Rc<Worker>, conn: ConnRef, on: bool) {
     match conn {
         // A task asks [`is_deferring`] before it reads; a kick makes it look again.
         ConnRef::Task { conn, serial } => {
-            let state = worker
-                .conns
-                .borrow()
-                .get(conn as usize)
-                .filter(|s| s.serial as u32 == serial)
-                .cloned();
+            let state = task_state(worker, conn, serial);
             if let (Some(state), true) = (state, on) {
                 state.outbox.wake();
             }
@@ -433,12 +423,7 @@ fn refuse_watch(worker: &Worker, conn: ConnRef, reason: &str) {
 fn close_policy(worker: &Worker, conn: ConnRef, reason: &str) {
     match conn {
         ConnRef::Task { conn, serial } => {
-            let state = worker
-                .conns
-                .borrow()
-                .get(conn as usize)
-                .filter(|s| s.serial as u32 == serial)
-                .cloned();
+            let state = task_state(worker, conn, serial);
             if let Some(state) = state {
                 state.outbox.close_after_flush(close::POLICY, reason);
             }
