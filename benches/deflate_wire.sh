@@ -21,24 +21,11 @@ mkdir -p "$OUT"
 BIN=${MATCHSTREAM_BIN:-target/release/matchstream}
 [ -x "$BIN" ] || cargo build --release --bin matchstream
 
-TMP=$(mktemp -d)
-SPID=
-cleanup() {
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" {s+=$2} END {printf "%d", s}'; }
 
-TOKEN=bench-$RANDOM
-PORT=$(free_port)
-TPORT=$(free_port)
-SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data --admin-token $TOKEN"
-echo "+ $SERVE_CMD"
-$SERVE_CMD >"$TMP/serve.log" 2>&1 &
-SPID=$!
-for _ in $(seq 100); do grep -q 'listening' "$TMP/serve.log" && break; sleep 0.1; done
+start_server
 
 printf '| run | mode | events | deliveries | bytes/frame | bytes on the wire per event (one watcher) | server CPU µs/delivery | lost |\n|---|---|---|---|---|---|---|---|\n' >"$TMP/table"
 n=0

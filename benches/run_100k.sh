@@ -30,26 +30,8 @@ cargo build --release --bin matchstream 2>/dev/null
 # Build the floor before anything runs (a build during the run would be noise).
 cargo bench --bench floor --no-run 2>/dev/null
 
-TMP=$(mktemp -d)
-SPID=
-cleanup() {
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-TOKEN=bench-$RANDOM
-start_server() {
-    PORT=$(free_port)
-    TPORT=$(free_port)
-    SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN $SERVE_EXTRA"
-    echo "+ $SERVE_CMD"
-    $SERVE_CMD >"$TMP/serve.log" 2>&1 &
-    SPID=$!
-    for _ in $(seq 100); do grep -q 'listening' "$TMP/serve.log" && break; sleep 0.1; done
-    grep 'listening' "$TMP/serve.log"
-}
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 stop_server() {
     kill "$SPID"
     wait "$SPID" 2>/dev/null || true
