@@ -69,6 +69,17 @@ pub fn send_one_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<Transfer> {
     nonblocking(|| unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), SEND_FLAGS) })
 }
 
+/// Ends our sending side (`shutdown(SHUT_WR)`): the peer reads a FIN after what is queued.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown only changes the state of the socket `fd` names; no memory is passed.
+    let rc = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Most slices handed to one `sendmsg` call.
 pub const MAX_IOVECS: usize = 64;
 

@@ -73,6 +73,8 @@ struct Waits<W> {
     write_blocked: bool,
     /// The peer has not closed its side.
     read_open: bool,
+    /// Our FIN is out and the loop only drains the peer's late bytes (a lingering close).
+    lingering: bool,
 }
 
 /// Drives `stream` with `handler` until either side ends the connection.
@@ -91,6 +93,7 @@ pub fn drive<'a, H: Handler>(
             close_deadline: None,
             write_blocked: false,
             read_open: true,
+            lingering: false,
         };
         loop {
             match state.outbox.close_mode() {
@@ -108,15 +111,27 @@ pub fn drive<'a, H: Handler>(
                 waits.writable = Some(Box::pin(stream.writable(false)));
             }
             if !waits.write_blocked && state.outbox.close_mode() == CloseMode::AfterFlush {
-                if handler.finished() || !waits.read_open {
+                if !waits.read_open {
                     return;
+                }
+                if handler.finished() && !waits.lingering {
+                    // A lingering close (as nginx's): closing a socket whose peer still sends
+                    // makes the kernel answer with an RST, and an RST can destroy the last
+                    // reply (the echo before a protocol error, the close frame) before the
+                    // peer reads it. So send a FIN after everything queued and drop the
+                    // peer's bytes until it closes too, for one grace period at most.
+                    if sys::shutdown_write(fd).is_err() {
+                        return;
+                    }
+                    waits.lingering = true;
+                    waits.close_deadline = None;
                 }
                 if waits.close_deadline.is_none() {
                     waits.close_deadline =
                         Some(Box::pin(monoio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
                 }
             }
-            let reading = waits.read_open && handler.wants_input(state);
+            let reading = waits.read_open && (waits.lingering || handler.wants_input(state));
             // The closure captures three references: its size is part of every idle
             // connection's future.
             let wake = poll_fn(|cx| {
@@ -157,6 +172,7 @@ pub fn drive<'a, H: Handler>(
                         return;
                     }
                     readable.set(stream.readable(false));
+                    let handler = (!waits.lingering).then_some(&mut *handler);
                     if !read_ready(worker, fd, state, handler, &mut waits.read_open) {
                         return;
                     }
@@ -167,13 +183,14 @@ pub fn drive<'a, H: Handler>(
 }
 
 /// Reads what a readable socket holds into the worker's scratch buffer and hands it to the
-/// handler (or tells it the peer closed its side). `false`: the connection is over (a read
-/// error, or a peer gone without a close handshake).
+/// handler (or tells it the peer closed its side); with no handler (a lingering close) the
+/// bytes are dropped. `false`: the connection is over (a read error, or a peer gone without a
+/// close handshake).
 fn read_ready<H: Handler>(
     worker: &Rc<Worker>,
     fd: RawFd,
     state: &Rc<ConnState>,
-    handler: &mut H,
+    handler: Option<&mut H>,
     read_open: &mut bool,
 ) -> bool {
     let mut scratch = worker.scratch.borrow_mut();
@@ -181,14 +198,16 @@ fn read_ready<H: Handler>(
         Ok(Transfer::Done(0)) => {
             *read_open = false;
             drop(scratch);
-            let keep_writing = handler.on_eof(state);
+            let keep_writing = handler.is_some_and(|handler| handler.on_eof(state));
             // Not keeping on writing while still open: the peer vanished without a close
             // handshake.
             keep_writing || state.outbox.close_mode() != CloseMode::Open
         }
         Ok(Transfer::Done(n)) => {
-            state.keepalive.borrow_mut().on_activity(worker.now_ms());
-            handler.on_data(&scratch[..n], state);
+            if let Some(handler) = handler {
+                state.keepalive.borrow_mut().on_activity(worker.now_ms());
+                handler.on_data(&scratch[..n], state);
+            }
             true
         }
         Ok(Transfer::WouldBlock) => true,
