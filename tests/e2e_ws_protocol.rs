@@ -1,14 +1,15 @@
 //! RFC 6455 rules on `/1/ws` against the real server: close codes for binary (1003), too big
 //! (1009), invalid UTF-8 (1007) and unmasked (1002) frames, pings answered, the close
-//! handshake, duplicate watches, and the bounded HTTP handshake time.
+//! handshake, duplicate watches, the bounded HTTP handshake time, and the lingering close
+//! (a FIN after the last reply, never a reset) on the plane and the task path.
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-use matchstream::load::client::{client_frame, ServerFrame};
+use matchstream::load::client::{client_frame, next_frame, ServerFrame};
 use matchstream::proto::frame::OpCode;
 
 fn watching_raw(server: &Server) -> RawWs {
@@ -83,6 +84,71 @@ fn pings_are_answered_and_a_client_close_is_echoed() {
         closed,
         "the server closes the TCP connection after the close handshake"
     );
+}
+
+/// Reads until the server's FIN, at most [`WAIT`]: the bytes, or the error that ended the
+/// stream instead (a reset: the server closed with unread input and the kernel sent an RST,
+/// which can destroy the last reply before a client reads it).
+fn read_until_fin(raw: &mut RawWs) -> Result<Vec<u8>, std::io::Error> {
+    let mut out = std::mem::take(&mut raw.leftover);
+    let mut chunk = [0u8; 4096];
+    raw.stream.set_read_timeout(Some(WAIT)).unwrap();
+    loop {
+        match raw.stream.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A client keeps sending after the frame that failed its connection: the server answers
+/// what came before the failure, sends its close frame and a FIN, and drops the late bytes
+/// (a lingering close), so the client reads everything and then a clean end, never a reset.
+fn failing_then_sending_ends_with_a_fin(mut raw: RawWs, before: &[u8], reply: &[u8]) {
+    let mut burst = before.to_vec();
+    // Opcode 0x7 is reserved: the connection fails with 1002.
+    burst.extend_from_slice(&[0x87, 0x83, 0, 0, 0, 0, b'b', b'a', b'd']);
+    raw.stream.write_all(&burst).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Late bytes, after the server has failed the connection; a client like Autobahn's
+    // writes again before it reads, and a reset would make that write fail and the client
+    // drop the connection with the reply unread.
+    let late = client_frame(OpCode::Ping, b"still there?", [5, 6, 7, 8]);
+    raw.stream.write_all(&late).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    raw.stream
+        .write_all(&late)
+        .expect("the server still drains late bytes: no reset");
+    let bytes = read_until_fin(&mut raw).expect("a clean end (FIN), not a reset");
+    let mut buf = bytes.clone();
+    let mut frames = Vec::new();
+    while let Some(frame) = next_frame(&mut buf).expect("valid server frame") {
+        frames.push(frame);
+    }
+    let mut expected = Vec::new();
+    if !reply.is_empty() {
+        expected.push(ServerFrame::Text(reply.to_vec()));
+    }
+    expected.push(ServerFrame::Close(1002));
+    assert_eq!(
+        frames, expected,
+        "the reply, then the close frame, then FIN"
+    );
+}
+
+#[test]
+fn a_failed_echo_connection_answers_first_and_ends_with_a_fin() {
+    let server = Server::start(&["--enable-echo"]);
+    let raw = RawWs::connect_path(server.http, "/1/echo", None);
+    let hello = client_frame(OpCode::Text, b"Hello, world!", [1, 2, 3, 4]);
+    failing_then_sending_ends_with_a_fin(raw, &hello, b"Hello, world!");
+}
+
+#[test]
+fn a_failed_watcher_ends_with_a_fin() {
+    let server = Server::start(&[]);
+    failing_then_sending_ends_with_a_fin(RawWs::connect(server.http, None), &[], &[]);
 }
 
 #[test]

@@ -22,8 +22,13 @@ pub struct RawWs {
 }
 
 impl RawWs {
-    /// Connects and handshakes; `rcvbuf` sets a small SO_RCVBUF before connecting.
+    /// Connects to `/1/ws` and handshakes; `rcvbuf` sets a small SO_RCVBUF before connecting.
     pub fn connect(addr: SocketAddr, rcvbuf: Option<usize>) -> RawWs {
+        RawWs::connect_path(addr, "/1/ws", rcvbuf)
+    }
+
+    /// Connects to `path` and handshakes; `rcvbuf` sets a small SO_RCVBUF before connecting.
+    pub fn connect_path(addr: SocketAddr, path: &str, rcvbuf: Option<usize>) -> RawWs {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
         if let Some(n) = rcvbuf {
@@ -35,7 +40,7 @@ impl RawWs {
         stream.set_write_timeout(Some(WAIT)).unwrap();
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         stream
-            .write_all(&handshake_request(&addr.to_string(), "/1/ws", key))
+            .write_all(&handshake_request(&addr.to_string(), path, key))
             .unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 1024];

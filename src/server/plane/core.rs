@@ -69,6 +69,12 @@ pub enum IoOp {
         /// The socket.
         fd: i32,
     },
+    /// `shutdown(2)` of our sending side only: the peer reads a FIN after what was written,
+    /// and its late bytes are still read (and dropped) during a lingering close.
+    ShutdownWrite {
+        /// The socket.
+        fd: i32,
+    },
     /// `close(2)`: nothing is in flight on the socket any more.
     Close {
         /// The socket.
@@ -466,21 +472,29 @@ impl<T: Default> PlaneCore<T> {
     }
 
     /// After a write or a state change: a flushed, closing record lingers or goes.
+    ///
+    /// A record whose peer may still send lingers for one grace period: a WebSocket whose
+    /// close handshake we began waits for the peer's close frame; any other record (a failed
+    /// session, a line or SSE stream that ended) sends a FIN after what it wrote and drops the
+    /// peer's bytes until it closes too. Closing a socket that still receives makes the kernel
+    /// answer with an RST, and an RST can destroy the last reply before the peer reads it.
     fn after_write(&mut self, key: u32, now: u64) {
         let linger = self.config.close_linger_ms;
         let rec = &mut self.records[key as usize];
         if rec.phase != Phase::Flushing || !rec.head.is_none() || rec.has(SENDING) {
             return;
         }
-        let handshake_open =
-            rec.flavour.is_websocket() && !rec.has(SESSION_CLOSED) && rec.has(READ_OPEN);
-        if handshake_open {
-            rec.phase = Phase::Lingering;
-            rec.close_at = now.saturating_add(linger);
-            self.schedule(key);
-        } else {
-            self.teardown(key);
+        if !rec.has(READ_OPEN) {
+            return self.teardown(key);
         }
+        let awaiting_close_frame = rec.flavour.is_websocket() && !rec.has(SESSION_CLOSED);
+        rec.phase = Phase::Lingering;
+        rec.close_at = now.saturating_add(linger);
+        if !awaiting_close_frame {
+            let fd = rec.fd;
+            self.io.push_back(IoOp::ShutdownWrite { fd });
+        }
+        self.schedule(key);
     }
 
     /// Shuts record `key` down: its queue is dropped, its socket shut, its poll cancelled;

@@ -126,15 +126,15 @@ impl<T: Default> PlaneCore<T> {
             self.io.push_back(IoOp::CancelPoll { key });
         }
         match (rec.flavour, rec.phase) {
+            // The peer ended the close handshake, or its side of a lingering close.
+            (_, Phase::Lingering) => self.teardown(key),
             // `printf 'VERSION:1:CONNECT:…' | nc` half-closes: keep sending events.
             (Flavour::Line, _) | (_, Phase::Flushing) | (_, Phase::Dying) => {
                 self.after_write(key, now)
             }
-            // The peer vanished without a close handshake, or ended it.
+            // The peer vanished without a close handshake.
             // An SSE client that goes away is gone.
-            (Flavour::Ws | Flavour::WsDeflate | Flavour::Sse, Phase::Open | Phase::Lingering) => {
-                self.teardown(key)
-            }
+            (Flavour::Ws | Flavour::WsDeflate | Flavour::Sse, Phase::Open) => self.teardown(key),
         }
     }
 

@@ -311,7 +311,20 @@ fn input_from_a_line_watcher_is_an_error_and_a_close() {
     assert!(core.frame_bytes(frame).starts_with(b"ERROR: "));
     complete_sends(&mut core, &out, 2);
     let out = ops(&mut core);
-    assert!(out.contains(&IoOp::Shutdown { fd: 3 }), "{out:?}");
+    assert_eq!(
+        out,
+        vec![IoOp::ShutdownWrite { fd: 3 }],
+        "a FIN after the error"
+    );
+    assert!(
+        core.record(id).is_some(),
+        "lingering: the peer may still send"
+    );
+    // More input while lingering is dropped, not answered.
+    core.on_data(id.key, b"more\r\n", 3);
+    assert!(ops(&mut core).is_empty());
+    core.on_eof(id.key, 4);
+    assert!(ops(&mut core).contains(&IoOp::Shutdown { fd: 3 }));
 }
 
 #[test]
@@ -355,6 +368,14 @@ fn a_protocol_error_fails_the_session_with_its_close_code() {
     let (_, frame, _) = sends(&out)[0];
     assert_eq!(&core.frame_bytes(frame)[2..4], &[0x03, 0xEB], "1003");
     complete_sends(&mut core, &out, 2);
+    // A lingering close: a FIN after the close frame, the peer's late bytes dropped, and the
+    // socket closed at the end of the grace period if the peer never closes its side.
+    assert_eq!(ops(&mut core), vec![IoOp::ShutdownWrite { fd: 3 }]);
+    core.on_data(id.key, &client_frame(0x9, b"late ping"), 3);
+    assert!(ops(&mut core).is_empty(), "no pong after the failure");
+    core.poll_timers(1_000);
+    assert!(ops(&mut core).is_empty());
+    core.poll_timers(2 + 2_000 + TICK_SLACK);
     assert!(ops(&mut core).contains(&IoOp::Shutdown { fd: 3 }));
     assert_eq!(core.take_counters().protocol_errors, 1);
 }
@@ -514,9 +535,11 @@ fn a_command_is_answered_before_a_ping_and_close_sent_with_it() {
         ]
     );
     assert!(
-        out.contains(&IoOp::Shutdown { fd: 3 }),
-        "closed after the echo"
+        out.contains(&IoOp::ShutdownWrite { fd: 3 }),
+        "a FIN after the echo of the close"
     );
+    core.on_eof(id.key, 8);
+    assert!(ops(&mut core).contains(&IoOp::Shutdown { fd: 3 }));
     core.release(id, 8);
     assert!(ops(&mut core).is_empty(), "released once");
 }

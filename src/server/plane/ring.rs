@@ -118,6 +118,11 @@ impl PlaneRing {
                     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                     continue;
                 }
+                IoOp::ShutdownWrite { fd } => {
+                    // SAFETY: `fd` is the record's open socket (closed only by `Close`).
+                    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                    continue;
+                }
                 IoOp::Close { fd } => {
                     // SAFETY: nothing is in flight on `fd` any more and nothing else owns it.
                     unsafe { libc::close(fd) };
