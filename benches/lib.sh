@@ -15,7 +15,9 @@ TOKEN=bench-$RANDOM
 start_server() {
     PORT=$(free_port)
     TPORT=$(free_port)
-    SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN ${SERVE_EXTRA:-}"
+    # The load generator is one client host spread over many loopback source addresses
+    # (each address holds up to a port range's worth of sockets): no per-address limit.
+    SERVE_CMD="$BIN serve --workers $WORKERS --listen 127.0.0.1:$PORT --tcp-listen 127.0.0.1:$TPORT --data-dir $TMP/data-$PORT --admin-token $TOKEN --max-connections-per-ip 0 ${SERVE_EXTRA:-}"
     echo "+ $SERVE_CMD"
     $SERVE_CMD >"$TMP/serve.log" 2>&1 &
     SPID=$!

@@ -9,7 +9,8 @@
 #   bash benches/run_100k.sh [CLIENTS=100000] [SPEED=20] [WORKERS=6]
 #
 # Environment: SERVE_EXTRA (more `serve` flags, e.g. `--no-watcher-plane` for the task engine
-# as a baseline), TAG (file-name prefix, default 100k), SKIP_FLOOR=1, SKIP_IDLE=1, OUT.
+# as a baseline), LOAD_EXTRA (more `load` flags, e.g. `--protocol sse`), TAG (file-name
+# prefix, default 100k), SKIP_FLOOR=1, SKIP_IDLE=1, FLOOR_FILE, OUT.
 #
 # A scaled-down version runs in the tests: tests/harness.rs
 # (`the_real_server_delivers_a_replayed_match_to_every_watcher`).
@@ -55,7 +56,7 @@ fi
 # 2. The verified run, on a fresh server: every watcher must get the status, every event in
 #    order, then `stop`.
 start_server
-LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/$TAG.json --svg $OUT/$TAG.svg"
+LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/$TAG.json --svg $OUT/$TAG.svg ${LOAD_EXTRA:-}"
 echo "+ $LOAD_CMD"
 set +e
 $LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/$TAG.txt"
