@@ -1,10 +1,13 @@
 //! A small blocking HTTP/1.1 client for the admin API (replay, the load harness's publisher,
 //! tests) and for a raw publish URL: one keep-alive connection, JSON bodies,
-//! `Content-Length` or chunked responses; no redirects, no TLS.
+//! `Content-Length` or chunked responses; no redirects. `https://` with [`HttpClient::with_tls`].
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::tls::{self, TlsStream};
 
 /// Largest response body read (the match object, an error).
 const MAX_BODY: usize = 8 << 20;
@@ -34,18 +37,18 @@ pub struct Url {
     pub host: String,
     /// The path, `/` when none.
     pub path: String,
+    /// `https://` or `wss://`.
+    pub tls: bool,
 }
 
 impl Url {
-    /// Parses `http://…` or `ws://…` (the scheme is optional; no TLS).
+    /// Parses `http://…`, `ws://…`, `https://…` or `wss://…` (the scheme is optional: plain).
     pub fn parse(url: &str) -> io::Result<Url> {
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("ws://"))
+        let tls = url.starts_with("https://") || url.starts_with("wss://");
+        let rest = ["http://", "ws://", "https://", "wss://"]
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme))
             .unwrap_or(url);
-        if url.starts_with("https://") || url.starts_with("wss://") {
-            return Err(io::Error::other(format!("{url}: TLS is not supported")));
-        }
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -59,6 +62,7 @@ impl Url {
             addr,
             host: host.to_string(),
             path: path.to_string(),
+            tls,
         })
     }
 }
@@ -68,15 +72,55 @@ pub struct HttpClient {
     addr: SocketAddr,
     host: String,
     token: Option<String>,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<Conn>>,
     timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A client connection: plain, or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl HttpClient {
-    /// A client for `server` (`http://HOST:PORT`), sending `token` as a bearer.
+    /// A client for `server` (`http://HOST:PORT`), sending `token` as a bearer. An
+    /// `https://` server needs [`with_tls`](Self::with_tls) before the first request.
     pub fn new(server: &str, token: Option<String>) -> io::Result<HttpClient> {
         let url = Url::parse(server)?;
         Ok(HttpClient::with_addr(url.addr, &url.host, token))
+    }
+
+    /// Speaks HTTPS with `config` (the certificate must name the host of the URL).
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> HttpClient {
+        self.tls = Some(config);
+        self.conn = None;
+        self
     }
 
     /// A client for `addr` (sends `host` as the `Host` header and `token` as a bearer).
@@ -87,6 +131,7 @@ impl HttpClient {
             token,
             conn: None,
             timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 
@@ -121,7 +166,15 @@ impl HttpClient {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(self.timeout))?;
             s.set_write_timeout(Some(self.timeout))?;
-            self.conn = Some(BufReader::new(s));
+            let conn = match &self.tls {
+                None => Conn::Plain(s),
+                Some(config) => Conn::Tls(Box::new(tls::connect(
+                    config,
+                    tls::server_name(&self.host)?,
+                    s,
+                )?)),
+            };
+            self.conn = Some(BufReader::new(conn));
         }
         let conn = self.conn.as_mut().expect("connected above");
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
@@ -136,6 +189,7 @@ impl HttpClient {
         head.push_str("\r\n");
         head.push_str(body);
         conn.get_mut().write_all(head.as_bytes())?;
+        conn.get_mut().flush()?;
         let result = read_response(conn);
         if result.as_ref().map_or(true, |(_, close)| *close) {
             self.conn = None;
@@ -145,7 +199,7 @@ impl HttpClient {
 }
 
 /// Reads one response; returns it and whether the server will close the connection.
-fn read_response(conn: &mut BufReader<TcpStream>) -> io::Result<(Response, bool)> {
+fn read_response(conn: &mut BufReader<Conn>) -> io::Result<(Response, bool)> {
     let mut line = String::new();
     if conn.read_line(&mut line)? == 0 {
         return Err(io::Error::new(
@@ -208,7 +262,7 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> io::Result<(Response, bool)
     ))
 }
 
-fn read_chunked(conn: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
+fn read_chunked(conn: &mut BufReader<Conn>) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     let mut line = String::new();
     loop {
@@ -244,7 +298,14 @@ mod tests {
             ("127.0.0.1:8080", "/1/ws")
         );
         assert_eq!(Url::parse("ws://127.0.0.1:1").unwrap().path, "/");
-        assert!(Url::parse("https://127.0.0.1:1").is_err());
+        assert!(!u.tls);
+        let tls = Url::parse("https://127.0.0.1:1/x").unwrap();
+        assert!(tls.tls);
+        assert_eq!(
+            (tls.host.as_str(), tls.path.as_str()),
+            ("127.0.0.1:1", "/x")
+        );
+        assert!(Url::parse("wss://127.0.0.1:1").unwrap().tls);
     }
 
     #[test]

@@ -106,8 +106,8 @@ pub fn send_nonblocking(fd: RawFd, slices: &[&[u8]]) -> io::Result<Transfer> {
     nonblocking(|| unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (and threads it spawns later), so the
-/// main thread can take them with [`wait_for_shutdown_signal`].
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and threads it spawns later), so
+/// the main thread can take them with [`wait_for_signal`].
 pub fn block_shutdown_signals() -> io::Result<()> {
     let set = shutdown_sigset();
     // SAFETY: `set` is an initialised signal set; a null old-set pointer is allowed.
@@ -119,8 +119,8 @@ pub fn block_shutdown_signals() -> io::Result<()> {
     }
 }
 
-/// Waits until SIGINT or SIGTERM arrives; returns the signal number.
-pub fn wait_for_shutdown_signal() -> i32 {
+/// Waits until SIGINT, SIGTERM or SIGHUP arrives; returns the signal number.
+pub fn wait_for_signal() -> i32 {
     let set = shutdown_sigset();
     let mut sig: libc::c_int = 0;
     loop {
@@ -139,6 +139,7 @@ fn shutdown_sigset() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }

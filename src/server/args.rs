@@ -36,6 +36,25 @@ pub struct ServeArgs {
         help_heading = "Listening"
     )]
     pub workers: Option<usize>,
+    /// TLS certificate chain (PEM, leaf first): `--listen` speaks HTTPS/WSS and
+    /// `--tcp-listen` the line protocol over TLS. Needs `--tls-key`; `SIGHUP` reloads both.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key",
+        help_heading = "Listening"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Listening"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Directory of the embedded store (SQLite).
     #[arg(
         long,

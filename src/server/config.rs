@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub max_failed_logins_per_minute: u32,
     /// How long start-up waits for a port held only by an exiting process (`--port-wait-ms`).
     pub port_wait: Duration,
+    /// `--tls-cert` / `--tls-key`: both listeners speak TLS (`None`: plain).
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 /// TCP-level liveness settings applied to every accepted socket (`SO_KEEPALIVE`,
@@ -153,6 +155,7 @@ impl ServerConfig {
             tcp_keepalive: TcpKeepalive::default(),
             max_failed_logins_per_minute: 10,
             port_wait: Duration::from_secs(5),
+            tls: None,
         }
     }
 }

@@ -7,26 +7,24 @@
 //! take for `--send-timeout-ms` closes the connection.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
-
-use monoio::net::TcpStream;
 
 use super::metrics::WorkerStats;
 use super::router::{route, Routed};
 use super::sse::SseStart;
 use super::stream::{read_more, ReadMore};
+use super::tls::socket::Socket;
 use super::worker::{ConnState, Worker};
 use super::ws::WsMode;
-use crate::os::sys::{self, Transfer};
+use crate::os::sys::Transfer;
 use crate::proto::http::RequestReader;
 use crate::proto::response::write_json_error;
 
 /// A connection that switched to WebSocket: what the WebSocket phase starts from.
 pub struct Upgraded {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Socket,
     /// What the WebSocket serves.
     pub mode: WsMode,
     /// Bytes that arrived after the handshake request.
@@ -46,11 +44,7 @@ pub enum Handoff {
 
 /// Serves HTTP requests on `stream` until it closes, times out, or upgrades; an upgrade is
 /// returned so that this phase's state is freed before the long-lived WebSocket phase.
-pub async fn serve(
-    worker: &Rc<Worker>,
-    stream: TcpStream,
-    state: &Rc<ConnState>,
-) -> Option<Handoff> {
+pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -> Option<Handoff> {
     let config = &worker.shared.config;
     let mut reader = RequestReader::new();
     let mut request_started = Instant::now();
@@ -133,7 +127,7 @@ pub async fn serve(
 /// deadline passed (a `408` first when a request was under way); the connection ends.
 async fn read_or_time_out(
     worker: &Rc<Worker>,
-    stream: &TcpStream,
+    stream: &Socket,
     state: &Rc<ConnState>,
     deadline: Instant,
     reader: &mut RequestReader,
@@ -176,18 +170,25 @@ pub fn strip_body(response: &mut Vec<u8>) {
     }
 }
 
-/// Writes all of `bytes`, waiting for write readiness as needed, but never longer than the
-/// send timeout without progress (then the connection is counted and dropped; a zero
-/// timeout waits as long as it takes).
-async fn send(worker: &Worker, stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+/// Writes all of `bytes` (through TLS when the connection has it), waiting for write
+/// readiness as needed, but never longer than the send timeout without progress (then the
+/// connection is counted and dropped; a zero timeout waits as long as it takes).
+async fn send(worker: &Worker, stream: &Socket, bytes: &[u8]) -> io::Result<()> {
     let timeout = worker.shared.config.send_timeout;
     let mut done = 0;
-    while done < bytes.len() {
-        match sys::send_nonblocking(stream.as_raw_fd(), &[&bytes[done..]])? {
+    loop {
+        let progress = if done < bytes.len() {
+            stream.send(&[&bytes[done..]])?
+        } else if stream.flush_pending()? {
+            return Ok(());
+        } else {
+            Transfer::WouldBlock
+        };
+        match progress {
             Transfer::Done(n) => done += n,
-            Transfer::WouldBlock if timeout.is_zero() => stream.writable(false).await?,
+            Transfer::WouldBlock if timeout.is_zero() => stream.stream().writable(false).await?,
             Transfer::WouldBlock => {
-                match monoio::time::timeout(timeout, stream.writable(false)).await {
+                match monoio::time::timeout(timeout, stream.stream().writable(false)).await {
                     Ok(ready) => ready?,
                     Err(_) => {
                         WorkerStats::add(&worker.stats().send_timeouts, 1);
@@ -197,7 +198,6 @@ async fn send(worker: &Worker, stream: &TcpStream, bytes: &[u8]) -> io::Result<(
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,20 +1,18 @@
 //! The seed's TCP line protocol: one `CONNECT` line in, the status block and then event
 //! blocks out; closed after `stop`. Anything else from the client: `ERROR: <reason>` and close.
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use monoio::net::TcpStream;
 
 use super::metrics::WorkerStats;
 use super::plane::driver;
 use super::plane::record::Flavour;
 use super::stream::{drive, read_more, Handler, ReadMore};
+use super::tls::socket::Socket;
 use super::watch::{self, ConnRef};
 use super::worker::{ConnKind, ConnState, Worker};
-use crate::os::stream::write_all;
 use crate::proto::line::{encode_error, parse_connect};
 
 /// Longest `CONNECT` line accepted.
@@ -44,7 +42,7 @@ impl Handler for LineHandler {
 /// (its connection entry is gone then).
 pub async fn serve(
     worker: &Rc<Worker>,
-    stream: TcpStream,
+    stream: Socket,
     conn: usize,
     state: &Rc<ConnState>,
 ) -> bool {
@@ -58,7 +56,7 @@ pub async fn serve(
                 WorkerStats::add(&worker.stats().protocol_errors, 1);
                 let mut out = Vec::new();
                 encode_error(&mut out, &e.reason());
-                let _ = write_all(&stream, &out).await;
+                let _ = stream.write_all(&out).await;
                 return false;
             }
         }
@@ -70,23 +68,31 @@ pub async fn serve(
     if inbuf.len() > used {
         let mut out = Vec::new();
         encode_error(&mut out, "unexpected input after CONNECT");
-        let _ = write_all(&stream, &out).await;
+        let _ = stream.write_all(&out).await;
         return false;
     }
     drop(inbuf);
-    if worker.plane.is_some() {
-        let peer = super::worker::hand_over(worker, conn);
-        let id = driver::adopt(worker, stream, Flavour::Line, &[], peer);
-        watch::watch(worker, ConnRef::Plane(id), &request.mid, None);
-        driver::pump(worker);
-        return true;
-    }
+    let stream = match (worker.plane.is_some(), stream.into_plain()) {
+        (true, Ok(stream)) => {
+            let peer = super::worker::hand_over(worker, conn);
+            let id = driver::adopt(worker, stream, Flavour::Line, &[], peer);
+            watch::watch(worker, ConnRef::Plane(id), &request.mid, None);
+            driver::pump(worker);
+            return true;
+        }
+        (false, Ok(stream)) => Socket::plain(stream),
+        // TLS: encrypted per connection, so a connection task.
+        (_, Err(socket)) => socket,
+    };
     state.kind.set(ConnKind::Line);
-    state.outbox.enable_direct_writes(stream.as_raw_fd());
+    if let Some(fd) = stream.direct_fd() {
+        state.outbox.enable_direct_writes(fd);
+    }
     WorkerStats::add(&worker.stats().line_connections, 1);
     let watcher = ConnRef::task(conn, state.serial);
     watch::watch(worker, watcher, &request.mid, None);
     drive(worker, &stream, state, &mut LineHandler).await;
+    stream.close_notify();
     WorkerStats::sub(&worker.stats().line_connections, 1);
     false
 }

@@ -4,7 +4,7 @@
 //! then the workers start; each pins itself, unshares its fd table, builds its io_uring
 //! runtime and binds its `SO_REUSEPORT` listeners. Worker 0 binds first so that port 0
 //! resolves to one port that the others then share. The main thread then waits for
-//! SIGINT/SIGTERM and asks every worker to shut down.
+//! SIGINT/SIGTERM and asks every worker to shut down; SIGHUP reloads the TLS certificate.
 
 pub mod admin_auth;
 pub mod admission;
@@ -28,6 +28,7 @@ pub mod router;
 pub mod signal;
 pub mod sse;
 pub mod stream;
+pub mod tls;
 pub mod watch;
 pub mod worker;
 pub mod ws;
@@ -89,6 +90,13 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     };
     config.max_failed_logins_per_minute = args.max_failed_logins_per_minute;
     config.port_wait = Duration::from_millis(args.port_wait_ms);
+    config.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     config.cluster = args.redis.as_ref().map(|url| ClusterConfig {
         redis_url: url.clone(),
         node_id: args.node_id.clone().unwrap_or_default(),
@@ -132,7 +140,7 @@ fn generate_token() -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
 }
 
-/// Runs the server until SIGTERM/SIGINT.
+/// Runs the server until SIGTERM/SIGINT (SIGHUP reloads the TLS certificate).
 pub fn serve(args: ServeArgs) -> io::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -150,8 +158,15 @@ pub fn serve(args: ServeArgs) -> io::Result<()> {
     if running.shared.config.demo {
         crate::feed::demo::spawn(running.shared.sequencer.clone());
     }
-    let signal = sys::wait_for_shutdown_signal();
-    tracing::info!(signal, "shutting down");
+    loop {
+        let signal = sys::wait_for_signal();
+        if signal == libc::SIGHUP {
+            running.reload_tls();
+            continue;
+        }
+        tracing::info!(signal, "shutting down");
+        break;
+    }
     running.shutdown();
     Ok(())
 }
@@ -181,6 +196,24 @@ pub struct Running {
 }
 
 impl Running {
+    /// `SIGHUP`: reads the TLS certificate and key again; new handshakes use them, open
+    /// connections keep theirs. A bad file keeps the old certificate (and is logged).
+    pub fn reload_tls(&self) {
+        let Some(certs) = &self.shared.tls else {
+            tracing::info!("SIGHUP: no TLS certificate to reload (no --tls-cert)");
+            return;
+        };
+        match certs.reload() {
+            Ok(()) => tracing::info!(
+                cert = %certs.files().cert.display(),
+                "SIGHUP: TLS certificate reloaded; new connections use it"
+            ),
+            Err(e) => {
+                tracing::error!("SIGHUP: TLS certificate not reloaded, keeping the old one: {e}")
+            }
+        }
+    }
+
     /// Asks every worker to close its connections, waits for them, then stops the sequencer.
     pub fn shutdown(self) {
         self.stop_cluster
@@ -323,6 +356,13 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         senders.push(tx);
         receivers.push(rx);
     }
+    let tls = match &config.tls {
+        Some(files) => Some(
+            tls::Certs::load(files.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let published = reads::Published::default();
     let Started {
         sequencer,
@@ -349,6 +389,7 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         published,
         history,
         bound: OnceLock::new(),
+        tls,
         config,
     });
     let mut addrs = BoundAddrs {
@@ -373,8 +414,11 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         start_registry(cluster, &shared, &stop_cluster)?;
     }
     println!(
-        "matchstream listening http={} tcp={} workers={}",
-        addrs.http, addrs.tcp, workers
+        "matchstream listening http={} tcp={} workers={}{}",
+        addrs.http,
+        addrs.tcp,
+        workers,
+        if shared.tls.is_some() { " tls=on" } else { "" }
     );
     let _ = io::stdout().flush();
     Ok(Running {

@@ -9,17 +9,16 @@
 //! slow-consumer bound and send timeout); each event's SSE message is encoded once per worker
 //! ([`LazySse`]). The format is [`crate::proto::sse`]'s.
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use monoio::net::TcpStream;
 
 use super::metrics::WorkerStats;
 use super::plane::driver;
 use super::plane::record::Flavour;
 use super::router::{error, Routed};
 use super::stream::{drive, Handler};
+use super::tls::socket::Socket;
 use super::watch::{self, ConnRef};
 use super::worker::{ConnKind, ConnState, Worker};
 use crate::proto::http::Request;
@@ -30,7 +29,7 @@ use crate::proto::sse::{
 /// What the SSE phase of a connection starts from (its `200` head is already written).
 pub struct SseStart {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Socket,
     /// The match.
     pub mid: String,
     /// Resume after this seq.
@@ -134,20 +133,28 @@ pub async fn serve(
     conn: usize,
     state: &Rc<ConnState>,
 ) -> bool {
-    if worker.plane.is_some() {
-        let peer = super::worker::hand_over(worker, conn);
-        let id = driver::adopt(worker, start.stream, Flavour::Sse, &[], peer);
-        watch::watch(worker, ConnRef::Plane(id), &start.mid, start.since);
-        driver::pump(worker);
-        return true;
-    }
+    let socket = match (worker.plane.is_some(), start.stream.into_plain()) {
+        (true, Ok(stream)) => {
+            let peer = super::worker::hand_over(worker, conn);
+            let id = driver::adopt(worker, stream, Flavour::Sse, &[], peer);
+            watch::watch(worker, ConnRef::Plane(id), &start.mid, start.since);
+            driver::pump(worker);
+            return true;
+        }
+        (false, Ok(stream)) => Socket::plain(stream),
+        // TLS: encrypted per connection, so a connection task.
+        (_, Err(socket)) => socket,
+    };
     state.kind.set(ConnKind::Sse);
-    state.outbox.enable_direct_writes(start.stream.as_raw_fd());
+    if let Some(fd) = socket.direct_fd() {
+        state.outbox.enable_direct_writes(fd);
+    }
     state.keepalive.borrow_mut().on_activity(worker.now_ms());
     WorkerStats::add(&worker.stats().sse_connections, 1);
     let watcher = ConnRef::task(conn, state.serial);
     watch::watch(worker, watcher, &start.mid, start.since);
-    drive(worker, &start.stream, state, &mut SseHandler).await;
+    drive(worker, &socket, state, &mut SseHandler).await;
+    socket.close_notify();
     WorkerStats::sub(&worker.stats().sse_connections, 1);
     false
 }

@@ -5,15 +5,13 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use super::outbox::CloseMode;
+use super::tls::socket::{Received, Socket};
 use super::worker::{ConnState, Worker};
 use crate::os::sys::{self, Transfer};
 
@@ -44,23 +42,22 @@ enum Wake {
     Timeout,
 }
 
-/// Writes what the outbox holds until it is empty or the socket is full.
-/// Returns `Ok(true)` when everything was written.
-fn flush(fd: i32, state: &ConnState) -> io::Result<bool> {
+/// Writes what the outbox holds (and, with TLS, the ciphertext left over) until both are
+/// empty or the socket is full. Returns `Ok(true)` when everything was written.
+fn flush(socket: &Socket, state: &ConnState) -> io::Result<bool> {
     while !state.outbox.is_empty() {
-        let res =
-            state.outbox.write_with(sys::MAX_IOVECS, |slices| {
-                match sys::send_nonblocking(fd, slices) {
-                    Ok(Transfer::Done(n)) => Ok(n),
-                    Ok(Transfer::WouldBlock) => Ok(0),
-                    Err(e) => Err(e),
-                }
+        let res = state
+            .outbox
+            .write_with(sys::MAX_IOVECS, |slices| match socket.send(slices) {
+                Ok(Transfer::Done(n)) => Ok(n),
+                Ok(Transfer::WouldBlock) => Ok(0),
+                Err(e) => Err(e),
             })?;
         if res == 0 {
             return Ok(false);
         }
     }
-    Ok(true)
+    socket.flush_pending()
 }
 
 /// What a connection's loop may wait for besides readability (boxed: rarely needed).
@@ -81,12 +78,12 @@ struct Waits<W> {
 #[allow(clippy::manual_async_fn)] // an `async fn` would store every argument twice
 pub fn drive<'a, H: Handler>(
     worker: &'a Rc<Worker>,
-    stream: &'a TcpStream,
+    socket: &'a Socket,
     state: &'a Rc<ConnState>,
     handler: &'a mut H,
 ) -> impl Future<Output = ()> + 'a {
     async move {
-        let fd = stream.as_raw_fd();
+        let stream = socket.stream();
         let mut readable = pin!(stream.readable(false));
         let mut waits = Waits {
             writable: None,
@@ -101,7 +98,7 @@ pub fn drive<'a, H: Handler>(
                 CloseMode::Open | CloseMode::AfterFlush => {}
             }
             if !waits.write_blocked {
-                match flush(fd, state) {
+                match flush(socket, state) {
                     Ok(true) => {}
                     Ok(false) => waits.write_blocked = true,
                     Err(_) => return,
@@ -120,7 +117,7 @@ pub fn drive<'a, H: Handler>(
                     // reply (the echo before a protocol error, the close frame) before the
                     // peer reads it. So send a FIN after everything queued and drop the
                     // peer's bytes until it closes too, for one grace period at most.
-                    if sys::shutdown_write(fd).is_err() {
+                    if socket.shutdown_write().is_err() {
                         return;
                     }
                     waits.lingering = true;
@@ -173,7 +170,7 @@ pub fn drive<'a, H: Handler>(
                     }
                     readable.set(stream.readable(false));
                     let handler = (!waits.lingering).then_some(&mut *handler);
-                    if !read_ready(worker, fd, state, handler, &mut waits.read_open) {
+                    if !read_ready(worker, socket, state, handler, &mut waits.read_open) {
                         return;
                     }
                 }
@@ -188,14 +185,15 @@ pub fn drive<'a, H: Handler>(
 /// close handshake).
 fn read_ready<H: Handler>(
     worker: &Rc<Worker>,
-    fd: RawFd,
+    socket: &Socket,
     state: &Rc<ConnState>,
     handler: Option<&mut H>,
     read_open: &mut bool,
 ) -> bool {
     let mut scratch = worker.scratch.borrow_mut();
-    match sys::recv_nonblocking(fd, &mut scratch) {
-        Ok(Transfer::Done(0)) => {
+    let mut plain = Vec::new();
+    match socket.recv(&mut scratch, &mut plain) {
+        Ok(Received::Eof) => {
             *read_open = false;
             drop(scratch);
             let keep_writing = handler.is_some_and(|handler| handler.on_eof(state));
@@ -203,14 +201,14 @@ fn read_ready<H: Handler>(
             // handshake.
             keep_writing || state.outbox.close_mode() != CloseMode::Open
         }
-        Ok(Transfer::Done(n)) => {
+        Ok(Received::Data(data)) => {
             if let Some(handler) = handler {
                 state.keepalive.borrow_mut().on_activity(worker.now_ms());
-                handler.on_data(&scratch[..n], state);
+                handler.on_data(data, state);
             }
             true
         }
-        Ok(Transfer::WouldBlock) => true,
+        Ok(Received::WouldBlock) => true,
         Err(_) => false,
     }
 }
@@ -228,11 +226,19 @@ pub enum ReadMore {
 /// Waits (until `deadline`) for bytes and appends them to `buf`: the HTTP phase's read.
 pub async fn read_more(
     worker: &Rc<Worker>,
-    stream: &TcpStream,
+    socket: &Socket,
     state: &ConnState,
     deadline: Instant,
     buf: &mut Vec<u8>,
 ) -> ReadMore {
+    let stream = socket.stream();
+    if socket.has_pending() {
+        // TLS handshake bytes the socket did not take at once.
+        let flushed = monoio::time::timeout_at(deadline.into(), socket.write_all(&[])).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            return ReadMore::Closed;
+        }
+    }
     let mut readable = pin!(stream.readable(false));
     // Boxed: the timer entry is cache-line aligned (128 bytes) and would inflate every
     // connection future that waits for a request.
@@ -255,12 +261,13 @@ pub async fn read_more(
         return outcome;
     }
     let mut scratch = worker.scratch.borrow_mut();
-    match sys::recv_nonblocking(stream.as_raw_fd(), &mut scratch) {
-        Ok(Transfer::Done(0)) | Err(_) => ReadMore::Closed,
-        Ok(Transfer::Done(n)) => {
-            buf.extend_from_slice(&scratch[..n]);
-            ReadMore::Data(n)
+    let mut plain = Vec::new();
+    match socket.recv(&mut scratch, &mut plain) {
+        Ok(Received::Eof) | Err(_) => ReadMore::Closed,
+        Ok(Received::Data(data)) => {
+            buf.extend_from_slice(data);
+            ReadMore::Data(data.len())
         }
-        Ok(Transfer::WouldBlock) => ReadMore::Data(0),
+        Ok(Received::WouldBlock) => ReadMore::Data(0),
     }
 }

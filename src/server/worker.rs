@@ -27,6 +27,8 @@ use super::plane::driver::{self, Plane, PlaneCell};
 use super::plane::record::Flavour;
 use super::replies::ReplyTable;
 use super::signal::LocalSignal;
+use super::tls::session::TlsSession;
+use super::tls::socket::Socket;
 use super::watch::{ConnRef, Subscriptions, WatchTables};
 use crate::os::sys;
 use crate::proto::close;
@@ -59,6 +61,8 @@ pub struct Shared {
     pub per_ip: Arc<PerIpCounts>,
     /// Failed admin logins per source address (`--max-failed-logins-per-minute`).
     pub logins: super::admin_auth::LoginLimiter,
+    /// The TLS certificate of the moment (`None`: both listeners are plain).
+    pub tls: Option<super::tls::Certs>,
 }
 
 impl Shared {
@@ -368,15 +372,16 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
             }
         };
         let shared = &worker.shared;
+        let tls = shared.tls.is_some();
         let Some(ticket) = shared.per_ip.admit(peer.ip()) else {
             WorkerStats::add(&worker.stats().refused_per_ip, 1);
-            refuse(&stream, kind, Refusal::TooManyFromAddress);
+            refuse(&stream, kind, Refusal::TooManyFromAddress, tls);
             continue;
         };
         if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
             shared.connections.fetch_sub(1, Ordering::AcqRel);
             WorkerStats::add(&worker.stats().refused, 1);
-            refuse(&stream, kind, Refusal::ServerFull);
+            refuse(&stream, kind, Refusal::ServerFull, tls);
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -401,8 +406,12 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
     }
 }
 
-/// Tells a connection over a limit why it is refused (best effort) and drops it.
-fn refuse(stream: &TcpStream, kind: ConnKind, why: Refusal) {
+/// Tells a connection over a limit why it is refused (best effort; not on a TLS listener,
+/// where plaintext would mean nothing before a handshake) and drops it.
+fn refuse(stream: &TcpStream, kind: ConnKind, why: Refusal, tls: bool) {
+    if tls {
+        return;
+    }
     let out = why.message(kind == ConnKind::Line);
     let _ = sys::send_nonblocking(stream.as_raw_fd(), &[&out]);
 }
@@ -417,6 +426,17 @@ async fn connection_task(
     state: Rc<ConnState>,
     kind: ConnKind,
 ) {
+    let stream = match &worker.shared.tls {
+        None => Socket::plain(stream),
+        Some(certs) => match TlsSession::new(certs.current()) {
+            Ok(session) => Socket::tls(stream, session),
+            Err(e) => {
+                tracing::warn!("cannot start a TLS session: {e}");
+                release_connection(&worker, id, &state);
+                return;
+            }
+        },
+    };
     match kind {
         ConnKind::Line => {
             if super::line::serve(&worker, stream, id, &state).await {
@@ -424,15 +444,21 @@ async fn connection_task(
             }
         }
         _ => match super::http::serve(&worker, stream, &state).await {
-            Some(Handoff::WebSocket(up)) => {
+            Some(Handoff::WebSocket(mut up)) => {
                 if up.mode == super::ws::WsMode::Watch && worker.plane.is_some() {
-                    let peer = hand_over(&worker, id);
-                    let flavour = match up.deflate {
-                        Some(_) => Flavour::WsDeflate,
-                        None => Flavour::Ws,
-                    };
-                    driver::adopt(&worker, up.stream, flavour, &up.leftover, peer);
-                    return;
+                    match up.stream.into_plain() {
+                        Ok(stream) => {
+                            let peer = hand_over(&worker, id);
+                            let flavour = match up.deflate {
+                                Some(_) => Flavour::WsDeflate,
+                                None => Flavour::Ws,
+                            };
+                            driver::adopt(&worker, stream, flavour, &up.leftover, peer);
+                            return;
+                        }
+                        // TLS: encrypted per connection, so a connection task.
+                        Err(socket) => up.stream = socket,
+                    }
                 }
                 let task = websocket_task(worker, up, id, state);
                 if id == 0 {

@@ -1,18 +1,16 @@
 //! The WebSocket phase: the sans-I/O session driven by the connection loop.
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
 use serde::Deserialize;
 
-use monoio::net::TcpStream;
-
 use super::compress;
 use super::http::Upgraded;
 use super::metrics::WorkerStats;
 use super::stream::{drive, Handler};
+use super::tls::socket::Socket;
 use super::watch;
 use super::worker::{release_connection, ConnKind, ConnState, Worker};
 use crate::proto::frame::{encode_frame, OpCode};
@@ -126,7 +124,7 @@ impl WsHandler {
 
 /// The WebSocket side of a connection, ready to be driven.
 pub struct WsConnection {
-    stream: TcpStream,
+    stream: Socket,
     handler: WsHandler,
 }
 
@@ -143,7 +141,9 @@ pub fn start(worker: &Rc<Worker>, up: Upgraded, conn: usize, state: &ConnState) 
         state.outbox.set_limit(4 * limits.max_message_bytes + 4096);
     }
     state.kind.set(ConnKind::WebSocket);
-    state.outbox.enable_direct_writes(up.stream.as_raw_fd());
+    if let Some(fd) = up.stream.direct_fd() {
+        state.outbox.enable_direct_writes(fd);
+    }
     state.keepalive.borrow_mut().on_activity(worker.now_ms());
     WorkerStats::add(&worker.stats().websockets, 1);
     let mut session = WsSession::new(limits);
@@ -176,6 +176,7 @@ pub fn run(mut ws: WsConnection, state: Rc<ConnState>) -> impl std::future::Futu
         let worker = ws.handler.worker.clone();
         let id = ws.handler.conn;
         drive(&worker, &ws.stream, &state, &mut ws.handler).await;
+        ws.stream.close_notify();
         WorkerStats::sub(&worker.stats().websockets, 1);
         if ws.handler.session.deflate_enabled() {
             WorkerStats::sub(&worker.stats().deflate_websockets, 1);

@@ -30,8 +30,24 @@ impl Block {
 }
 
 /// A client of the TCP line protocol.
-pub struct LineClient {
-    reader: BufReader<TcpStream>,
+pub struct LineClient<S: Wire = TcpStream> {
+    reader: BufReader<S>,
+}
+
+impl LineClient<matchstream::feed::tls::TlsStream> {
+    /// Connects over TLS (trusting `config`'s CA) and sends the `CONNECT` line.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: &std::sync::Arc<rustls::ClientConfig>,
+        mid: &str,
+    ) -> Self {
+        let mut stream = tls_connect(addr, config);
+        write!(stream, "VERSION:1:CONNECT:e2e:MATCH:{mid}\r\n").unwrap();
+        stream.flush().unwrap();
+        LineClient {
+            reader: BufReader::new(stream),
+        }
+    }
 }
 
 impl LineClient {
@@ -51,7 +67,9 @@ impl LineClient {
         stream.set_write_timeout(Some(WAIT)).unwrap();
         stream
     }
+}
 
+impl<S: Wire> LineClient<S> {
     fn read_line(&mut self) -> Option<String> {
         let mut raw = Vec::new();
         let n = self

@@ -8,6 +8,7 @@ pub mod line;
 pub mod raw_http;
 pub mod raw_ws;
 pub mod redis;
+pub mod tls;
 pub mod watcher;
 
 // Each test binary uses a different subset of the helpers.
@@ -19,6 +20,8 @@ pub use line::*;
 pub use raw_http::*;
 #[allow(unused_imports)]
 pub use raw_ws::*;
+#[allow(unused_imports)]
+pub use tls::*;
 #[allow(unused_imports)]
 pub use watcher::*;
 
@@ -52,6 +55,8 @@ pub struct Server {
     root: TempDir,
     extra: Vec<String>,
     token: bool,
+    /// Client TLS settings when the server speaks TLS (`start_tls`).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Server {
@@ -79,7 +84,19 @@ impl Server {
             root,
             extra,
             token,
+            tls: None,
         }
+    }
+
+    /// Starts a server speaking TLS with `pki`'s certificate (and `extra` flags); its
+    /// `admin()`, `public()`, `url()` speak HTTPS.
+    pub fn start_tls(pki: &TestPki, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = pki.args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = Self::start_with(&args, true);
+        server.tls = Some(pki.client());
+        server
     }
 
     /// The root of the server's temporary directory (holds `data/`, `server.log`,
@@ -124,19 +141,37 @@ impl Server {
         self.child.as_ref().expect("server running").id() as i32
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.http)
+        match self.tls {
+            None => format!("http://{}", self.http),
+            Some(_) => format!("https://localhost:{}", self.http.port()),
+        }
     }
 
     /// An HTTP client with the admin token.
     pub fn admin(&self) -> HttpClient {
-        HttpClient::new(&self.url(), Some(TOKEN.to_string())).expect("http client")
+        self.client(Some(TOKEN.to_string()))
     }
 
     /// An HTTP client without a token.
     pub fn public(&self) -> HttpClient {
-        HttpClient::new(&self.url(), None).expect("http client")
+        self.client(None)
+    }
+
+    fn client(&self, token: Option<String>) -> HttpClient {
+        match &self.tls {
+            None => HttpClient::new(&self.url(), token).expect("http client"),
+            Some(config) => {
+                let host = format!("localhost:{}", self.http.port());
+                HttpClient::with_addr(self.http, &host, token).with_tls(config.clone())
+            }
+        }
+    }
+
+    /// Client TLS settings (TLS servers only).
+    pub fn tls_client(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        self.tls.clone().expect("a TLS server")
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; returns whether it exited

@@ -22,8 +22,8 @@ pub enum WsRead {
 }
 
 /// A WebSocket watcher over `tungstenite` (an independent peer); answers pings by itself.
-pub struct Watcher {
-    ws: WebSocket<TcpStream>,
+pub struct Watcher<S: Wire = TcpStream> {
+    ws: WebSocket<S>,
 }
 
 impl Watcher {
@@ -37,7 +37,20 @@ impl Watcher {
         assert_eq!(response.status(), 101);
         Watcher { ws }
     }
+}
 
+impl Watcher<matchstream::feed::tls::TlsStream> {
+    /// Connects to `wss://localhost:PORT/1/ws` trusting `config`'s CA.
+    pub fn connect_tls(addr: SocketAddr, config: &std::sync::Arc<rustls::ClientConfig>) -> Self {
+        let stream = tls_connect(addr, config);
+        let url = format!("wss://localhost:{}/1/ws", addr.port());
+        let (ws, response) = tungstenite::client(url, stream).expect("wss handshake");
+        assert_eq!(response.status(), 101);
+        Watcher { ws }
+    }
+}
+
+impl<S: Wire> Watcher<S> {
     /// Sends a JSON command.
     pub fn send(&mut self, command: &Value) {
         self.ws
@@ -68,7 +81,11 @@ impl Watcher {
             if left.is_zero() {
                 return None;
             }
-            self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
+            self.ws
+                .get_ref()
+                .tcp()
+                .set_read_timeout(Some(left))
+                .unwrap();
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     let v = serde_json::from_str(&text)

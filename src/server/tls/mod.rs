@@ -1,0 +1,111 @@
+//! TLS for both listeners (`--tls-cert PEM --tls-key PEM`): HTTPS/WSS on `--listen`, the line
+//! protocol over TLS on `--tcp-listen`.
+//!
+//! - [`session`] is the sans-I/O record layer of one connection (rustls's unbuffered API):
+//!   ciphertext in → plaintext for the unchanged protocol handlers, and their plaintext →
+//!   ciphertext out. An idle connection holds no buffer.
+//! - [`socket`] is the thin I/O shell every connection task reads and writes through: a plain
+//!   socket, or a socket with a [`session::TlsSession`].
+//! - [`Certs`] holds the certificate of the moment; `SIGHUP` reloads it from the same files
+//!   ([`Certs::reload`]): new handshakes use the new one, open connections keep theirs, and a
+//!   bad new file keeps the old certificate.
+//!
+//! TLS connections cannot share ciphertext between watchers, so they stay connection tasks
+//! (the path `--no-watcher-plane` uses); the watcher plane keeps the plain sockets.
+
+pub mod session;
+pub mod socket;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+/// Where the certificate chain and its private key are read from (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// The private key of the leaf (`--tls-key`): PKCS#8, PKCS#1 or SEC1.
+    pub key: PathBuf,
+}
+
+/// The TLS settings of the moment, shared by every worker; replaced whole on reload.
+pub struct Certs {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl Certs {
+    /// Loads the certificate and key; the error names the file at fault and why.
+    pub fn load(files: TlsFiles) -> Result<Self, String> {
+        let config = server_config(&files)?;
+        Ok(Certs {
+            files,
+            current: RwLock::new(config),
+        })
+    }
+
+    /// The settings a new connection's handshake uses.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.read().expect("TLS settings lock").clone()
+    }
+
+    /// Reads the files again and, if they hold a usable certificate and key, makes them the
+    /// ones new handshakes use; otherwise keeps the old ones and says why.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = server_config(&self.files)?;
+        *self.current.write().expect("TLS settings lock") = config;
+        Ok(())
+    }
+
+    /// The files the settings come from.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
+
+/// Builds the rustls server settings from the PEM files: TLS 1.3 and 1.2 with the `ring`
+/// provider, ALPN `http/1.1` (clients that offer no ALPN, e.g. line-protocol clients, are
+/// served too), no client certificates, no early data.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+    let certs = read_certs(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!(
+            "--tls-key {}: no PRIVATE KEY in the file",
+            files.key.display()
+        ),
+        e => format!("--tls-key {}: {e}", files.key.display()),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "--tls-cert {} / --tls-key {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("--tls-cert {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--tls-cert {}: no CERTIFICATE in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}

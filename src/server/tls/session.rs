@@ -1,0 +1,386 @@
+//! One TLS connection's record layer, sans I/O: ciphertext in → plaintext out for the
+//! protocol handlers, and their plaintext in → ciphertext out for the socket.
+//!
+//! Built on rustls's unbuffered API ([`UnbufferedServerConnection`]): this type owns the two
+//! byte buffers, and both are empty (no allocation) whenever the connection is idle — a
+//! received partial record or an unsent tail of ciphertext is all that is ever kept, so an
+//! idle TLS watcher holds only rustls's connection state (keys and a few flags).
+
+use std::sync::Arc;
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use rustls::{Error, ServerConfig};
+
+/// A TLS record's ciphertext overhead, rounded up (TLS 1.3: header 5 + type 1 + tag 16;
+/// TLS 1.2 GCM: header 5 + nonce 8 + tag 16).
+const RECORD_OVERHEAD: usize = 32;
+
+/// Most plaintext bytes in one TLS record.
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// The server side of one TLS connection.
+pub struct TlsSession {
+    conn: UnbufferedServerConnection,
+    /// Received ciphertext not yet processed: at most one partial record.
+    incoming: Vec<u8>,
+    /// Ciphertext to send; `outgoing[sent..]` is still unsent.
+    outgoing: Vec<u8>,
+    sent: usize,
+    /// The peer sent `close_notify`: it will send nothing more.
+    peer_closed: bool,
+}
+
+impl TlsSession {
+    /// A fresh server-side connection using `config` (the certificate of the moment).
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, Error> {
+        Ok(TlsSession {
+            conn: UnbufferedServerConnection::new(config)?,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            peer_closed: false,
+        })
+    }
+
+    /// Takes ciphertext received from the peer: appends what it decrypts to `plain` and
+    /// queues what the handshake answers (see [`pending`](Self::pending)). An error is fatal
+    /// for the connection (a client that does not speak TLS, a bad record).
+    pub fn receive(&mut self, data: &[u8], plain: &mut Vec<u8>) -> Result<(), Error> {
+        self.incoming.extend_from_slice(data);
+        let result = self.process(plain);
+        if self.incoming.is_empty() {
+            // Idle connections hold no buffer.
+            self.incoming = Vec::new();
+        }
+        result
+    }
+
+    fn process(&mut self, plain: &mut Vec<u8>) -> Result<(), Error> {
+        let TlsSession {
+            conn,
+            incoming,
+            outgoing,
+            peer_closed,
+            ..
+        } = self;
+        loop {
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
+            let again = match state? {
+                ConnectionState::ReadTraffic(mut read) => {
+                    while let Some(record) = read.next_record() {
+                        let record = record?;
+                        discard += record.discard;
+                        plain.extend_from_slice(record.payload);
+                    }
+                    true
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    append(outgoing, 512, |buf| match encode.encode(buf) {
+                        Ok(n) => Ok(Ok(n)),
+                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => Ok(Err(required_size)),
+                        Err(e) => Err(Error::General(e.to_string())),
+                    })?;
+                    true
+                }
+                // Queued in order in `outgoing`; sent before anything written later.
+                ConnectionState::TransmitTlsData(transmit) => {
+                    transmit.done();
+                    true
+                }
+                ConnectionState::PeerClosed => {
+                    *peer_closed = true;
+                    true
+                }
+                // Early data is never accepted (`max_early_data_size` stays 0); closed,
+                // blocked or ready to write: nothing more to read now.
+                _ => false,
+            };
+            incoming.drain(..discard);
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Encrypts the plaintext of `slices` (at most `max` bytes of it) into the outgoing
+    /// buffer and returns how many plaintext bytes it took. Fails before the handshake has
+    /// finished and after the connection closed.
+    pub fn encrypt(&mut self, slices: &[&[u8]], max: usize) -> Result<usize, Error> {
+        let TlsSession {
+            conn,
+            incoming,
+            outgoing,
+            peer_closed,
+            ..
+        } = self;
+        loop {
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+            let taken = match state? {
+                ConnectionState::WriteTraffic(mut write) => {
+                    let mut taken = 0;
+                    for slice in slices {
+                        let chunk = &slice[..slice.len().min(max - taken)];
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        let guess = chunk.len()
+                            + (chunk.len() / MAX_RECORD_PLAINTEXT + 1) * RECORD_OVERHEAD;
+                        append(outgoing, guess, |buf| match write.encrypt(chunk, buf) {
+                            Ok(n) => Ok(Ok(n)),
+                            Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            })) => Ok(Err(required_size)),
+                            Err(e) => Err(Error::General(e.to_string())),
+                        })?;
+                        taken += chunk.len();
+                        if taken == max {
+                            break;
+                        }
+                    }
+                    Some(taken)
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    append(outgoing, 512, |buf| match encode.encode(buf) {
+                        Ok(n) => Ok(Ok(n)),
+                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => Ok(Err(required_size)),
+                        Err(e) => Err(Error::General(e.to_string())),
+                    })?;
+                    None
+                }
+                ConnectionState::TransmitTlsData(transmit) => {
+                    transmit.done();
+                    None
+                }
+                ConnectionState::PeerClosed => {
+                    *peer_closed = true;
+                    None
+                }
+                ConnectionState::BlockedHandshake => return Err(Error::HandshakeNotComplete),
+                // `receive` takes every decrypted record, so none can be waiting here.
+                _ => return Err(Error::General("connection closed".into())),
+            };
+            incoming.drain(..discard);
+            if let Some(taken) = taken {
+                return Ok(taken);
+            }
+        }
+    }
+
+    /// Queues a `close_notify` alert (best effort: nothing happens before the handshake
+    /// finished).
+    pub fn close_notify(&mut self) {
+        let TlsSession {
+            conn,
+            incoming,
+            outgoing,
+            ..
+        } = self;
+        let UnbufferedStatus { state, .. } = conn.process_tls_records(incoming);
+        if let Ok(ConnectionState::WriteTraffic(mut write)) = state {
+            let _ = append(outgoing, 64, |buf| match write.queue_close_notify(buf) {
+                Ok(n) => Ok(Ok(n)),
+                Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                    Ok(Err(required_size))
+                }
+                Err(e) => Err(Error::General(e.to_string())),
+            });
+        }
+    }
+
+    /// Ciphertext waiting to be sent.
+    pub fn pending(&self) -> &[u8] {
+        &self.outgoing[self.sent..]
+    }
+
+    /// `n` bytes of [`pending`](Self::pending) went out; the buffer is freed once empty.
+    pub fn consume(&mut self, n: usize) {
+        self.sent += n;
+        if self.sent >= self.outgoing.len() {
+            self.outgoing = Vec::new();
+            self.sent = 0;
+        }
+    }
+
+    /// Whether the handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Whether the peer sent `close_notify`.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Bytes of buffer this connection holds now (both directions).
+    pub fn buffered_capacity(&self) -> usize {
+        self.incoming.capacity() + self.outgoing.capacity()
+    }
+}
+
+/// Appends what `write` produces to `out`, growing the room it gets from `guess` to the size
+/// it asks for (`Ok(Err(required))`) and trying again.
+fn append(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<Result<usize, usize>, Error>,
+) -> Result<(), Error> {
+    let start = out.len();
+    let mut room = guess;
+    loop {
+        out.resize(start + room, 0);
+        let result = write(&mut out[start..]);
+        match result {
+            Ok(Ok(n)) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Ok(Err(required)) if required > room => room = required,
+            Ok(Err(_)) => {
+                out.truncate(start);
+                return Err(Error::General("TLS output does not fit".into()));
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use std::io::{Read, Write};
+
+    /// A CA, and a server certificate for `localhost` signed by it.
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Moves bytes both ways until neither side has anything to say; returns the server's
+    /// plaintext.
+    fn pump(server: &mut TlsSession, client: &mut ClientConnection) -> Vec<u8> {
+        let mut plain = Vec::new();
+        for _ in 0..20 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            // In small pieces: records split across reads must join up.
+            for piece in wire.chunks(7) {
+                server.receive(piece, &mut plain).unwrap();
+            }
+            let out = server.pending().to_vec();
+            server.consume(out.len());
+            if wire.is_empty() && out.is_empty() {
+                break;
+            }
+            let mut cursor = &out[..];
+            while !cursor.is_empty() {
+                client.read_tls(&mut cursor).unwrap();
+                client.process_new_packets().unwrap();
+            }
+        }
+        plain
+    }
+
+    #[test]
+    fn handshake_then_data_both_ways_and_an_idle_session_holds_no_buffer() {
+        let (server_config, client_config) = configs();
+        let mut server = TlsSession::new(server_config).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = ClientConnection::new(client_config, name).unwrap();
+        assert!(server.encrypt(&[b"too early"], 100).is_err());
+        client
+            .writer()
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let plain = pump(&mut server, &mut client);
+        assert!(!server.is_handshaking());
+        assert!(!client.is_handshaking());
+        assert_eq!(plain, b"GET / HTTP/1.1\r\n\r\n");
+
+        let big = vec![b'x'; 40_000];
+        let taken = server
+            .encrypt(&[b"hello ", b"world", &big], 30_000)
+            .unwrap();
+        assert_eq!(taken, 30_000, "at most `max` plaintext bytes");
+        let cursor = server.pending().to_vec();
+        server.consume(cursor.len());
+        let mut wire = &cursor[..];
+        let mut got = Vec::new();
+        while !wire.is_empty() {
+            client.read_tls(&mut wire).unwrap();
+            client.process_new_packets().unwrap();
+            let _ = client.reader().read_to_end(&mut got);
+        }
+        assert_eq!(got.len(), 30_000);
+        assert_eq!(&got[..11], b"hello world");
+        assert!(got[11..].iter().all(|&b| b == b'x'));
+        assert_eq!(server.buffered_capacity(), 0, "idle: no buffer held");
+        eprintln!(
+            "TlsSession: {} bytes inline",
+            std::mem::size_of::<TlsSession>()
+        );
+    }
+
+    #[test]
+    fn a_client_that_does_not_speak_tls_is_an_error() {
+        let (server_config, _) = configs();
+        let mut server = TlsSession::new(server_config).unwrap();
+        let mut plain = Vec::new();
+        assert!(server
+            .receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut plain)
+            .is_err());
+        assert!(plain.is_empty());
+    }
+
+    #[test]
+    fn close_notify_from_the_client_is_seen_and_answered() {
+        let (server_config, client_config) = configs();
+        let mut server = TlsSession::new(server_config).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = ClientConnection::new(client_config, name).unwrap();
+        pump(&mut server, &mut client);
+        client.send_close_notify();
+        pump(&mut server, &mut client);
+        assert!(server.peer_closed());
+        server.close_notify();
+        assert!(!server.pending().is_empty(), "our close_notify is queued");
+    }
+}

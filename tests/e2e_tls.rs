@@ -1,0 +1,223 @@
+//! TLS against the real server (`--tls-cert` / `--tls-key`, a CA and certificates made by the
+//! test): HTTPS, WSS, the line protocol and Server-Sent Events over TLS with every event
+//! checked; plain clients on the TLS ports failing cleanly; a certificate reload on `SIGHUP`
+//! while a WSS watcher keeps receiving (and a bad new certificate keeping the old one); the
+//! handshake timeout; start-up errors naming the flag or file at fault.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use matchstream::proto::sse::SseParser;
+use serde_json::Value;
+
+#[test]
+fn https_wss_tls_line_and_sse_all_get_every_event() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &[]);
+    assert!(server.stdout_text().contains("tls=on"));
+    post_sample(&server, 0);
+    let tls = server.tls_client();
+    let m = get_json(&server, &format!("/1/match/{SAMPLE_MID}"));
+    assert_eq!(m["seq"], 0, "HTTPS GET: {m}");
+
+    let mut ws = Watcher::connect_tls(server.http, &tls);
+    ws.watch(SAMPLE_MID, None);
+    assert_eq!(ws.expect_status(SAMPLE_MID)["seq"], 0);
+    let mut line = LineClient::connect_tls(server.tcp, &tls, SAMPLE_MID);
+    let block = line.next_block().expect("status block");
+    assert_eq!(
+        (block.kind.as_str(), block.field("seq")),
+        ("status", Some("0"))
+    );
+    let mut sse = tls_connect(server.http, &tls);
+    write!(
+        sse,
+        "GET /1/match/{SAMPLE_MID}/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    sse.flush().unwrap();
+    wait_until(WAIT, "the three watchers are counted", || {
+        server.metric_sum("matchstream_websockets") == 1
+            && server.metric_sum("matchstream_line_connections") == 1
+            && server.metric_sum("matchstream_sse_connections") == 1
+    });
+
+    let events = sample_events();
+    post_events(&mut server.admin(), 1..=events.len());
+    for (i, (kind, _)) in events.iter().enumerate() {
+        let v = ws.expect_event(SAMPLE_MID, i as u64 + 1);
+        assert_eq!(v["kind"], kind.as_str(), "{v}");
+    }
+    assert_eq!(ws.expect_close().0, 1000, "close after stop");
+    for (i, (kind, _)) in events.iter().enumerate() {
+        let block = line.next_block().expect("event block");
+        assert_eq!(&block.kind, kind, "line block {}", i + 1);
+    }
+    line.expect_eof();
+
+    let mut raw = Vec::new();
+    let _ = sse.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let mut parser = SseParser::new();
+    let mut messages = Vec::new();
+    parser.feed(body.as_bytes(), &mut messages).unwrap();
+    let ids: Vec<u64> = messages
+        .iter()
+        .map(|m| m.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = std::iter::once(0).chain(1..=events.len() as u64).collect();
+    assert_eq!(
+        ids, expected,
+        "SSE: the status, then every event once, in order"
+    );
+    let last: Value = serde_json::from_str(&messages.last().unwrap().data).unwrap();
+    assert_eq!(last["kind"], "stop");
+}
+
+#[test]
+fn plain_clients_on_the_tls_ports_fail_cleanly() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &[]);
+    for (addr, hello) in [
+        (server.http, "GET /1/match/x HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (
+            server.tcp,
+            "VERSION:1:CONNECT:e2e:MATCH:elp-tig-2011-09-10\r\n",
+        ),
+    ] {
+        let mut plain = TcpStream::connect(addr).unwrap();
+        plain.set_read_timeout(Some(WAIT)).unwrap();
+        plain.write_all(hello.as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let _ = plain.read_to_end(&mut got);
+        assert!(started.elapsed() < WAIT, "closed at once, not left hanging");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            !text.contains("HTTP/1.1") && !text.contains("status"),
+            "no plaintext answer: {text:?}"
+        );
+    }
+    // The server is fine, and nothing is left open.
+    let m = server.metrics();
+    assert_eq!(
+        metric_sum(&m, "matchstream_connections"),
+        1,
+        "only this request"
+    );
+    assert!(!server.log_text().contains("panicked"));
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_an_open_wss_watcher_keeps_receiving() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &[]);
+    let tls = server.tls_client();
+    post_sample(&server, 2);
+    let first = served_cert(server.http, &tls);
+    let mut ws = Watcher::connect_tls(server.http, &tls);
+    ws.watch(SAMPLE_MID, None);
+    assert_eq!(ws.expect_status(SAMPLE_MID)["seq"], 2);
+
+    let second = pki.issue("second");
+    assert_ne!(first, second);
+    hangup(&server);
+    wait_until(WAIT, "new handshakes get the new certificate", || {
+        served_cert(server.http, &tls) == second
+    });
+    post_events(&mut server.admin(), 3..=5);
+    for seq in 3..=5 {
+        ws.expect_event(SAMPLE_MID, seq);
+    }
+
+    // A bad new certificate: the old one stays, and the log says why.
+    std::fs::write(&pki.cert, "not a certificate\n").unwrap();
+    hangup(&server);
+    wait_until(WAIT, "the failed reload is logged", || {
+        server.log_text().contains("not reloaded")
+    });
+    assert_eq!(served_cert(server.http, &tls), second);
+    post_events(&mut server.admin(), 6..=6);
+    ws.expect_event(SAMPLE_MID, 6);
+}
+
+fn hangup(server: &Server) {
+    // SAFETY: kill(2) on the pid of the test's own child process.
+    unsafe {
+        libc::kill(server.pid(), libc::SIGHUP);
+    }
+}
+
+#[test]
+fn clients_that_never_finish_the_handshake_are_cut_by_the_handshake_timeout() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &["--handshake-timeout-ms", "300"]);
+    // Silent, and a ClientHello that stops half way.
+    let half_hello = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    for (addr, bytes) in [
+        (server.http, &[][..]),
+        (server.tcp, &[][..]),
+        (server.http, &half_hello[..]),
+    ] {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.write_all(bytes).unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "cut after the timeout, took {took:?}"
+        );
+    }
+    wait_until(WAIT, "no connection is left", || {
+        server.metric_sum("matchstream_connections") == 1
+    });
+}
+
+#[test]
+fn start_up_errors_name_the_flag_or_the_file() {
+    let pki = TestPki::new();
+    let data = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_matchstream"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tcp-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--admin-token", TOKEN, "--data-dir"])
+            .arg(data.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} must not start");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let cert = pki.cert.to_str().unwrap();
+    let key = pki.key.to_str().unwrap();
+    assert!(run(&["--tls-cert", cert]).contains("--tls-key"));
+    assert!(run(&["--tls-key", key]).contains("--tls-cert"));
+    let bad = pki.dir().join("bad.pem");
+    std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let err = run(&["--tls-cert", bad, "--tls-key", key]);
+    assert!(err.contains(bad), "names the file: {err}");
+    let err = run(&["--tls-cert", cert, "--tls-key", cert]);
+    assert!(err.contains("--tls-key") && err.contains(cert), "{err}");
+    let missing = pki.dir().join("missing.pem");
+    let err = run(&["--tls-cert", missing.to_str().unwrap(), "--tls-key", key]);
+    assert!(err.contains("missing.pem"), "{err}");
+}
