@@ -1,7 +1,7 @@
 //! `matchstream load` as a blackbox tester: it fails (non-zero exit, `lost` / `reordered` /
 //! `duplicated` in its report) against a WebSocket server that drops, swaps or repeats an
 //! event, passes against one that does not, and passes against the real `matchstream serve`
-//! with a replayed match (WebSocket and the TCP line protocol).
+//! with a replayed match (WebSocket, the TCP line protocol and SSE; over TLS too).
 //!
 //! The misbehaving server lives in this file: std threads, the crate's own frame encoder and
 //! accept-key function, just enough of `/1/ws` to send a status, numbered events and a close.
@@ -19,6 +19,8 @@ use matchstream::proto::handshake::accept_key;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_matchstream");
+
+mod common;
 
 /// A child process killed when dropped.
 struct Guard(Child);
@@ -342,6 +344,11 @@ fn raw_mode_fails_when_the_server_drops_a_payload() {
 
 /// The real server on free ports, with a fresh data directory.
 fn start_server(dir: &Path) -> (Guard, String, u32) {
+    start_server_with(dir, &[])
+}
+
+/// [`start_server`] with more flags (`--tls-cert …`: the URL is then `https://localhost:…`).
+fn start_server_with(dir: &Path, extra: &[String]) -> (Guard, String, u32) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -355,6 +362,7 @@ fn start_server(dir: &Path) -> (Guard, String, u32) {
         .arg("--data-dir")
         .arg(dir)
         .args(["--admin-token", "T"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -374,7 +382,71 @@ fn start_server(dir: &Path) -> (Guard, String, u32) {
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server printed its listening line");
-    (guard, format!("http://{addr}"), pid)
+    let url = match extra.iter().any(|a| a == "--tls-cert") {
+        false => format!("http://{addr}"),
+        true => format!(
+            "https://localhost:{}",
+            addr.rsplit(':').next().unwrap_or_default()
+        ),
+    };
+    (guard, url, pid)
+}
+
+#[test]
+fn the_harness_speaks_tls_for_every_protocol_and_in_idle_mode() {
+    let pki = common::TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, pid) = start_server_with(dir.path(), &pki.args());
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let (pid, ca) = (pid.to_string(), pki.ca_pem.display().to_string());
+    let tls = ["--server", &url, "--tls", "--ca", &ca, "--server-pid", &pid];
+    for protocol in ["ws", "tcp", "sse"] {
+        let args = [
+            "--clients",
+            "50",
+            "--replay",
+            "sample",
+            "--speed",
+            "1000",
+            "--admin-token",
+            "T",
+            "--protocol",
+            protocol,
+            "--connect-timeout",
+            "30",
+            "--drain",
+            "10",
+        ];
+        let args: Vec<&str> = tls.iter().chain(&args).copied().collect();
+        let (out, report) = run_load(&args, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "{protocol}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(report["tls"], true, "{report:#}");
+        assert_eq!(report["lost"], 0, "{report:#}");
+        let events = report["events"].as_u64().unwrap();
+        assert_eq!(report["deliveries"].as_u64(), Some(events * 50));
+    }
+    let idle = ["--idle", "--clients", "30", "--hold", "1"];
+    let args: Vec<&str> = tls.iter().chain(&idle).copied().collect();
+    let (out, report) = run_load(&args, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["tls"], true, "{report:#}");
+    assert_eq!(report["still_open_after_hold"], 30, "{report:#}");
+    // Without --ca the CA is unknown: --tls alone is refused.
+    let (out, _) = run_load(
+        &["--server", &url, "--tls", "--idle"],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca"));
 }
 
 #[test]

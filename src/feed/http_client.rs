@@ -39,6 +39,8 @@ pub struct Url {
     pub path: String,
     /// `https://` or `wss://`.
     pub tls: bool,
+    /// The client TLS settings to speak to it with ([`HttpClient::for_url`]); `None`: plain.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Url {
@@ -63,6 +65,7 @@ impl Url {
             host: host.to_string(),
             path: path.to_string(),
             tls,
+            tls_config: None,
         })
     }
 }
@@ -114,6 +117,15 @@ impl HttpClient {
     pub fn new(server: &str, token: Option<String>) -> io::Result<HttpClient> {
         let url = Url::parse(server)?;
         Ok(HttpClient::with_addr(url.addr, &url.host, token))
+    }
+
+    /// A client for `url` (over TLS when it carries TLS settings).
+    pub fn for_url(url: &Url, token: Option<String>) -> HttpClient {
+        let client = HttpClient::with_addr(url.addr, &url.host, token);
+        match &url.tls_config {
+            Some(config) => client.with_tls(config.clone()),
+            None => client,
+        }
     }
 
     /// Speaks HTTPS with `config` (the certificate must name the host of the URL).

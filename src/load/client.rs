@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::os::stream::{recv_some, write_all};
+use crate::load::wire::Wire;
 use crate::proto::deflate::{inflate_message, RSV1};
 use crate::proto::frame::{FrameHeader, OpCode};
 
@@ -94,7 +94,7 @@ pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// Performs the client handshake; returns bytes that arrived after the 101 response.
 pub async fn handshake(
-    stream: &TcpStream,
+    stream: &Wire,
     host: &str,
     path: &str,
     scratch: &RefCell<Vec<u8>>,
@@ -104,14 +104,16 @@ pub async fn handshake(
 
 /// [`handshake`] offering `extensions` (e.g. [`DEFLATE_OFFER`]).
 pub async fn handshake_with(
-    stream: &TcpStream,
+    stream: &Wire,
     host: &str,
     path: &str,
     scratch: &RefCell<Vec<u8>>,
     extensions: Option<&str>,
 ) -> io::Result<Vec<u8>> {
     let key = "dGhlIHNhbXBsZSBub25jZQ==";
-    write_all(stream, &handshake_request_with(host, path, key, extensions)).await?;
+    stream
+        .write_all(&handshake_request_with(host, path, key, extensions))
+        .await?;
     let mut buf = Vec::new();
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -133,7 +135,7 @@ pub async fn handshake_with(
         if buf.len() > 8192 {
             return Err(io::Error::other("handshake: response head too large"));
         }
-        if recv_some(stream, scratch, &mut buf).await? == 0 {
+        if stream.recv_some(scratch, &mut buf).await? == 0 {
             return Err(io::Error::other("handshake: connection closed"));
         }
     }

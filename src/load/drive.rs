@@ -179,7 +179,7 @@ pub fn setup(
     feeds: &[Feed],
     dates: &[String],
 ) -> io::Result<()> {
-    let mut c = Client::with_addr(server.addr, &server.host, Some(token.to_string()));
+    let mut c = Client::for_url(server, Some(token.to_string()));
     for t in [&script.home, &script.visit] {
         let body = json!({ "name": t.name, "division": t.division }).to_string();
         let r = c.request("PUT", &format!("/1/team/{}", t.id), Some(&body))?;
@@ -266,9 +266,9 @@ pub fn publish(
     let mut clients: Vec<Client> = match target {
         Target::Admin { servers, token } => servers
             .iter()
-            .map(|u| Client::with_addr(u.addr, &u.host, Some(token.clone())))
+            .map(|u| Client::for_url(u, Some(token.clone())))
             .collect(),
-        Target::Raw { url } => vec![Client::with_addr(url.addr, &url.host, None)],
+        Target::Raw { url } => vec![Client::for_url(url, None)],
     };
     let mut current = 0usize;
     let run_id = origin.elapsed().as_nanos() as u64 ^ u64::from(std::process::id());

@@ -14,8 +14,8 @@ use serde_json::json;
 use super::client;
 use super::procfs;
 use super::watch::source_for;
+use super::wire::{TlsClient, Wire};
 use super::{server_addr, LoadArgs};
-use crate::os::stream::{recv_some, write_all};
 use crate::proto::frame::OpCode;
 
 /// Counters shared by all load threads.
@@ -59,7 +59,13 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
     let progress = Arc::new(Progress::default());
     let before = Usage::now(&args.server_pid);
     let started = Instant::now();
-    let handles = start_threads(args, &plan, addr, &host, &progress);
+    let target = IdleTarget {
+        addr,
+        host,
+        path: args.path.clone(),
+        tls: args.tls_client()?,
+    };
+    let handles = start_threads(args, &plan, &target, &progress);
     wait_connected(&progress, args.clients, started + CONNECT_GIVE_UP);
     let connect_secs = started.elapsed().as_secs_f64();
     eprintln!();
@@ -82,6 +88,7 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
         "machine": super::report::machine(),
         "kernel": super::report::kernel(),
         "clients": args.clients,
+        "tls": args.tls,
         "connected": connected,
         "connect_failures": failed,
         "still_open_after_hold": still_open,
@@ -109,23 +116,29 @@ pub(super) fn run(args: &LoadArgs) -> io::Result<i32> {
     })
 }
 
+/// Where the idle clients connect, and how.
+#[derive(Clone)]
+struct IdleTarget {
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    tls: Option<TlsClient>,
+}
+
 /// Starts the load threads, each with every `threads`-th client.
 fn start_threads(
     args: &LoadArgs,
     plan: &super::plan::Plan,
-    addr: SocketAddr,
-    host: &str,
+    target: &IdleTarget,
     progress: &Arc<Progress>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let (threads, sources) = (plan.threads, plan.sources);
     (0..threads)
         .map(|t| {
-            let (progress, path, host) = (progress.clone(), args.path.clone(), host.to_string());
+            let (progress, target) = (progress.clone(), target.clone());
             let indices: Vec<usize> = (t..args.clients).step_by(threads).collect();
             let concurrency = args.tuning.concurrency;
-            std::thread::spawn(move || {
-                idle_thread(indices, sources, addr, host, path, concurrency, progress)
-            })
+            std::thread::spawn(move || idle_thread(indices, sources, target, concurrency, progress))
         })
         .collect()
 }
@@ -148,9 +161,7 @@ fn wait_connected(progress: &Progress, clients: usize, deadline: Instant) {
 fn idle_thread(
     indices: Vec<usize>,
     sources: usize,
-    addr: SocketAddr,
-    host: String,
-    path: String,
+    target: IdleTarget,
     concurrency: usize,
     progress: Arc<Progress>,
 ) {
@@ -167,7 +178,7 @@ fn idle_thread(
     rt.block_on(async move {
         let next = Rc::new(Cell::new(0usize));
         let indices = Rc::new(indices);
-        let ctx = Rc::new((host, path, progress.clone()));
+        let ctx = Rc::new((target, progress.clone()));
         for _ in 0..concurrency.max(1) {
             let (next, indices, ctx) = (next.clone(), indices.clone(), ctx.clone());
             monoio::spawn(async move {
@@ -180,12 +191,14 @@ fn idle_thread(
                     next.set(i + 1);
                     let source = source_for(indices[i], sources);
                     let result = async {
-                        let stream = client::connect_from(source, addr).await?;
-                        client::handshake(&stream, &ctx.0, &ctx.1, &scratch).await?;
+                        let t = &ctx.0;
+                        let stream = client::connect_from(source, t.addr).await?;
+                        let stream = Wire::open(stream, t.tls.as_ref()).await?;
+                        client::handshake(&stream, &t.host, &t.path, &scratch).await?;
                         Ok::<_, io::Error>(stream)
                     }
                     .await;
-                    let progress = &ctx.2;
+                    let progress = &ctx.1;
                     match result {
                         Ok(stream) => {
                             progress.connected.fetch_add(1, Ordering::AcqRel);
@@ -208,20 +221,20 @@ fn idle_thread(
 }
 
 /// Keeps an idle client alive: answers pings, notes when the server closes it.
-async fn hold(stream: monoio::net::TcpStream, ctx: Rc<(String, String, Arc<Progress>)>) {
+async fn hold(stream: Wire, ctx: Rc<(IdleTarget, Arc<Progress>)>) {
     let mut buf = Vec::new();
     let scratch = RefCell::new(vec![0u8; 512]);
     loop {
-        match recv_some(&stream, &scratch, &mut buf).await {
+        match stream.recv_some(&scratch, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
         while let Ok(Some(frame)) = client::next_frame(&mut buf) {
             if let client::ServerFrame::Ping(p) = frame {
                 let pong = client::client_frame(OpCode::Pong, &p, [1, 2, 3, 4]);
-                let _ = write_all(&stream, &pong).await;
+                let _ = stream.write_all(&pong).await;
             }
         }
     }
-    ctx.2.connected.fetch_sub(1, Ordering::AcqRel);
+    ctx.1.connected.fetch_sub(1, Ordering::AcqRel);
 }

@@ -35,6 +35,7 @@ pub mod svg;
 pub mod tally;
 pub mod verify;
 pub mod watch;
+pub mod wire;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -97,6 +98,13 @@ pub struct LoadArgs {
     /// Offer permessage-deflate (as browsers do); compressed frames are inflated and checked.
     #[arg(long, help_heading = "Watchers")]
     pub deflate: bool,
+    /// Speak TLS to the server (watchers of every protocol, idle clients and the publisher),
+    /// trusting only the CA in `--ca`; the certificate must name the host of `--server`.
+    #[arg(long, requires = "ca", help_heading = "Servers")]
+    pub tls: bool,
+    /// The CA certificate(s) (PEM) that `--tls` trusts.
+    #[arg(long, value_name = "PEM", requires = "tls", help_heading = "Servers")]
+    pub ca: Option<PathBuf>,
     /// Drive the match: replay this script (`sample` for the bundled one).
     #[arg(long, value_name = "SCRIPT", help_heading = "Driving a match")]
     pub replay: Option<String>,
@@ -242,6 +250,14 @@ impl LoadArgs {
             .map_or("http://127.0.0.1:8080", String::as_str)
     }
 
+    /// `--tls`: the client settings (trusting `--ca`, checking the first server's host).
+    pub fn tls_client(&self) -> io::Result<Option<wire::TlsClient>> {
+        match (&self.ca, self.tls) {
+            (Some(ca), true) => wire::TlsClient::new(ca, self.primary_server()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Whether this is an idle run (explicit, or nothing to watch).
     pub fn is_idle(&self) -> bool {
         self.idle
@@ -274,9 +290,10 @@ pub fn seed(salt: u64) -> u64 {
 
 /// `http://HOST:PORT` → its IPv4 address and `HOST:PORT`.
 pub(crate) fn server_addr(server: &str) -> io::Result<(SocketAddr, String)> {
-    let hostport = server
-        .trim_start_matches("http://")
-        .trim_start_matches("ws://")
+    let hostport = ["http://", "ws://", "https://", "wss://"]
+        .iter()
+        .find_map(|scheme| server.strip_prefix(scheme))
+        .unwrap_or(server)
         .trim_end_matches('/');
     let addr = hostport
         .to_socket_addrs()

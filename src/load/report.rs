@@ -56,6 +56,8 @@ pub struct RunInfo {
     pub mode: String,
     /// The watchers' wire.
     pub protocol: Protocol,
+    /// `--tls`: every connection spoke TLS.
+    pub tls: bool,
     /// `--raw`: another server, numbered payloads.
     pub raw: bool,
     /// The watched matches.

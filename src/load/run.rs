@@ -153,6 +153,7 @@ fn watch_config(
         reconnect: args.reconnect,
         path,
         deflate: args.deflate,
+        tls: args.tls_client()?,
         subscribe_message: args.raw.subscribe_message.clone(),
         feeds,
         clients,
@@ -346,6 +347,7 @@ fn run_info(
     RunInfo {
         mode,
         protocol: cfg.protocol,
+        tls: cfg.tls.is_some(),
         raw: args.raw.enabled,
         matches: feeds.iter().map(|f| f.id.clone()).collect(),
         plan: plan.clone(),

@@ -104,7 +104,7 @@ fn admin(args: &LoadArgs, run_index: usize) -> io::Result<Driving> {
     let servers = args
         .server
         .iter()
-        .map(|s| Url::parse(s))
+        .map(|s| tls_url(args, s))
         .collect::<io::Result<Vec<_>>>()?;
     drive::setup(&servers[0], &token, &script, &feeds, &dates)
         .map_err(|e| io::Error::other(format!("setting up the match: {e}")))?;
@@ -140,7 +140,7 @@ fn schedule(args: &LoadArgs, script: &MatchScript) -> (String, Vec<Planned>) {
 /// every match, at most [`CLUSTER_SPREAD_TIMEOUT`].
 fn wait_until_known(servers: &[Url], feeds: &[Feed]) -> io::Result<()> {
     for server in &servers[1..] {
-        let mut c = Client::with_addr(server.addr, &server.host, None);
+        let mut c = Client::for_url(server, None);
         let deadline = Instant::now() + CLUSTER_SPREAD_TIMEOUT;
         for feed in feeds {
             let path = format!("/1/match/{}", feed.id);
@@ -156,6 +156,16 @@ fn wait_until_known(servers: &[Url], feeds: &[Feed]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--server` URL `s`, with the `--tls` client settings when given.
+pub(super) fn tls_url(args: &LoadArgs, s: &str) -> io::Result<Url> {
+    let mut url = Url::parse(s)?;
+    if let Some(tls) = args.tls_client()? {
+        url.tls = true;
+        url.tls_config = Some(tls.config);
+    }
+    Ok(url)
 }
 
 fn load_script(spec: &str) -> io::Result<MatchScript> {
@@ -188,12 +198,12 @@ pub(super) fn watch_target(args: &LoadArgs) -> io::Result<(Vec<Endpoint>, String
             Ok((servers, args.path.clone()))
         }
         Protocol::Tcp => {
-            let server = Url::parse(args.primary_server())?;
+            let server = tls_url(args, args.primary_server())?;
             if let Some(t) = &args.tuning.tcp_server {
                 let (addr, host) = super::server_addr(t)?;
                 return Ok((vec![Endpoint { addr, host }], String::new()));
             }
-            let mut c = Client::with_addr(server.addr, &server.host, None);
+            let mut c = Client::for_url(&server, None);
             let r = c.request("GET", "/1/checkin", None)?;
             let port = serde_json::from_str::<Value>(&r.body)
                 .ok()

@@ -195,6 +195,7 @@ mod tests {
             run: RunInfo {
                 mode: "watch".into(),
                 protocol: Protocol::Ws,
+                tls: false,
                 raw: false,
                 matches: Vec::new(),
                 plan: compute(2, None, None, 20_000, 28_000).unwrap(),
@@ -248,6 +249,7 @@ mod tests {
             "version",
             "mode",
             "protocol",
+            "tls",
             "plan",
         ] {
             assert!(json.get(key).is_some(), "no {key} in {json:#}");

@@ -9,13 +9,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use super::ctx::Ctx;
 use super::session::watcher;
 use super::{source_for, Endpoint, Phase, Protocol};
 use crate::load::client;
-use crate::os::stream::{recv_some, write_all};
+use crate::load::wire::Wire;
 
 /// How long a dropped watcher keeps trying to reconnect before it counts as failed.
 pub const RECONNECT_GIVE_UP: Duration = Duration::from_secs(60);
@@ -56,6 +54,15 @@ pub(super) async fn connector(ctx: Rc<Ctx>, next: Rc<Cell<usize>>, started: Inst
                     format!("connect: {}", explain_connect_error(&e, source)),
                 );
                 ctx.finish(slot, Phase::ConnectFailed);
+                continue;
+            }
+        };
+        let stream = match Wire::open(stream, ctx.cfg.tls.as_ref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.progress.handshake_failed.fetch_add(1, Ordering::AcqRel);
+                ctx.fail(slot, format!("TLS handshake: {e}"));
+                ctx.finish(slot, Phase::HandshakeFailed);
                 continue;
             }
         };
@@ -126,7 +133,7 @@ async fn pick_target(
     if let Some(http) = &ctx.cfg.checkin {
         let ask = &http[(index + attempt as usize) % http.len()];
         let source = source_for(index, ctx.cfg.sources);
-        let named = checkin(source, ask).await?;
+        let named = checkin(source, ask, ctx.cfg.tls.as_ref()).await?;
         // A node that just died is named until its registration expires: go round-robin.
         if Some(named.addr) != dead {
             return Ok(named);
@@ -136,16 +143,21 @@ async fn pick_target(
 }
 
 /// `GET /1/checkin` on `server`: the `ws` URL it names.
-async fn checkin(source: IpAddr, server: &Endpoint) -> io::Result<Endpoint> {
+async fn checkin(
+    source: IpAddr,
+    server: &Endpoint,
+    ctx_tls: Option<&crate::load::wire::TlsClient>,
+) -> io::Result<Endpoint> {
     let stream = client::connect_from(source, server.addr).await?;
+    let stream = Wire::open(stream, ctx_tls).await?;
     let request = format!(
         "GET /1/checkin HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         server.host
     );
-    write_all(&stream, request.as_bytes()).await?;
+    stream.write_all(request.as_bytes()).await?;
     let mut buf = Vec::new();
     let scratch = RefCell::new(vec![0u8; 4096]);
-    while recv_some(&stream, &scratch, &mut buf).await? > 0 && buf.len() < 16384 {}
+    while stream.recv_some(&scratch, &mut buf).await? > 0 && buf.len() < 16384 {}
     let text = String::from_utf8_lossy(&buf);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     let ws = serde_json::from_str::<serde_json::Value>(body)
@@ -154,6 +166,7 @@ async fn checkin(source: IpAddr, server: &Endpoint) -> io::Result<Endpoint> {
         .ok_or_else(|| io::Error::other(format!("no ws URL from {}", server.host)))?;
     let host = ws
         .trim_start_matches("ws://")
+        .trim_start_matches("wss://")
         .split('/')
         .next()
         .unwrap_or("")
@@ -168,7 +181,7 @@ pub(super) async fn reconnect(
     ctx: &Ctx,
     index: usize,
     dead: Option<SocketAddr>,
-) -> Result<(Endpoint, TcpStream, Vec<u8>), String> {
+) -> Result<(Endpoint, Wire, Vec<u8>), String> {
     let deadline = Instant::now() + RECONNECT_GIVE_UP;
     let seed = crate::load::seed(index as u64);
     let source = source_for(index, ctx.cfg.sources);
@@ -185,6 +198,9 @@ pub(super) async fn reconnect(
             let stream = client::connect_from(source, target.addr)
                 .await
                 .map_err(|e| format!("connect {}: {e}", target.addr))?;
+            let stream = Wire::open(stream, ctx.cfg.tls.as_ref())
+                .await
+                .map_err(|e| format!("TLS handshake {}: {e}", target.addr))?;
             let scratch = RefCell::new(vec![0u8; 2048]);
             let rest = client::handshake_with(
                 &stream,

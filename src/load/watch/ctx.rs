@@ -8,12 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
-use monoio::net::TcpStream;
 
 use super::{Outcome, Phase, Progress, WatchConfig};
 use crate::load::stats::{self, LatencyStats};
 use crate::load::verify::Verdict;
-use crate::os::stream::recv_some;
+use crate::load::wire::Wire;
 
 /// One load thread's shared state; a watcher is known by its slot in `indices`/`outcomes`.
 pub(super) struct Ctx {
@@ -118,11 +117,7 @@ impl Ctx {
     }
 
     /// Reads what is there (waiting for readiness) into `buf`; `Ok(false)` at EOF.
-    pub(super) async fn read_more(
-        &self,
-        stream: &TcpStream,
-        buf: &mut Vec<u8>,
-    ) -> io::Result<bool> {
-        Ok(recv_some(stream, &self.scratch, buf).await? > 0)
+    pub(super) async fn read_more(&self, stream: &Wire, buf: &mut Vec<u8>) -> io::Result<bool> {
+        Ok(stream.recv_some(&self.scratch, buf).await? > 0)
     }
 }

@@ -3,12 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
-use monoio::net::TcpStream;
-
 use super::ctx::Ctx;
 use crate::load::drive::UNKNOWN;
 use crate::load::verify::align_kind;
-use crate::os::stream::write_all;
+use crate::load::wire::Wire;
 
 /// One block of the TCP line protocol: its kind and, for a numbered comment, its number.
 fn parse_block(block: &[u8]) -> Result<(String, Option<u64>), String> {
@@ -35,11 +33,12 @@ pub(super) async fn watch(
     slot: usize,
     feed: usize,
     index: usize,
-    stream: &TcpStream,
+    stream: &Wire,
 ) -> Result<(), String> {
     let f = &ctx.cfg.feeds[feed];
     let line = format!("VERSION:1:CONNECT:u{index}:MATCH:{}\r\n", f.id);
-    write_all(stream, line.as_bytes())
+    stream
+        .write_all(line.as_bytes())
         .await
         .map_err(|e| format!("send connect: {e}"))?;
     let numbered = f.kinds.iter().filter(|k| k.as_str() == "comment").count() + 2 == f.kinds.len();

@@ -61,6 +61,8 @@ pub struct WatchConfig {
     pub path: String,
     /// `--deflate`: offer permessage-deflate in the WebSocket handshake.
     pub deflate: bool,
+    /// `--tls`: every connection speaks TLS with these settings.
+    pub tls: Option<crate::load::wire::TlsClient>,
     /// A text message sent after a raw handshake, if any.
     pub subscribe_message: Option<String>,
     /// The watched matches.

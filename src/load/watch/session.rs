@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use monoio::net::TcpStream;
+use crate::load::wire::Wire;
 
 use super::connect::reconnect;
 use super::ctx::Ctx;
@@ -39,7 +39,7 @@ pub(super) async fn watcher(
     ctx: Rc<Ctx>,
     slot: usize,
     index: usize,
-    mut stream: TcpStream,
+    mut stream: Wire,
     mut leftover: Vec<u8>,
 ) {
     let feed = ctx.outcomes.borrow()[slot].feed as usize;

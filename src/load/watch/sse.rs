@@ -3,12 +3,10 @@
 //! like the WebSocket's; the `id` must be the message's seq. The stream ending right after
 //! `stop` is the clean end.
 
-use monoio::net::TcpStream;
-
 use super::ctx::Ctx;
 use super::session::{dropped, failed, Failure};
 use super::ws::on_text;
-use crate::os::stream::write_all;
+use crate::load::wire::Wire;
 use crate::proto::sse::{SseMessage, SseParser};
 
 /// The longest response head accepted.
@@ -19,7 +17,7 @@ pub(super) async fn watch(
     ctx: &Ctx,
     slot: usize,
     feed: usize,
-    stream: &TcpStream,
+    stream: &Wire,
     since: Option<u64>,
 ) -> Result<(), Failure> {
     let mid = &ctx.cfg.feeds[feed].id;
@@ -33,7 +31,8 @@ pub(super) async fn watch(
         "GET /1/match/{mid}/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\
          {resume}\r\n"
     );
-    write_all(stream, request.as_bytes())
+    stream
+        .write_all(request.as_bytes())
         .await
         .map_err(|e| dropped(format!("send request: {e}")))?;
     let mut buf = Vec::new();

@@ -2,13 +2,12 @@
 //! frames: `status` and `event` messages checked and timed, pings answered, and the server's
 //! close judged (1000 after `stop` is the only clean end).
 
-use monoio::net::TcpStream;
 use serde::Deserialize;
 
 use super::ctx::Ctx;
 use super::session::{dropped, failed, Failure};
 use crate::load::client;
-use crate::os::stream::write_all;
+use crate::load::wire::Wire;
 use crate::proto::frame::OpCode;
 
 /// The fields of a server message the harness reads (raw mode: `n` only).
@@ -29,7 +28,7 @@ pub(super) async fn watch(
     slot: usize,
     feed: usize,
     index: usize,
-    stream: &TcpStream,
+    stream: &Wire,
     mut buf: Vec<u8>,
     since: Option<u64>,
 ) -> Result<(), Failure> {
@@ -44,7 +43,8 @@ pub(super) async fn watch(
                 OpCode::Text => on_text(ctx, slot, feed, &payload, now)?,
                 OpCode::Ping => {
                     let pong = client::client_frame(OpCode::Pong, &payload, mask);
-                    write_all(stream, &pong)
+                    stream
+                        .write_all(&pong)
                         .await
                         .map_err(|e| dropped(format!("send pong: {e}")))?;
                     now = ctx.now_ns();
@@ -55,7 +55,7 @@ pub(super) async fn watch(
         }
         if ctx.cfg.raw && ctx.stopped(slot) {
             let close = client::client_frame(OpCode::Close, &1000u16.to_be_bytes(), mask);
-            let _ = write_all(stream, &close).await;
+            let _ = stream.write_all(&close).await;
             return Ok(());
         }
         if buf.is_empty() && buf.capacity() > 4096 {
@@ -83,7 +83,7 @@ async fn subscribe(
     feed: usize,
     index: usize,
     since: Option<u64>,
-    stream: &TcpStream,
+    stream: &Wire,
     mask: [u8; 4],
 ) -> Result<(), Failure> {
     let command = if ctx.cfg.raw {
@@ -99,12 +99,10 @@ async fn subscribe(
         Some(watch.to_string())
     };
     if let Some(text) = command {
-        write_all(
-            stream,
-            &client::client_frame(OpCode::Text, text.as_bytes(), mask),
-        )
-        .await
-        .map_err(|e| dropped(format!("send watch: {e}")))?;
+        stream
+            .write_all(&client::client_frame(OpCode::Text, text.as_bytes(), mask))
+            .await
+            .map_err(|e| dropped(format!("send watch: {e}")))?;
     }
     Ok(())
 }
@@ -153,13 +151,13 @@ pub(super) fn on_text(
 async fn on_close(
     ctx: &Ctx,
     slot: usize,
-    stream: &TcpStream,
+    stream: &Wire,
     payload: &[u8],
     mask: [u8; 4],
 ) -> Result<(), Failure> {
     let (code, reason) = client::close_code_and_reason(payload);
     let reply = client::client_frame(OpCode::Close, &code.to_be_bytes(), mask);
-    let _ = write_all(stream, &reply).await;
+    let _ = stream.write_all(&reply).await;
     let stopped = ctx.stopped(slot);
     if stopped && code == 1000 {
         Ok(())
