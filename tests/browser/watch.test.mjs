@@ -3,14 +3,15 @@
 // Starts the real `matchstream serve` (env MATCHSTREAM_BIN, default target/release/matchstream),
 // plays the sample match fixtures/elp-tig-2011-09-10.json through the admin API, and asserts
 // what a person sees on the page: the score, the period, the feed lines, the lineups, the
-// connection indicator — also across a server restart in the middle of the match.
+// connection indicator — also across a server restart in the middle of the match, and over
+// https:// + wss:// with a throw-away CA (benches/tls_certs.sh).
 // Screenshots go to target/browser-artifacts/.
 //
 //   bash tests/browser.sh            # installs chromium + playwright-core, then runs this
 //   node --test tests/browser/       # when both are installed
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -50,10 +51,11 @@ function tempDir(prefix) {
 
 // ------------------------------------------------------------------ the server
 
-async function startServer({ dataDir, port = 0 }) {
+async function startServer({ dataDir, port = 0, tls = null }) {
   assert.ok(existsSync(BIN), `matchstream binary not found at ${BIN} (build it: cargo build --release, or set MATCHSTREAM_BIN)`);
   const args = ['serve', '--listen', `127.0.0.1:${port}`, '--tcp-listen', '127.0.0.1:0',
     '--data-dir', dataDir, '--admin-token', TOKEN, '--workers', '2'];
+  if (tls) args.push('--tls-cert', tls.cert, '--tls-key', tls.key);
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
   children.add(proc);
   let log = '';
@@ -73,7 +75,7 @@ async function startServer({ dataDir, port = 0 }) {
   const srv = {
     proc,
     port: boundPort,
-    base: `http://127.0.0.1:${boundPort}`,
+    base: tls ? `https://localhost:${boundPort}` : `http://127.0.0.1:${boundPort}`,
     log: () => log,
     exited,
     async stop(signal = 'SIGTERM') {
@@ -128,12 +130,13 @@ async function postEvents(srv, from, to, gapMs = 15) {
 
 // ------------------------------------------------------------------ the browser
 
-async function openBrowser(viewport = { width: 1280, height: 900 }) {
+async function openBrowser(viewport = { width: 1280, height: 900 }, { insecure = false } = {}) {
   const profile = tempDir('matchstream-chromium-');
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     viewport,
+    ignoreHTTPSErrors: insecure, // the test's own CA, not installed in the browser
     timeout: 30000,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -377,5 +380,30 @@ test('an EventSource follows the match across a server restart: every event once
   assert.ok(end.statuses.length >= 2 && end.statuses[1] >= HALFTIME, `a status on each connect: ${end.statuses}`);
 
   assert.deepEqual(problems.filter((p) => !/EventSource|text\/event-stream/.test(p)), []);
+  await srv.stop();
+});
+
+test('the page works over https:// and wss:// (TLS with the server\'s own certificate)', { timeout: 60000 }, async () => {
+  const pki = tempDir('matchstream-pki-');
+  execFileSync('bash', [path.join(ROOT, 'benches', 'tls_certs.sh'), pki], { stdio: 'ignore' });
+  // The test's own fetches (admin API) trust that CA too.
+  process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  const srv = await startServer({
+    dataDir: tempDir('matchstream-data-'),
+    tls: { cert: path.join(pki, 'cert.pem'), key: path.join(pki, 'key.pem') },
+  });
+  assert.match(srv.base, /^https:/);
+  await createMatch(srv);
+  const { page, problems } = await openBrowser({ width: 1024, height: 800 }, { insecure: true });
+  const sockets = [];
+  page.on('websocket', (ws) => sockets.push(ws.url()));
+  await page.goto(`${srv.base}/#/match/${MID}`);
+  await expectText(page, '#conn', 'Live');
+  assert.ok(sockets.length >= 1 && sockets.every((u) => u.startsWith('wss://')), `the page picked wss://: ${sockets}`);
+  await postEvents(srv, 0, 2);
+  await expectText(page, '#score', '0–1');
+  await until('the first goal line', () => feedLines(page), (l) => /Goal — Tigre, #7 Luna/.test(l[0]));
+  await shot(page, 'https.png');
+  assert.deepEqual(problems, []);
   await srv.stop();
 });
