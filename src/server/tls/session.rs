@@ -1,12 +1,16 @@
 //! One TLS connection's record layer, sans I/O: ciphertext in → plaintext out for the
 //! protocol handlers, and their plaintext in → ciphertext out for the socket.
 //!
-//! Built on rustls's unbuffered API ([`UnbufferedServerConnection`]): this type owns the two
-//! byte buffers, and both are empty (no allocation) whenever the connection is idle — a
-//! received partial record or an unsent tail of ciphertext is all that is ever kept, so an
-//! idle TLS watcher holds only rustls's connection state (keys and a few flags).
+//! The handshake (and any TLS 1.2 connection) runs on rustls's unbuffered API
+//! ([`UnbufferedServerConnection`]): this type owns the two byte buffers, and both are empty
+//! (no allocation) whenever the connection is idle — a received partial record or an unsent
+//! tail of ciphertext is all that is ever kept. Once a TLS 1.3 handshake is over, rustls's
+//! connection (~3.5 KB of state: expanded keys, key schedule) is traded for its traffic
+//! secrets and [`Records`] carries on with ~130 bytes.
 
 use std::sync::Arc;
+
+use super::records::Records;
 
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
@@ -21,9 +25,19 @@ const RECORD_OVERHEAD: usize = 32;
 /// Most plaintext bytes in one TLS record.
 const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
+/// Who runs the record layer now.
+enum Layer {
+    /// rustls: the handshake, and TLS 1.2 connections for their whole life.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// A TLS 1.3 connection after its handshake.
+    Records(Records),
+    /// After an error while switching from one to the other.
+    Failed,
+}
+
 /// The server side of one TLS connection.
 pub struct TlsSession {
-    conn: UnbufferedServerConnection,
+    layer: Layer,
     /// Received ciphertext not yet processed: at most one partial record.
     incoming: Vec<u8>,
     /// Ciphertext to send; `outgoing[sent..]` is still unsent.
@@ -31,13 +45,16 @@ pub struct TlsSession {
     sent: usize,
     /// The peer sent `close_notify`: it will send nothing more.
     peer_closed: bool,
+    /// The settings allow handing a TLS 1.3 connection over to [`Records`].
+    may_hand_over: bool,
 }
 
 impl TlsSession {
     /// A fresh server-side connection using `config` (the certificate of the moment).
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, Error> {
         Ok(TlsSession {
-            conn: UnbufferedServerConnection::new(config)?,
+            may_hand_over: config.enable_secret_extraction,
+            layer: Layer::Rustls(Box::new(UnbufferedServerConnection::new(config)?)),
             incoming: Vec::new(),
             outgoing: Vec::new(),
             sent: 0,
@@ -60,12 +77,20 @@ impl TlsSession {
 
     fn process(&mut self, plain: &mut Vec<u8>) -> Result<(), Error> {
         let TlsSession {
-            conn,
+            layer,
             incoming,
             outgoing,
             peer_closed,
             ..
         } = self;
+        let conn = match layer {
+            Layer::Rustls(conn) => conn,
+            Layer::Records(records) => {
+                *peer_closed |= records.open(incoming, plain)?.peer_closed;
+                return Ok(());
+            }
+            Layer::Failed => return Err(closed()),
+        };
         loop {
             let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
             let again = match state? {
@@ -102,9 +127,34 @@ impl TlsSession {
             };
             incoming.drain(..discard);
             if !again {
-                return Ok(());
+                break;
             }
         }
+        self.hand_over_to_records()
+    }
+
+    /// A TLS 1.3 connection whose handshake is done and whose rustls output is all out
+    /// (`WriteTraffic` was reached) continues on [`Records`], and rustls's state is freed.
+    fn hand_over_to_records(&mut self) -> Result<(), Error> {
+        let ready = match &self.layer {
+            Layer::Rustls(conn) => {
+                self.may_hand_over
+                    && !conn.is_handshaking()
+                    && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+                    && !self.peer_closed
+            }
+            _ => false,
+        };
+        if !ready {
+            return Ok(());
+        }
+        let Layer::Rustls(conn) = std::mem::replace(&mut self.layer, Layer::Failed) else {
+            return Ok(());
+        };
+        // The kernel-connection half (rekeying on KeyUpdate) is dropped: see `records`.
+        let (secrets, _kernel) = conn.dangerous_into_kernel_connection()?;
+        self.layer = Layer::Records(Records::new(secrets)?);
+        Ok(())
     }
 
     /// Encrypts the plaintext of `slices` (at most `max` bytes of it) into the outgoing
@@ -112,12 +162,17 @@ impl TlsSession {
     /// finished and after the connection closed.
     pub fn encrypt(&mut self, slices: &[&[u8]], max: usize) -> Result<usize, Error> {
         let TlsSession {
-            conn,
+            layer,
             incoming,
             outgoing,
             peer_closed,
             ..
         } = self;
+        let conn = match layer {
+            Layer::Rustls(conn) => conn,
+            Layer::Records(records) => return records.seal(slices, max, outgoing),
+            Layer::Failed => return Err(closed()),
+        };
         loop {
             let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
             let taken = match state? {
@@ -164,7 +219,7 @@ impl TlsSession {
                 }
                 ConnectionState::BlockedHandshake => return Err(Error::HandshakeNotComplete),
                 // `receive` takes every decrypted record, so none can be waiting here.
-                _ => return Err(Error::General("connection closed".into())),
+                _ => return Err(closed()),
             };
             incoming.drain(..discard);
             if let Some(taken) = taken {
@@ -177,11 +232,19 @@ impl TlsSession {
     /// finished).
     pub fn close_notify(&mut self) {
         let TlsSession {
-            conn,
+            layer,
             incoming,
             outgoing,
             ..
         } = self;
+        let conn = match layer {
+            Layer::Rustls(conn) => conn,
+            Layer::Records(records) => {
+                let _ = records.close_notify(outgoing);
+                return;
+            }
+            Layer::Failed => return,
+        };
         let UnbufferedStatus { state, .. } = conn.process_tls_records(incoming);
         if let Ok(ConnectionState::WriteTraffic(mut write)) = state {
             let _ = append(outgoing, 64, |buf| match write.queue_close_notify(buf) {
@@ -210,7 +273,16 @@ impl TlsSession {
 
     /// Whether the handshake is still under way.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.layer {
+            Layer::Rustls(conn) => conn.is_handshaking(),
+            Layer::Records(_) | Layer::Failed => false,
+        }
+    }
+
+    /// Whether the connection runs on the small [`Records`] layer now (a TLS 1.3 connection
+    /// past its handshake).
+    pub fn on_records(&self) -> bool {
+        matches!(self.layer, Layer::Records(_))
     }
 
     /// Whether the peer sent `close_notify`.
@@ -222,6 +294,10 @@ impl TlsSession {
     pub fn buffered_capacity(&self) -> usize {
         self.incoming.capacity() + self.outgoing.capacity()
     }
+}
+
+fn closed() -> Error {
+    Error::General("connection closed".into())
 }
 
 /// Appends what `write` produces to `out`, growing the room it gets from `guess` to the size
@@ -261,6 +337,15 @@ mod tests {
     use rustls::{ClientConfig, ClientConnection, RootCertStore};
     use std::io::{Read, Write};
 
+    thread_local! {
+        static TLS12: std::cell::RefCell<Option<Arc<ClientConfig>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// A TLS 1.2-only client trusting the CA of the last [`configs`] call.
+    fn tls12_client() -> Arc<ClientConfig> {
+        TLS12.with(|c| c.borrow().clone().expect("configs() first"))
+    }
+
     /// A CA, and a server certificate for `localhost` signed by it.
     fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -273,7 +358,7 @@ mod tests {
             .signed_by(&key, &ca, &ca_key)
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
@@ -282,8 +367,15 @@ mod tests {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .unwrap();
+        server.enable_secret_extraction = true;
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
+        let tls12 = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        TLS12.with(|c| *c.borrow_mut() = Some(Arc::new(tls12)));
         let client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -333,7 +425,11 @@ mod tests {
         let plain = pump(&mut server, &mut client);
         assert!(!server.is_handshaking());
         assert!(!client.is_handshaking());
+        assert!(server.on_records(), "TLS 1.3 continues on the small record layer");
         assert_eq!(plain, b"GET / HTTP/1.1\r\n\r\n");
+        // More from the client, after the switch, in pieces.
+        client.writer().write_all(b"second request").unwrap();
+        assert_eq!(pump(&mut server, &mut client), b"second request");
 
         let big = vec![b'x'; 40_000];
         let taken = server
@@ -357,6 +453,34 @@ mod tests {
             "TlsSession: {} bytes inline",
             std::mem::size_of::<TlsSession>()
         );
+    }
+
+    #[test]
+    fn tls12_and_settings_without_secret_extraction_stay_on_rustls() {
+        let (server_config, client_config) = configs();
+        let tls12 = tls12_client();
+        let mut no_extraction = (*server_config).clone();
+        no_extraction.enable_secret_extraction = false;
+        for (server_config, client_config) in [
+            (server_config.clone(), tls12),
+            (Arc::new(no_extraction), client_config.clone()),
+        ] {
+            let mut server = TlsSession::new(server_config).unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut client = ClientConnection::new(client_config, name).unwrap();
+            client.writer().write_all(b"ping").unwrap();
+            assert_eq!(pump(&mut server, &mut client), b"ping");
+            assert!(!server.is_handshaking() && !server.on_records());
+            server.encrypt(&[b"pong"], 100).unwrap();
+            let out = server.pending().to_vec();
+            server.consume(out.len());
+            let mut wire = &out[..];
+            client.read_tls(&mut wire).unwrap();
+            client.process_new_packets().unwrap();
+            let mut got = Vec::new();
+            let _ = client.reader().read_to_end(&mut got);
+            assert_eq!(got, b"pong");
+        }
     }
 
     #[test]
