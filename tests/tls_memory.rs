@@ -39,7 +39,10 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.with(Cell::get) {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         // SAFETY: as for `alloc` and `dealloc`.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -121,8 +124,14 @@ fn an_idle_tls_session_holds_a_bounded_amount_of_heap() {
         let mut session = server(|| Box::new(TlsSession::new(server_config.clone()).unwrap()));
         let name = ServerName::try_from("localhost").unwrap();
         let mut client = ClientConnection::new(client_config.clone(), name).unwrap();
-        client.writer().write_all(b"GET /1/ws HTTP/1.1\r\n\r\n").unwrap();
-        assert_eq!(pump(&mut session, &mut client), b"GET /1/ws HTTP/1.1\r\n\r\n");
+        client
+            .writer()
+            .write_all(b"GET /1/ws HTTP/1.1\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            pump(&mut session, &mut client),
+            b"GET /1/ws HTTP/1.1\r\n\r\n"
+        );
         for _ in 0..3 {
             server(|| session.encrypt(&[b"{\"type\":\"event\"}"], 1 << 16)).unwrap();
             let out = session.pending().to_vec();

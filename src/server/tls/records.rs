@@ -136,7 +136,12 @@ impl Records {
     /// Seals `slices` (as many records as they need, at most [`MAX_FRAGMENT`] bytes each, and
     /// no more than `max` plaintext bytes in all) onto `out`; returns the plaintext bytes
     /// taken.
-    pub fn seal(&mut self, slices: &[&[u8]], max: usize, out: &mut Vec<u8>) -> Result<usize, Error> {
+    pub fn seal(
+        &mut self,
+        slices: &[&[u8]],
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, Error> {
         let key = self.tx.aead(self.suite);
         let mut taken = 0;
         for slice in slices {
@@ -190,7 +195,7 @@ impl Records {
         while incoming.len() - at >= HEADER && !opened.peer_closed {
             let header: [u8; HEADER] = incoming[at..at + HEADER].try_into().expect("5 bytes");
             let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            if header[0] != APPLICATION_DATA || len > MAX_FRAGMENT + 256 || len < 1 + TAG {
+            if header[0] != APPLICATION_DATA || !(1 + TAG..=MAX_FRAGMENT + 256).contains(&len) {
                 return Err(Error::General(format!(
                     "unexpected record (type {}, {len} bytes) after the handshake",
                     header[0]
@@ -270,7 +275,10 @@ mod tests {
             let (mut a, mut b) = pair(suite);
             let big = vec![7u8; 40_000];
             let mut wire = Vec::new();
-            assert_eq!(a.seal(&[b"hello ", &big], 1 << 20, &mut wire).unwrap(), 40_006);
+            assert_eq!(
+                a.seal(&[b"hello ", &big], 1 << 20, &mut wire).unwrap(),
+                40_006
+            );
             a.close_notify(&mut wire).unwrap();
             // Fed in odd pieces: partial records wait for the rest.
             let (mut incoming, mut plain) = (Vec::new(), Vec::new());
@@ -297,7 +305,8 @@ mod tests {
         let (mut a, mut b) = pair(aes256);
         let mut wire = Vec::new();
         let key = a.tx.aead(a.suite);
-        a.seal_one(&key, &[24, 0, 0, 1, 0], HANDSHAKE, &mut wire).unwrap();
+        a.seal_one(&key, &[24, 0, 0, 1, 0], HANDSHAKE, &mut wire)
+            .unwrap();
         let err = b.open(&mut wire, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("KeyUpdate"), "{err}");
 

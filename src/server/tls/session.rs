@@ -47,6 +47,8 @@ pub struct TlsSession {
     peer_closed: bool,
     /// The settings allow handing a TLS 1.3 connection over to [`Records`].
     may_hand_over: bool,
+    /// Our `close_notify` is queued.
+    sent_close: bool,
 }
 
 impl TlsSession {
@@ -54,6 +56,7 @@ impl TlsSession {
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, Error> {
         Ok(TlsSession {
             may_hand_over: config.enable_secret_extraction,
+            sent_close: false,
             layer: Layer::Rustls(Box::new(UnbufferedServerConnection::new(config)?)),
             incoming: Vec::new(),
             outgoing: Vec::new(),
@@ -228,9 +231,12 @@ impl TlsSession {
         }
     }
 
-    /// Queues a `close_notify` alert (best effort: nothing happens before the handshake
+    /// Queues a `close_notify` alert, once (best effort: nothing happens before the handshake
     /// finished).
     pub fn close_notify(&mut self) {
+        if std::mem::replace(&mut self.sent_close, true) {
+            return;
+        }
         let TlsSession {
             layer,
             incoming,
@@ -425,7 +431,10 @@ mod tests {
         let plain = pump(&mut server, &mut client);
         assert!(!server.is_handshaking());
         assert!(!client.is_handshaking());
-        assert!(server.on_records(), "TLS 1.3 continues on the small record layer");
+        assert!(
+            server.on_records(),
+            "TLS 1.3 continues on the small record layer"
+        );
         assert_eq!(plain, b"GET / HTTP/1.1\r\n\r\n");
         // More from the client, after the switch, in pieces.
         client.writer().write_all(b"second request").unwrap();
