@@ -55,6 +55,14 @@ impl KeepaliveState {
         self.ping_sent_at = NO_PING;
     }
 
+    /// Records that bytes we sent were taken at `now`: the connection is not idle, so no
+    /// ping is due yet. An outstanding ping stays outstanding: only the peer's bytes answer it.
+    pub fn on_sent(&mut self, now: u64) {
+        if !self.ping_outstanding() {
+            self.last_activity = self.last_activity.max(now);
+        }
+    }
+
     /// Whether a ping is outstanding.
     pub fn ping_outstanding(&self) -> bool {
         self.ping_sent_at != NO_PING

@@ -35,6 +35,10 @@ pub struct PlaneConfig {
     /// A WebSocket message (fragmented, or one frame) begun and not finished this long
     /// closes the record with 1008; 0 = off.
     pub message_timeout_ms: u64,
+    /// Frames written count as activity for the keepalive: a watcher being sent events is
+    /// not pinged (nor an SSE stream sent comments). Set when `TCP_USER_TIMEOUT` is on, so
+    /// the kernel drops a peer that stops acknowledging what we send.
+    pub sends_defer_pings: bool,
 }
 
 /// What the I/O shell must do, in order.
@@ -464,6 +468,9 @@ impl<T: Default> PlaneCore<T> {
             };
             rec.head_sent = 0;
             self.frames.release(done);
+            if self.config.sends_defer_pings {
+                rec.keepalive.on_sent(now);
+            }
         } else {
             self.counters.short_writes += 1;
         }

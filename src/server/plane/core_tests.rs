@@ -17,6 +17,7 @@ fn config() -> PlaneConfig {
         send_timeout_ms: 5_000,
         close_linger_ms: 2_000,
         message_timeout_ms: 3_000,
+        sends_defer_pings: false,
     }
 }
 
@@ -191,6 +192,41 @@ fn idle_websockets_are_pinged_through_their_session_then_dropped_when_silent() {
     assert_eq!(closed_keys(&core.take_events()), vec![id.key]);
     let c = core.take_counters();
     assert_eq!((c.pings, c.dead_peers), (1, 1));
+}
+
+#[test]
+fn with_sends_deferring_pings_a_watcher_fed_events_is_not_pinged_but_a_ping_still_needs_an_answer()
+{
+    let mut core = PlaneCore::<Vec<u32>>::new(
+        PlaneConfig {
+            sends_defer_pings: true,
+            ..config()
+        },
+        0,
+    );
+    let id = core.adopt(3, Flavour::Ws, 0);
+    ops(&mut core);
+    // An event written at 900 ms: the connection is not idle at 1,000 ms.
+    core.send(id, Bytes::from_static(b"event"), 900).unwrap();
+    let out = ops(&mut core);
+    complete_sends(&mut core, &out, 900);
+    core.poll_timers(1_000 + TICK_SLACK);
+    assert!(ops(&mut core).is_empty(), "no ping while events flow");
+    assert_eq!(core.take_counters().pings, 0);
+    // Silent both ways for the ping interval: pinged.
+    core.poll_timers(1_900 + TICK_SLACK);
+    let out = ops(&mut core);
+    let (_, ping, _) = sends(&out)[0];
+    assert_eq!(core.frame_bytes(ping), &[0x89, 0x00]);
+    complete_sends(&mut core, &out, 2_200);
+    // Our own events do not answer the ping: the peer stays silent and is dropped.
+    core.send(id, Bytes::from_static(b"event"), 2_300).unwrap();
+    let out = ops(&mut core);
+    complete_sends(&mut core, &out, 2_300);
+    core.poll_timers(2_200 + 500 + TICK_SLACK);
+    let out = ops(&mut core);
+    assert!(out.contains(&IoOp::Shutdown { fd: 3 }), "{out:?}");
+    assert_eq!(core.take_counters().dead_peers, 1);
 }
 
 #[test]

@@ -52,6 +52,7 @@ pub fn plane_config(config: &ServerConfig) -> PlaneConfig {
         send_timeout_ms: config.send_timeout.as_millis() as u64,
         close_linger_ms: CLOSE_HANDSHAKE_TIMEOUT.as_millis() as u64,
         message_timeout_ms: config.ws_message_timeout.as_millis() as u64,
+        sends_defer_pings: !config.tcp_keepalive.user_timeout.is_zero(),
     }
 }
 

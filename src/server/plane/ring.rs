@@ -247,6 +247,7 @@ mod socket_tests {
                 send_timeout_ms: 0,
                 close_linger_ms: 2_000,
                 message_timeout_ms: 0,
+                sends_defer_pings: false,
             },
             0,
         )
