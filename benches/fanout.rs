@@ -118,6 +118,7 @@ fn plane_broadcast(c: &mut Criterion) {
             send_timeout_ms: 60_000,
             close_linger_ms: 2_000,
             message_timeout_ms: 10_000,
+            sends_defer_pings: true,
         },
         0,
     );
