@@ -2,7 +2,8 @@
 //! test): HTTPS, WSS, the line protocol and Server-Sent Events over TLS with every event
 //! checked; plain clients on the TLS ports failing cleanly; a certificate reload on `SIGHUP`
 //! while a WSS watcher keeps receiving (and a bad new certificate keeping the old one); the
-//! handshake timeout; start-up errors naming the flag or file at fault.
+//! handshake timeout; a TLS watcher that stops reading cut off by the same bounds as a plain
+//! one; start-up errors naming the flag or file at fault.
 
 mod common;
 
@@ -183,6 +184,63 @@ fn clients_that_never_finish_the_handshake_are_cut_by_the_handshake_timeout() {
     wait_until(WAIT, "no connection is left", || {
         server.metric_sum("matchstream_connections") == 1
     });
+}
+
+#[test]
+fn a_tls_watcher_that_stops_reading_is_cut_off_and_the_others_get_everything() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(
+        &pki,
+        &["--max-outbound-bytes", "65536", "--send-timeout-ms", "2000"],
+    );
+    let tls = server.tls_client();
+    post_sample(&server, 1);
+    // A small receive buffer, a WSS handshake and a watch, then no more reading.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&server.http.into(), WAIT).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let name = matchstream::feed::tls::server_name("localhost").unwrap();
+    let stream = matchstream::feed::tls::connect(&tls, name, stream).unwrap();
+    let url = format!("wss://localhost:{}/1/ws", server.http.port());
+    let (mut slow, _) = tungstenite::client(url, stream).expect("wss handshake");
+    slow.send(tungstenite::Message::text(format!(
+        r#"{{"command":"watch","mid":"{SAMPLE_MID}"}}"#
+    )))
+    .unwrap();
+    let mut normal = Watcher::connect_tls(server.http, &tls);
+    normal.watch(SAMPLE_MID, None);
+    normal.expect_status(SAMPLE_MID);
+    wait_until(WAIT, "two watchers", || {
+        server.metric_sum("matchstream_websockets") == 2
+    });
+    let mut admin = server.admin();
+    // 6 MB: more than the kernel buffers of both ends hold on loopback.
+    for i in 0..200u64 {
+        let text = format!("{:0>30000}", i);
+        let r = post_event(
+            &mut admin,
+            SAMPLE_MID,
+            "comment",
+            &serde_json::json!({"text": text}),
+        );
+        assert_eq!(r.status, 201);
+        normal.expect_event(SAMPLE_MID, i + 2);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the reader that stopped is cut off",
+        || {
+            server.metric_sum("matchstream_slow_consumer_closes_total")
+                + server.metric_sum("matchstream_send_timeouts_total")
+                >= 1
+        },
+    );
+    wait_until(WAIT, "only the reading watcher is left", || {
+        server.metric_sum("matchstream_websockets") == 1
+    });
+    drop(slow);
 }
 
 #[test]
