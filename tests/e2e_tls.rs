@@ -25,6 +25,14 @@ fn https_wss_tls_line_and_sse_all_get_every_event() {
     let tls = server.tls_client();
     let m = get_json(&server, &format!("/1/match/{SAMPLE_MID}"));
     assert_eq!(m["seq"], 0, "HTTPS GET: {m}");
+    let checkin = get_json(&server, "/1/checkin");
+    assert!(
+        checkin["ws"]
+            .as_str()
+            .unwrap()
+            .starts_with("wss://localhost:"),
+        "{checkin}"
+    );
 
     let mut ws = Watcher::connect_tls(server.http, &tls);
     ws.watch(SAMPLE_MID, None);

@@ -196,9 +196,17 @@ fn checkin(worker: &Rc<Worker>, request: &HttpRequest) -> Routed {
         .unwrap_or_else(|| addrs.http.ip().to_string());
     let body = serde_json::json!({
         "port": addrs.tcp.port(),
-        "ws": format!("ws://{host}:{}/1/ws", addrs.http.port()),
+        "ws": format!("{}://{host}:{}/1/ws", ws_scheme(worker), addrs.http.port()),
     });
     json(200, &body.to_string(), keep_alive)
+}
+
+/// `wss` when the server speaks TLS, else `ws`.
+fn ws_scheme(worker: &Worker) -> &'static str {
+    match worker.shared.tls {
+        Some(_) => "wss",
+        None => "ws",
+    }
 }
 
 /// An admin write: checks the token, builds the sequencer request, answers with its reply.

@@ -307,13 +307,15 @@ fn start_registry(
     let (Some(peers), addrs) = (shared.peers.clone(), shared.addrs()) else {
         return Ok(());
     };
-    let base = cluster
-        .advertise
-        .clone()
-        .unwrap_or_else(|| format!("ws://{}", addrs.http));
+    let base = cluster.advertise.clone().unwrap_or_else(|| {
+        let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", addrs.http)
+    });
     let ws = format!("{}/1/ws", base.trim_end_matches('/'));
     let id = if cluster.node_id.is_empty() {
-        base.trim_start_matches("ws://").to_owned()
+        base.trim_start_matches("ws://")
+            .trim_start_matches("wss://")
+            .to_owned()
     } else {
         cluster.node_id.clone()
     };
