@@ -252,6 +252,35 @@ fn a_tls_watcher_that_stops_reading_is_cut_off_and_the_others_get_everything() {
 }
 
 #[test]
+fn replay_posts_a_match_over_https_trusting_the_given_ca() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &[]);
+    let url = server.url();
+    let replay = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_matchstream"))
+            .args(["replay", "sample", "--server", &url, "--admin-token", TOKEN])
+            .args(["--speed", "1000", "--quiet"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let without = replay(&[]);
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("--ca"));
+    let with = replay(&["--ca", pki.ca_pem.to_str().unwrap()]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let m = get_json(&server, &format!("/1/match/{SAMPLE_MID}"));
+    assert_eq!(
+        (m["seq"].as_u64(), m["period"].as_str()),
+        (Some(31), Some("ended"))
+    );
+}
+
+#[test]
 fn start_up_errors_name_the_flag_or_the_file() {
     let pki = TestPki::new();
     let data = tempfile::tempdir().unwrap();

@@ -10,16 +10,19 @@ use clap::Args;
 use serde_json::json;
 
 use crate::domain::script::{MatchScript, Step};
-use crate::feed::http_client::HttpClient;
+use crate::feed::http_client::{HttpClient, Url};
 
 /// Flags of `matchstream replay`.
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// The match script (JSON); `sample` plays the bundled sample match.
     pub script: PathBuf,
-    /// The server, `http://HOST:PORT`.
+    /// The server, `http://HOST:PORT` (or `https://HOST:PORT` with `--ca`).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The CA certificate(s) (PEM) an `https://` server's certificate must chain to.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
     /// Speed-up factor for the script's pauses (10 = ten times faster).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub speed: f64,
@@ -81,6 +84,17 @@ pub fn run(args: ReplayArgs) -> io::Result<i32> {
     }
     let script = load_script(&args.script)?;
     let mut client = HttpClient::new(&args.server, Some(args.admin_token.clone()))?;
+    match (&args.ca, Url::parse(&args.server)?.tls) {
+        (Some(ca), true) => client = client.with_tls(crate::feed::tls::client_config(ca)?),
+        (None, true) => {
+            return Err(io::Error::other(format!(
+                "{}: give the CA its certificate chains to (--ca PEM)",
+                args.server
+            )))
+        }
+        (Some(_), false) => return Err(io::Error::other("--ca needs an https:// --server")),
+        (None, false) => {}
+    }
     let mid = create_match(&mut client, &script)?;
     let total = script.events().count();
     let mut posted = 0;
