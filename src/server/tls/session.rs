@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use super::records::Records;
 
-use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus,
 };
 use rustls::{Error, ServerConfig};
 
@@ -106,13 +107,7 @@ impl TlsSession {
                     true
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append(outgoing, 512, |buf| match encode.encode(buf) {
-                        Ok(n) => Ok(Ok(n)),
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => Ok(Err(required_size)),
-                        Err(e) => Err(Error::General(e.to_string())),
-                    })?;
+                    encode_handshake(&mut encode, outgoing)?;
                     true
                 }
                 // Queued in order in `outgoing`; sent before anything written later.
@@ -203,13 +198,7 @@ impl TlsSession {
                     Some(taken)
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append(outgoing, 512, |buf| match encode.encode(buf) {
-                        Ok(n) => Ok(Ok(n)),
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => Ok(Err(required_size)),
-                        Err(e) => Err(Error::General(e.to_string())),
-                    })?;
+                    encode_handshake(&mut encode, outgoing)?;
                     None
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
@@ -304,6 +293,20 @@ impl TlsSession {
 
 fn closed() -> Error {
     Error::General("connection closed".into())
+}
+
+/// Appends the handshake record rustls has to send to `outgoing`.
+fn encode_handshake(
+    encode: &mut EncodeTlsData<'_, ServerConnectionData>,
+    outgoing: &mut Vec<u8>,
+) -> Result<(), Error> {
+    append(outgoing, 512, |buf| match encode.encode(buf) {
+        Ok(n) => Ok(Ok(n)),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            Ok(Err(required_size))
+        }
+        Err(e) => Err(Error::General(e.to_string())),
+    })
 }
 
 /// Appends what `write` produces to `out`, growing the room it gets from `guess` to the size
