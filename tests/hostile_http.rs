@@ -2,7 +2,8 @@
 //! (keep-alive stays in sync), a pipeline of 10,000 requests is answered in order with
 //! bounded memory, a pipelining client that never reads is cut off by `--send-timeout-ms`,
 //! and a WebSocket watcher that reads one byte a second is cut off the same way — while a
-//! well-behaved admin and `/healthz` are served throughout.
+//! well-behaved admin and `/healthz` are served throughout. An upload past the body limit
+//! gets its `413` even while it keeps sending (a lingering close, not a reset).
 
 mod common;
 
@@ -103,6 +104,34 @@ fn head_is_the_head_of_get_without_a_body_on_every_get_route() {
         );
         assert_eq!(n, rest.len(), "nothing but the two answers");
     }
+}
+
+#[test]
+fn an_upload_past_the_body_limit_gets_its_413_while_still_sending() {
+    // The server refuses the body from its head, while the client is still uploading: the
+    // answer must survive (a FIN after it and the rest of the body drained, not an RST that
+    // fails the client's next write and can destroy the 413 before it is read).
+    let server = Server::start(&["--max-body-bytes", "1024"]);
+    let mut stream = TcpStream::connect(server.http).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    let body = vec![b'x'; 256 << 10];
+    let head = format!(
+        "POST /1/matches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for chunk in body.chunks(16 << 10) {
+        stream
+            .write_all(chunk)
+            .expect("the server drains the rest of the body: no reset");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let bytes = read_to_end(&mut stream);
+    let (status, _, body, _) = split_response(&bytes, false).expect("a whole response");
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&bytes));
+    assert!(String::from_utf8_lossy(&body).contains("error"));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::metrics::WorkerStats;
 use super::router::{route, Routed};
 use super::sse::SseStart;
-use super::stream::{read_more, ReadMore};
+use super::stream::{read_more, ReadMore, CLOSE_HANDSHAKE_TIMEOUT};
 use super::tls::socket::Socket;
 use super::worker::{ConnState, Worker};
 use super::ws::WsMode;
@@ -62,13 +62,13 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
                     let routed = Box::pin(route(worker, &request, state.guard.peer())).await;
                     if head {
                         let (bytes, keep_alive) = head_answer(routed);
-                        if send(worker, &stream, &bytes).await.is_err() || !keep_alive {
+                        if !answer(worker, &stream, state, &bytes, keep_alive).await {
                             return None;
                         }
                     } else {
                         match routed {
                             Routed::Response { bytes, keep_alive } => {
-                                if send(worker, &stream, &bytes).await.is_err() || !keep_alive {
+                                if !answer(worker, &stream, state, &bytes, keep_alive).await {
                                     return None;
                                 }
                             }
@@ -103,7 +103,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
                     WorkerStats::add(&worker.stats().protocol_errors, 1);
                     let mut out = Vec::new();
                     write_json_error(&mut out, e.status(), &e.to_string(), false);
-                    let _ = send(worker, &stream, &out).await;
+                    answer(worker, &stream, state, &out, false).await;
                     return None;
                 }
             }
@@ -121,6 +121,36 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
             return None;
         }
     }
+}
+
+/// Sends a response; `true` when the connection goes on (kept alive and the send worked).
+/// A response that ends the connection ends it with a lingering close: a FIN after the
+/// response, then the peer's bytes (the rest of an oversized body, pipelined requests) read
+/// and dropped until it closes or [`CLOSE_HANDSHAKE_TIMEOUT`] passes. Closing with unread
+/// input would make the kernel answer with an RST, which can destroy the response (the `413`
+/// a client is still uploading into) before the client reads it.
+async fn answer(
+    worker: &Rc<Worker>,
+    stream: &Socket,
+    state: &Rc<ConnState>,
+    bytes: &[u8],
+    keep_alive: bool,
+) -> bool {
+    if send(worker, stream, bytes).await.is_err() {
+        return false;
+    }
+    if keep_alive {
+        return true;
+    }
+    if stream.shutdown_write().is_ok() {
+        let deadline = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
+        let mut dropped = Vec::new();
+        while let ReadMore::Data(_) = read_more(worker, stream, state, deadline, &mut dropped).await
+        {
+            dropped.clear();
+        }
+    }
+    false
 }
 
 /// Reads more of the request into `reader` before `deadline`. `false`: the peer closed, or the
