@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::metrics::WorkerStats;
 use super::router::{route, Routed};
 use super::sse::SseStart;
-use super::stream::{read_more, ReadMore, CLOSE_HANDSHAKE_TIMEOUT};
+use super::stream::{linger, read_more, ReadMore};
 use super::tls::socket::Socket;
 use super::worker::{ConnState, Worker};
 use super::ws::WsMode;
@@ -123,12 +123,9 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
     }
 }
 
-/// Sends a response; `true` when the connection goes on (kept alive and the send worked).
-/// A response that ends the connection ends it with a lingering close: a FIN after the
-/// response, then the peer's bytes (the rest of an oversized body, pipelined requests) read
-/// and dropped until it closes or [`CLOSE_HANDSHAKE_TIMEOUT`] passes. Closing with unread
-/// input would make the kernel answer with an RST, which can destroy the response (the `413`
-/// a client is still uploading into) before the client reads it.
+/// Sends a response; `true` when the connection goes on (kept alive and the send worked). A
+/// response that ends the connection ends it with a [`linger`]: the rest of an oversized
+/// upload or pipelined requests must not turn the close into a reset that destroys it.
 async fn answer(
     worker: &Rc<Worker>,
     stream: &Socket,
@@ -139,18 +136,10 @@ async fn answer(
     if send(worker, stream, bytes).await.is_err() {
         return false;
     }
-    if keep_alive {
-        return true;
+    if !keep_alive {
+        linger(worker, stream, state).await;
     }
-    if stream.shutdown_write().is_ok() {
-        let deadline = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
-        let mut dropped = Vec::new();
-        while let ReadMore::Data(_) = read_more(worker, stream, state, deadline, &mut dropped).await
-        {
-            dropped.clear();
-        }
-    }
-    false
+    keep_alive
 }
 
 /// Reads more of the request into `reader` before `deadline`. `false`: the peer closed, or the

@@ -70,11 +70,19 @@ struct Waits<W> {
     write_blocked: bool,
     /// The peer has not closed its side.
     read_open: bool,
-    /// Our FIN is out and the loop only drains the peer's late bytes (a lingering close).
-    lingering: bool,
 }
 
-/// Drives `stream` with `handler` until either side ends the connection.
+/// How the loop of [`drive`] ended.
+enum Ending {
+    /// The connection is over: close the socket.
+    Close,
+    /// The protocol is finished and everything is written, but the peer may still send:
+    /// [`linger`] before closing.
+    Linger,
+}
+
+/// Drives `stream` with `handler` until either side ends the connection, then closes it
+/// with a [`linger`] when the peer may still be sending.
 #[allow(clippy::manual_async_fn)] // an `async fn` would store every argument twice
 pub fn drive<'a, H: Handler>(
     worker: &'a Rc<Worker>,
@@ -83,6 +91,42 @@ pub fn drive<'a, H: Handler>(
     handler: &'a mut H,
 ) -> impl Future<Output = ()> + 'a {
     async move {
+        // Two futures one after the other: the loop's is gone before the linger's begins, so
+        // an idle connection's future is the larger of the two, not their sum.
+        if let Ending::Linger = drive_loop(worker, socket, state, handler).await {
+            linger(worker, socket, state).await;
+        }
+    }
+}
+
+/// A lingering close (as nginx's): closing a socket whose peer still sends makes the kernel
+/// answer with an RST, and an RST can destroy the last reply (the echo before a protocol
+/// error, a close frame, the `413` of an upload still under way) before the peer reads it. So
+/// send a FIN after everything written (a TLS `close_notify` first) and read and drop the
+/// peer's bytes until it closes too, for [`CLOSE_HANDSHAKE_TIMEOUT`] at most.
+pub async fn linger(worker: &Rc<Worker>, socket: &Socket, state: &ConnState) {
+    if socket.shutdown_write().is_err() {
+        return;
+    }
+    // A wake-up left from the last reply (the close that queued it) is not a reason to stop;
+    // a later one (the worker closing every connection) is.
+    state.outbox.take_kick();
+    let deadline = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
+    let mut dropped = Vec::new();
+    while let ReadMore::Data(_) = read_more(worker, socket, state, deadline, &mut dropped).await {
+        dropped.clear();
+    }
+}
+
+/// The loop of [`drive`]: how the connection ended.
+#[allow(clippy::manual_async_fn)] // an `async fn` would store every argument twice
+fn drive_loop<'a, H: Handler>(
+    worker: &'a Rc<Worker>,
+    socket: &'a Socket,
+    state: &'a Rc<ConnState>,
+    handler: &'a mut H,
+) -> impl Future<Output = Ending> + 'a {
+    async move {
         let stream = socket.stream();
         let mut readable = pin!(stream.readable(false));
         let mut waits = Waits {
@@ -90,18 +134,17 @@ pub fn drive<'a, H: Handler>(
             close_deadline: None,
             write_blocked: false,
             read_open: true,
-            lingering: false,
         };
         loop {
             match state.outbox.close_mode() {
-                CloseMode::Now => return,
+                CloseMode::Now => return Ending::Close,
                 CloseMode::Open | CloseMode::AfterFlush => {}
             }
             if !waits.write_blocked {
                 match flush(socket, state) {
                     Ok(true) => {}
                     Ok(false) => waits.write_blocked = true,
-                    Err(_) => return,
+                    Err(_) => return Ending::Close,
                 }
             }
             if waits.write_blocked && waits.writable.is_none() {
@@ -109,26 +152,17 @@ pub fn drive<'a, H: Handler>(
             }
             if !waits.write_blocked && state.outbox.close_mode() == CloseMode::AfterFlush {
                 if !waits.read_open {
-                    return;
+                    return Ending::Close;
                 }
-                if handler.finished() && !waits.lingering {
-                    // A lingering close (as nginx's): closing a socket whose peer still sends
-                    // makes the kernel answer with an RST, and an RST can destroy the last
-                    // reply (the echo before a protocol error, the close frame) before the
-                    // peer reads it. So send a FIN after everything queued and drop the
-                    // peer's bytes until it closes too, for one grace period at most.
-                    if socket.shutdown_write().is_err() {
-                        return;
-                    }
-                    waits.lingering = true;
-                    waits.close_deadline = None;
+                if handler.finished() {
+                    return Ending::Linger;
                 }
                 if waits.close_deadline.is_none() {
                     waits.close_deadline =
                         Some(Box::pin(monoio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
                 }
             }
-            let reading = waits.read_open && (waits.lingering || handler.wants_input(state));
+            let reading = waits.read_open && handler.wants_input(state);
             // The closure captures three references: its size is part of every idle
             // connection's future.
             let wake = poll_fn(|cx| {
@@ -156,22 +190,21 @@ pub fn drive<'a, H: Handler>(
             .await;
             match wake {
                 Wake::Kick => {}
-                Wake::Timeout => return,
+                Wake::Timeout => return Ending::Close,
                 Wake::Writable(r) => {
                     if r.is_err() {
-                        return;
+                        return Ending::Close;
                     }
                     waits.writable = None;
                     waits.write_blocked = false;
                 }
                 Wake::Readable(r) => {
                     if r.is_err() {
-                        return;
+                        return Ending::Close;
                     }
                     readable.set(stream.readable(false));
-                    let handler = (!waits.lingering).then_some(&mut *handler);
                     if !read_ready(worker, socket, state, handler, &mut waits.read_open) {
-                        return;
+                        return Ending::Close;
                     }
                 }
             }
@@ -180,14 +213,13 @@ pub fn drive<'a, H: Handler>(
 }
 
 /// Reads what a readable socket holds into the worker's scratch buffer and hands it to the
-/// handler (or tells it the peer closed its side); with no handler (a lingering close) the
-/// bytes are dropped. `false`: the connection is over (a read error, or a peer gone without a
-/// close handshake).
+/// handler (or tells it the peer closed its side). `false`: the connection is over (a read
+/// error, or a peer gone without a close handshake).
 fn read_ready<H: Handler>(
     worker: &Rc<Worker>,
     socket: &Socket,
     state: &Rc<ConnState>,
-    handler: Option<&mut H>,
+    handler: &mut H,
     read_open: &mut bool,
 ) -> bool {
     let mut scratch = worker.scratch.borrow_mut();
@@ -196,16 +228,14 @@ fn read_ready<H: Handler>(
         Ok(Received::Eof) => {
             *read_open = false;
             drop(scratch);
-            let keep_writing = handler.is_some_and(|handler| handler.on_eof(state));
+            let keep_writing = handler.on_eof(state);
             // Not keeping on writing while still open: the peer vanished without a close
             // handshake.
             keep_writing || state.outbox.close_mode() != CloseMode::Open
         }
         Ok(Received::Data(data)) => {
-            if let Some(handler) = handler {
-                state.keepalive.borrow_mut().on_activity(worker.now_ms());
-                handler.on_data(data, state);
-            }
+            state.keepalive.borrow_mut().on_activity(worker.now_ms());
+            handler.on_data(data, state);
             true
         }
         Ok(Received::WouldBlock) => true,
