@@ -72,15 +72,6 @@ struct Waits<W> {
     read_open: bool,
 }
 
-/// How the loop of [`drive`] ended.
-enum Ending {
-    /// The connection is over: close the socket.
-    Close,
-    /// The protocol is finished and everything is written, but the peer may still send:
-    /// [`linger`] before closing.
-    Linger,
-}
-
 /// Drives `stream` with `handler` until either side ends the connection, then closes it
 /// with a [`linger`] when the peer may still be sending.
 #[allow(clippy::manual_async_fn)] // an `async fn` would store every argument twice
@@ -90,42 +81,6 @@ pub fn drive<'a, H: Handler>(
     state: &'a Rc<ConnState>,
     handler: &'a mut H,
 ) -> impl Future<Output = ()> + 'a {
-    async move {
-        // Two futures one after the other: the loop's is gone before the linger's begins, so
-        // an idle connection's future is the larger of the two, not their sum.
-        if let Ending::Linger = drive_loop(worker, socket, state, handler).await {
-            linger(worker, socket, state).await;
-        }
-    }
-}
-
-/// A lingering close (as nginx's): closing a socket whose peer still sends makes the kernel
-/// answer with an RST, and an RST can destroy the last reply (the echo before a protocol
-/// error, a close frame, the `413` of an upload still under way) before the peer reads it. So
-/// send a FIN after everything written (a TLS `close_notify` first) and read and drop the
-/// peer's bytes until it closes too, for [`CLOSE_HANDSHAKE_TIMEOUT`] at most.
-pub async fn linger(worker: &Rc<Worker>, socket: &Socket, state: &ConnState) {
-    if socket.shutdown_write().is_err() {
-        return;
-    }
-    // A wake-up left from the last reply (the close that queued it) is not a reason to stop;
-    // a later one (the worker closing every connection) is.
-    state.outbox.take_kick();
-    let deadline = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
-    let mut dropped = Vec::new();
-    while let ReadMore::Data(_) = read_more(worker, socket, state, deadline, &mut dropped).await {
-        dropped.clear();
-    }
-}
-
-/// The loop of [`drive`]: how the connection ended.
-#[allow(clippy::manual_async_fn)] // an `async fn` would store every argument twice
-fn drive_loop<'a, H: Handler>(
-    worker: &'a Rc<Worker>,
-    socket: &'a Socket,
-    state: &'a Rc<ConnState>,
-    handler: &'a mut H,
-) -> impl Future<Output = Ending> + 'a {
     async move {
         let stream = socket.stream();
         let mut readable = pin!(stream.readable(false));
@@ -137,14 +92,14 @@ fn drive_loop<'a, H: Handler>(
         };
         loop {
             match state.outbox.close_mode() {
-                CloseMode::Now => return Ending::Close,
+                CloseMode::Now => return,
                 CloseMode::Open | CloseMode::AfterFlush => {}
             }
             if !waits.write_blocked {
                 match flush(socket, state) {
                     Ok(true) => {}
                     Ok(false) => waits.write_blocked = true,
-                    Err(_) => return Ending::Close,
+                    Err(_) => return,
                 }
             }
             if waits.write_blocked && waits.writable.is_none() {
@@ -152,10 +107,13 @@ fn drive_loop<'a, H: Handler>(
             }
             if !waits.write_blocked && state.outbox.close_mode() == CloseMode::AfterFlush {
                 if !waits.read_open {
-                    return Ending::Close;
+                    return;
                 }
                 if handler.finished() {
-                    return Ending::Linger;
+                    // Boxed: the linger's read future is several times the size of an idle
+                    // connection's whole future, and it is needed only once, at the end.
+                    Box::pin(linger(worker, socket, state)).await;
+                    return;
                 }
                 if waits.close_deadline.is_none() {
                     waits.close_deadline =
@@ -190,25 +148,44 @@ fn drive_loop<'a, H: Handler>(
             .await;
             match wake {
                 Wake::Kick => {}
-                Wake::Timeout => return Ending::Close,
+                Wake::Timeout => return,
                 Wake::Writable(r) => {
                     if r.is_err() {
-                        return Ending::Close;
+                        return;
                     }
                     waits.writable = None;
                     waits.write_blocked = false;
                 }
                 Wake::Readable(r) => {
                     if r.is_err() {
-                        return Ending::Close;
+                        return;
                     }
                     readable.set(stream.readable(false));
                     if !read_ready(worker, socket, state, handler, &mut waits.read_open) {
-                        return Ending::Close;
+                        return;
                     }
                 }
             }
         }
+    }
+}
+
+/// A lingering close (as nginx's): closing a socket whose peer still sends makes the kernel
+/// answer with an RST, and an RST can destroy the last reply (the echo before a protocol
+/// error, a close frame, the `413` of an upload still under way) before the peer reads it. So
+/// send a FIN after everything written (a TLS `close_notify` first) and read and drop the
+/// peer's bytes until it closes too, for [`CLOSE_HANDSHAKE_TIMEOUT`] at most.
+pub async fn linger(worker: &Rc<Worker>, socket: &Socket, state: &ConnState) {
+    if socket.shutdown_write().is_err() {
+        return;
+    }
+    // A wake-up left from the last reply (the close that queued it) is not a reason to stop;
+    // a later one (the worker closing every connection) is.
+    state.outbox.take_kick();
+    let deadline = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
+    let mut dropped = Vec::new();
+    while let ReadMore::Data(_) = read_more(worker, socket, state, deadline, &mut dropped).await {
+        dropped.clear();
     }
 }
 
