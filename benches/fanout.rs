@@ -110,6 +110,8 @@ fn plane_broadcast(c: &mut Criterion) {
     let mut core: PlaneCore<()> = PlaneCore::new(
         PlaneConfig {
             ws_limits: Default::default(),
+            echo_limits: Default::default(),
+            echo_max_outbound_bytes: 4 << 20,
             keepalive: KeepalivePolicy {
                 ping_after_ms: 30_000,
                 dead_after_ms: 30_000,

@@ -76,7 +76,6 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.sequencer.max_queued_writes = args.max_queued_writes.max(1);
     config.sequencer.ended_history_matches = args.ended_history_matches;
     config.plane_ring_entries = args.plane_ring_entries;
-    config.watcher_plane = !args.no_watcher_plane;
     config.send_timeout = Duration::from_millis(args.send_timeout_ms);
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.max_watches_per_connection = args.max_watches_per_connection.clamp(1, 4096);

@@ -9,6 +9,8 @@ const TICK_SLACK: u64 = 250;
 fn config() -> PlaneConfig {
     PlaneConfig {
         ws_limits: WsLimits::default(),
+        echo_limits: WsLimits::default(),
+        echo_max_outbound_bytes: 4_000,
         keepalive: KeepalivePolicy {
             ping_after_ms: 1_000,
             dead_after_ms: 500,

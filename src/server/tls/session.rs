@@ -252,6 +252,39 @@ impl TlsSession {
         }
     }
 
+    /// Seals all of `plain` and returns its ciphertext (with any ciphertext still unsent
+    /// before it): what a watcher-plane record queues instead of the shared plaintext frame.
+    pub fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut taken = 0;
+        while taken < plain.len() {
+            let before = self.outgoing.len();
+            match self.encrypt(&[&plain[taken..]], plain.len() - taken) {
+                Ok(0) => return Err(Error::General("nothing sealed".into())),
+                Ok(n) => taken += n,
+                Err(e) => {
+                    // Nothing of a failed seal reaches the wire.
+                    self.outgoing.truncate(before);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.take_pending())
+    }
+
+    /// Queues our `close_notify` (once) and returns the ciphertext to send, if any.
+    pub fn seal_close_notify(&mut self) -> Vec<u8> {
+        self.close_notify();
+        self.take_pending()
+    }
+
+    /// Takes the ciphertext waiting to be sent (the caller sends it).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.outgoing);
+        out.drain(..self.sent.min(out.len()));
+        self.sent = 0;
+        out
+    }
+
     /// Ciphertext waiting to be sent.
     pub fn pending(&self) -> &[u8] {
         &self.outgoing[self.sent..]
