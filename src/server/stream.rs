@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use super::metrics::TlsHandshakeFailure;
 use super::outbox::CloseMode;
 use super::tls::socket::{Received, Socket};
 use super::worker::{ConnState, Worker};
@@ -73,6 +74,11 @@ pub async fn read_more(
             return Poll::Ready(r.map_err(|_| ReadMore::Closed));
         }
         if sleep.as_mut().poll(cx).is_ready() {
+            if socket.is_handshaking() {
+                worker
+                    .stats()
+                    .tls_handshake_failed(TlsHandshakeFailure::Timeout);
+            }
             return Poll::Ready(Err(ReadMore::TimedOut));
         }
         state.outbox.register(cx.waker());
@@ -84,7 +90,14 @@ pub async fn read_more(
     }
     let mut scratch = worker.scratch.borrow_mut();
     let mut plain = Vec::new();
+    let handshaking = socket.is_handshaking();
     match socket.recv(&mut scratch, &mut plain) {
+        Err(e) if handshaking => {
+            let why = super::tls::handshake_failure(&e);
+            tracing::debug!("TLS handshake failed ({}): {e}", why.label());
+            worker.stats().tls_handshake_failed(why);
+            ReadMore::Closed
+        }
         Ok(Received::Eof) | Err(_) => ReadMore::Closed,
         Ok(Received::Data(data)) => {
             buf.extend_from_slice(data);

@@ -26,6 +26,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
+use super::metrics::TlsHandshakeFailure;
+
 /// Where the certificate chain and its private key are read from (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -100,6 +102,24 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     // TLS 1.3 connections continue on `records::Records` after the handshake.
     config.enable_secret_extraction = true;
     Ok(Arc::new(config))
+}
+
+/// Why a handshake failed, for `/metrics`: the rustls error behind a failed read.
+pub fn handshake_failure(e: &std::io::Error) -> TlsHandshakeFailure {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::PeerIncompatible(_)) => TlsHandshakeFailure::NoCommonSuite,
+        Some(
+            rustls::Error::InvalidMessage(_)
+            | rustls::Error::DecryptError
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. }
+            | rustls::Error::PeerMisbehaved(_),
+        ) => TlsHandshakeFailure::BadRecord,
+        _ => TlsHandshakeFailure::Other,
+    }
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

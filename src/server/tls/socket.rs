@@ -57,6 +57,13 @@ impl Socket {
         self.tls.is_some()
     }
 
+    /// Whether this is a TLS connection whose handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.borrow().is_handshaking())
+    }
+
     /// The descriptor shared frames may be written to directly: only a plain socket's (a TLS
     /// connection's frames must go through its task to be encrypted).
     pub fn direct_fd(&self) -> Option<RawFd> {
