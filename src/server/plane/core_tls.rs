@@ -81,6 +81,30 @@ impl<T: Default> PlaneCore<T> {
         true
     }
 
+    /// Ends TLS record `key` after a TLS error: its fatal alert (if it has one to send) goes
+    /// out after what is queued, then the lingering close; nothing else is sealed for it.
+    fn fail_tls(&mut self, key: u32, alert: Vec<u8>, now: u64) {
+        let Some(rec) = self.records.get_mut(key as usize) else {
+            return;
+        };
+        if rec.phase == Phase::Dying {
+            return;
+        }
+        let id = RecordId {
+            key,
+            serial: rec.serial,
+        };
+        // No close frame or close_notify can follow a fatal alert.
+        rec.set(SESSION_CLOSED, true);
+        rec.set(TLS_NOTIFIED, true);
+        if !alert.is_empty() {
+            let frame = self.share(Bytes::from(alert));
+            self.enqueue_wire(key, frame, now);
+            self.unshare(frame);
+        }
+        self.finish(id, now);
+    }
+
     /// Whether record `key` still owes its peer a `close_notify`.
     pub(super) fn owes_close_notify(&self, key: u32) -> bool {
         let rec = &self.records[key as usize];
@@ -97,6 +121,10 @@ impl<T: Default> PlaneCore<T> {
         let mut plain = Vec::new();
         let received = session.receive(data, &mut plain);
         let peer_closed = session.peer_closed();
+        let alert = match received {
+            Err(_) => session.take_fatal_alert(),
+            Ok(()) => Vec::new(),
+        };
         if !plain.is_empty() {
             self.on_plain(key, &plain, now);
         }
@@ -104,9 +132,7 @@ impl<T: Default> PlaneCore<T> {
             Err(e) => {
                 tracing::debug!(key, "TLS record refused: {e}");
                 self.counters.tls_errors += 1;
-                if self.records.contains(key as usize) {
-                    self.teardown(key);
-                }
+                self.fail_tls(key, alert, now);
             }
             Ok(()) if peer_closed => self.on_eof(key, now),
             Ok(()) => {}

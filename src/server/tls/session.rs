@@ -75,6 +75,9 @@ impl TlsSession {
         if self.incoming.is_empty() {
             // Idle connections hold no buffer.
             self.incoming = Vec::new();
+        } else {
+            // A partial record keeps its bytes, not the capacity of the read it came in.
+            self.incoming.shrink_to_fit();
         }
         result
     }
@@ -274,6 +277,17 @@ impl TlsSession {
     /// Queues our `close_notify` (once) and returns the ciphertext to send, if any.
     pub fn seal_close_notify(&mut self) -> Vec<u8> {
         self.close_notify();
+        self.take_pending()
+    }
+
+    /// After a failed read: the fatal alert that must end the connection (RFC 8446 §6.2),
+    /// sealed, once; empty when there is none to send (rustls queues its own alerts, which
+    /// this returns as well).
+    pub fn take_fatal_alert(&mut self) -> Vec<u8> {
+        if let Layer::Records(records) = &mut self.layer {
+            records.fatal_alert(&mut self.outgoing);
+        }
+        self.sent_close = true;
         self.take_pending()
     }
 
