@@ -368,3 +368,56 @@ fn start_up_errors_name_the_flag_or_the_file() {
     let err = run(&["--tls-cert", missing.to_str().unwrap(), "--tls-key", key]);
     assert!(err.contains("missing.pem"), "{err}");
 }
+
+/// One HTTPS request on a fresh connection (its session tickets are read on the way); how the
+/// handshake went.
+fn handshake_kind_of_a_request(
+    addr: std::net::SocketAddr,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    let mut stream = tls_connect(addr, tls);
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    stream.conn.handshake_kind().expect("a finished handshake")
+}
+
+#[test]
+fn a_reconnecting_client_resumes_even_after_a_restart() {
+    let pki = TestPki::new();
+    let mut server = Server::start_tls(&pki, &[]);
+    let tls = server.tls_client();
+    assert_eq!(
+        handshake_kind_of_a_request(server.http, &tls),
+        rustls::HandshakeKind::Full
+    );
+    assert_eq!(
+        handshake_kind_of_a_request(server.http, &tls),
+        rustls::HandshakeKind::Resumed,
+        "the session ticket of the first connection resumes the second"
+    );
+    // The ticket keys are kept in the data directory: a restarted node still opens them.
+    server.restart();
+    wait_until(WAIT, "the restarted server answers", || {
+        std::net::TcpStream::connect(server.http).is_ok()
+    });
+    assert_eq!(
+        handshake_kind_of_a_request(server.http, &tls),
+        rustls::HandshakeKind::Resumed,
+        "resumed after the restart"
+    );
+    let keys = server.data_dir().join("tls-ticket-keys");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&keys).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", keys.display());
+}

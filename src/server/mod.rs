@@ -359,7 +359,7 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
     }
     let tls = match &config.tls {
         Some(files) => Some(
-            tls::Certs::load(files.clone())
+            tls::Certs::load(files.clone(), &config.data_dir)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         ),
         None => None,

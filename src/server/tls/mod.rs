@@ -18,12 +18,14 @@
 pub mod records;
 pub mod session;
 pub mod socket;
+pub mod tickets;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ProducesTickets;
 use rustls::ServerConfig;
 
 use super::metrics::TlsHandshakeFailure;
@@ -40,15 +42,22 @@ pub struct TlsFiles {
 /// The TLS settings of the moment, shared by every worker; replaced whole on reload.
 pub struct Certs {
     files: TlsFiles,
+    tickets: Arc<dyn ProducesTickets>,
     current: RwLock<Arc<ServerConfig>>,
 }
 
 impl Certs {
-    /// Loads the certificate and key; the error names the file at fault and why.
-    pub fn load(files: TlsFiles) -> Result<Self, String> {
-        let config = server_config(&files)?;
+    /// Loads the certificate and key, and the session-ticket keys kept in `data_dir` (made
+    /// there on first start); the error names the file at fault and why.
+    pub fn load(files: TlsFiles, data_dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("--data-dir {}: {e}", data_dir.display()))?;
+        let tickets: Arc<dyn ProducesTickets> =
+            Arc::new(tickets::PersistentTickets::open(data_dir)?);
+        let config = server_config(&files, Some(tickets.clone()))?;
         Ok(Certs {
             files,
+            tickets,
             current: RwLock::new(config),
         })
     }
@@ -61,7 +70,7 @@ impl Certs {
     /// Reads the files again and, if they hold a usable certificate and key, makes them the
     /// ones new handshakes use; otherwise keeps the old ones and says why.
     pub fn reload(&self) -> Result<(), String> {
-        let config = server_config(&self.files)?;
+        let config = server_config(&self.files, Some(self.tickets.clone()))?;
         *self.current.write().expect("TLS settings lock") = config;
         Ok(())
     }
@@ -75,8 +84,11 @@ impl Certs {
 /// Builds the rustls server settings from the PEM files: TLS 1.3 and 1.2 with the `ring`
 /// provider, ALPN `http/1.1` (clients that offer no ALPN, e.g. line-protocol clients, are
 /// served too), no client certificates, no early data, secret extraction on (for
-/// [`records`]).
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+/// [`records`]); session tickets sealed by `tickets` (none without).
+pub fn server_config(
+    files: &TlsFiles,
+    tickets: Option<Arc<dyn ProducesTickets>>,
+) -> Result<Arc<ServerConfig>, String> {
     let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => format!(
@@ -99,6 +111,11 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
             )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Stateless session tickets (see `tickets`): a reconnect storm after a restart or a
+    // network blip resumes instead of paying a full handshake per watcher.
+    if let Some(tickets) = tickets {
+        config.ticketer = tickets;
+    }
     // TLS 1.3 connections continue on `records::Records` after the handshake.
     config.enable_secret_extraction = true;
     Ok(Arc::new(config))
