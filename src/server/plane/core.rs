@@ -188,6 +188,9 @@ enum Held {
     Closed,
 }
 
+/// Most bytes one coalesced SEND of a record that is behind carries.
+const COALESCE_BYTES: usize = 64 * 1024;
+
 /// Slots of the deadline wheel (its horizon is this many ticks).
 const WHEEL_SLOTS: usize = 1024;
 
@@ -362,10 +365,14 @@ impl<T: Default> PlaneCore<T> {
     }
 
     fn start_send(&mut self, key: u32) {
-        let rec = &mut self.records[key as usize];
+        let rec = &self.records[key as usize];
         if rec.has(SENDING) || rec.head.is_none() || rec.phase == Phase::Dying {
             return;
         }
+        if rec.backlog.is_some() {
+            self.coalesce(key);
+        }
+        let rec = &mut self.records[key as usize];
         rec.set(SENDING, true);
         self.io.push_back(IoOp::Send {
             key,
@@ -373,6 +380,37 @@ impl<T: Default> PlaneCore<T> {
             frame: rec.head,
             offset: rec.head_sent,
         });
+    }
+
+    /// A record that is behind sends its backlog in one SEND, not one per frame: the unsent
+    /// rest of its head and the frames after it (up to [`COALESCE_BYTES`]) are joined into
+    /// one frame of its own. Only a record that fell behind pays the copy.
+    fn coalesce(&mut self, key: u32) {
+        let Self {
+            records, frames, ..
+        } = self;
+        let rec = &mut records[key as usize];
+        let Some(backlog) = rec.backlog.as_mut() else {
+            return;
+        };
+        let head = frames.bytes(rec.head);
+        let mut joined = Vec::with_capacity(COALESCE_BYTES.min(rec.queued as usize));
+        joined.extend_from_slice(&head[rec.head_sent as usize..]);
+        frames.release(rec.head);
+        while let Some(&next) = backlog.front() {
+            let bytes = frames.bytes(next);
+            if joined.len() + bytes.len() > COALESCE_BYTES {
+                break;
+            }
+            joined.extend_from_slice(bytes);
+            frames.release(next);
+            backlog.pop_front();
+        }
+        if backlog.is_empty() {
+            rec.backlog = None;
+        }
+        rec.head = frames.insert(Bytes::from(joined));
+        rec.head_sent = 0;
     }
 
     /// Starts the close of record `id`: a WebSocket close frame `code`/`reason` through its
