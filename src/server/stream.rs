@@ -10,7 +10,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::metrics::TlsHandshakeFailure;
-use super::outbox::CloseMode;
 use super::tls::socket::{Received, Socket};
 use super::worker::{ConnState, Worker};
 
@@ -28,7 +27,7 @@ pub async fn linger(worker: &Rc<Worker>, socket: &Socket, state: &ConnState) {
     }
     // A wake-up left from the last reply (the close that queued it) is not a reason to stop;
     // a later one (the worker closing every connection) is.
-    state.outbox.take_kick();
+    state.signal.take_kick();
     let deadline = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
     let mut dropped = Vec::new();
     while let ReadMore::Data(_) = read_more(worker, socket, state, deadline, &mut dropped).await {
@@ -67,7 +66,7 @@ pub async fn read_more(
     // connection future that waits for a request.
     let mut sleep = Box::pin(monoio::time::sleep_until(deadline.into()));
     let ready = poll_fn(|cx| {
-        if state.outbox.take_kick() && state.outbox.close_mode() != CloseMode::Open {
+        if state.signal.take_kick() && state.signal.is_closing() {
             return Poll::Ready(Err(ReadMore::Closed));
         }
         if let Poll::Ready(r) = readable.as_mut().poll(cx) {
@@ -81,7 +80,7 @@ pub async fn read_more(
             }
             return Poll::Ready(Err(ReadMore::TimedOut));
         }
-        state.outbox.register(cx.waker());
+        state.signal.register(cx.waker());
         Poll::Pending
     })
     .await;

@@ -22,11 +22,11 @@ use super::conn_guard::ConnGuard;
 use super::http::Handoff;
 use super::inbox::{InboxReceiver, InboxSender};
 use super::metrics::WorkerStats;
-use super::outbox::Outbox;
 use super::plane::driver::{self, Plane, PlaneCell};
 use super::plane::record::Flavour;
 use super::replies::ReplyTable;
 use super::signal::LocalSignal;
+use super::task_signal::TaskSignal;
 use super::tls::session::TlsSession;
 use super::tls::socket::Socket;
 use super::watch::{ConnRef, WatchTables};
@@ -113,7 +113,7 @@ pub enum ConnKind {
 /// HTTP phase, the line protocol's `CONNECT`): after that it is a plane record, or closed.
 pub struct ConnState {
     /// The task's wake-up and close request (the worker's shutdown uses it).
-    pub outbox: Outbox,
+    pub signal: TaskSignal,
     /// Which listener it came from.
     pub kind: Cell<ConnKind>,
     /// Unique per worker, never reused (slab keys are).
@@ -364,7 +364,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
         let serial = worker.next_serial.get();
         worker.next_serial.set(serial + 1);
         let state = Rc::new(ConnState {
-            outbox: Outbox::new(shared.config.max_outbound_bytes),
+            signal: TaskSignal::default(),
             kind: Cell::new(kind),
             serial,
             guard: ConnGuard::new(ticket),
@@ -453,7 +453,7 @@ pub fn hand_over(worker: &Worker, id: usize) -> Option<std::net::IpAddr> {
 /// After shutdown began: asks every connection to close, then waits (bounded) for them.
 async fn drain(worker: &Rc<Worker>) {
     for (_, conn) in worker.conns.borrow().iter() {
-        conn.outbox.close_now();
+        conn.signal.close_now();
     }
     driver::close_all(worker);
     let deadline = Instant::now() + worker.shared.config.shutdown_drain;
@@ -472,7 +472,7 @@ mod tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("ConnState", std::mem::size_of::<ConnState>()),
-            ("Outbox", std::mem::size_of::<Outbox>()),
+            ("TaskSignal", std::mem::size_of::<TaskSignal>()),
             ("TcpStream", std::mem::size_of::<TcpStream>()),
         ];
         eprintln!("{sizes:?}");

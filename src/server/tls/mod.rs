@@ -6,14 +6,16 @@
 //!   ciphertext out. An idle connection holds no buffer.
 //! - [`records`] takes over a TLS 1.3 connection once its handshake is done, from the traffic
 //!   secrets (what kTLS would be given): ~130 bytes per connection instead of rustls's state.
-//! - [`socket`] is the thin I/O shell every connection task reads and writes through: a plain
-//!   socket, or a socket with a [`session::TlsSession`].
+//! - [`socket`] is the thin I/O shell a connection's task reads and writes through until its
+//!   handshake and HTTP phase are over: a plain socket, or one with a [`session::TlsSession`].
 //! - [`Certs`] holds the certificate of the moment; `SIGHUP` reloads it from the same files
 //!   ([`Certs::reload`]): new handshakes use the new one, open connections keep theirs, and a
 //!   bad new file keeps the old certificate.
+//! - [`tickets`] seals session tickets with keys kept in the data directory, so a client
+//!   that reconnects after a restart resumes.
 //!
-//! TLS connections cannot share ciphertext between watchers, so they stay connection tasks
-//! (the path `--no-watcher-plane` uses); the watcher plane keeps the plain sockets.
+//! After its handshake a TLS watcher is a record of the watcher plane like any other: its
+//! session moves there (`Socket::into_parts`) and seals each frame the record queues.
 
 pub mod records;
 pub mod session;
