@@ -41,6 +41,7 @@ fn played_sample() -> (Match, Vec<Event>) {
             ts,
             kind,
             data,
+            minute: None,
         });
     }
     (m, events)
@@ -80,6 +81,7 @@ fn queue_to_watchers(c: &mut Criterion) {
         ts: 1,
         kind: EventKind::Comment,
         data: json!({"text": "what a save"}),
+        minute: None,
     };
     let frame = text_frame(&event_message("elp-tig-2011-09-10", &event));
     let mut g = c.benchmark_group("queue_event");

@@ -41,6 +41,7 @@ fn comment(h: &SequencerHandle, mid: &str, n: u64) -> Reply {
         mid: mid.into(),
         kind: EventKind::Comment,
         data: json!({ "n": n }),
+        minute: None,
         expect_seq: None,
     };
     call(h, req)
@@ -166,6 +167,7 @@ fn a_node_ahead_of_a_restored_redis_resyncs_and_posts_on_top_of_it() {
             ts: 500,
             kind: EventKind::Comment,
             data: json!({ "old": seq }),
+            minute: None,
         };
         other.append_event(&mid, &e, &state).unwrap();
     }
@@ -200,6 +202,7 @@ fn group_commits_of_racing_nodes_keep_one_log_with_every_acknowledged_event_once
                 mid: mid.clone(),
                 kind: EventKind::Comment,
                 data: json!({ "tag": tag }),
+                minute: None,
                 expect_seq: None,
             };
             h.submit(req, Box::new(move |r| tx.send((mid, tag, r)).unwrap()));

@@ -58,11 +58,16 @@ fn play_once(sequencer: &SequencerHandle) -> Option<()> {
     for step in &script.steps {
         match step {
             Step::Sleep { sleep_ms } => std::thread::sleep(Duration::from_millis(*sleep_ms)),
-            Step::Event { event, data } => {
+            Step::Event {
+                event,
+                data,
+                minute,
+            } => {
                 let request = Request::PostEvent {
                     mid: mid.clone(),
                     kind: *event,
                     data: data.clone(),
+                    minute: *minute,
                     expect_seq: None,
                 };
                 if let Reply::Refused(

@@ -38,7 +38,7 @@ pub fn script_plan(script: &MatchScript, speed: f64) -> Vec<Planned> {
             crate::domain::Step::Sleep { sleep_ms } => {
                 at += Duration::from_secs_f64(*sleep_ms as f64 / 1000.0 / speed)
             }
-            crate::domain::Step::Event { event, data } => out.push(Planned {
+            crate::domain::Step::Event { event, data, .. } => out.push(Planned {
                 at,
                 kind: *event,
                 data: data.clone(),
