@@ -13,6 +13,7 @@ mod args;
 pub mod compress;
 pub mod config;
 pub mod conn_guard;
+pub mod footprint;
 pub mod history;
 pub mod http;
 pub mod inbox;
