@@ -1,26 +1,22 @@
 //! The fan-out hot path, piece by piece: encoding an event once (the WebSocket text frame and
-//! the TCP-line block), queueing those same bytes to 10,000 watchers' outboxes, and the JSON
-//! status snapshot a new watcher gets first (the sample match at full time, full lineups),
-//! and the watcher plane's user-space share of a broadcast: 10,000 records get the frame,
-//! their SEND operations are drained (what the shell turns into SQEs) and completed.
+//! the TCP-line block), the JSON status snapshot a new watcher gets first (the sample match at
+//! full time, full lineups), and the watcher plane's user-space share of a broadcast: 10,000
+//! records get the frame, their SEND operations are drained (what the shell turns into SQEs)
+//! and completed.
 //!
 //! Run: `cargo bench --bench fanout`.
 
 // criterion_group!/criterion_main! generate undocumented items.
 #![allow(missing_docs)]
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use serde_json::json;
 
 use matchstream::domain::{
     event_line_fields, event_message, status_message, Event, EventKind, Match, MatchScript,
 };
 use matchstream::proto::keepalive::KeepalivePolicy;
 use matchstream::proto::line::encode_block;
-use matchstream::server::outbox::Outbox;
 use matchstream::server::plane::core::{IoOp, PlaneConfig, PlaneCore};
 use matchstream::server::plane::record::{Flavour, RecordId};
 use matchstream::server::watch::text_frame;
@@ -75,43 +71,12 @@ fn encode_once(c: &mut Criterion) {
     g.finish();
 }
 
-fn queue_to_watchers(c: &mut Criterion) {
-    let event = Event {
-        seq: 7,
-        ts: 1,
-        kind: EventKind::Comment,
-        data: json!({"text": "what a save"}),
-        minute: None,
-    };
-    let frame = text_frame(&event_message("elp-tig-2011-09-10", &event));
-    let mut g = c.benchmark_group("queue_event");
-    g.throughput(Throughput::Elements(WATCHERS as u64));
-    g.bench_function("10k_watchers", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut outboxes: Vec<Outbox> = Vec::new();
-            for i in 0..iters {
-                // Fresh queues every 8 events, outside the timing: a watcher's queue is
-                // short in the server (it is written out at once), and none overflows.
-                if i % 8 == 0 {
-                    outboxes = (0..WATCHERS).map(|_| Outbox::new(1 << 20)).collect();
-                }
-                let start = Instant::now();
-                for o in &outboxes {
-                    let _ = o.push(black_box(&frame).clone());
-                }
-                total += start.elapsed();
-            }
-            total
-        })
-    });
-    g.finish();
-}
-
 fn plane_broadcast(c: &mut Criterion) {
     let mut core: PlaneCore<()> = PlaneCore::new(
         PlaneConfig {
             ws_limits: Default::default(),
+            echo_limits: Default::default(),
+            echo_max_outbound_bytes: 4 << 20,
             keepalive: KeepalivePolicy {
                 ping_after_ms: 30_000,
                 dead_after_ms: 30_000,
@@ -163,11 +128,5 @@ fn snapshot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(
-    benches,
-    encode_once,
-    queue_to_watchers,
-    plane_broadcast,
-    snapshot
-);
+criterion_group!(benches, encode_once, plane_broadcast, snapshot);
 criterion_main!(benches);

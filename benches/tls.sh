@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # TLS figures, each compared with its baselines measured in the same run:
-#  1. idle memory: IDLE idle WebSocket clients held against a plain server (watchers become
-#     watcher-plane records), a plain server with --no-watcher-plane (connection tasks, the
-#     path TLS uses) and a TLS server: server RSS delta / connections (the harness's
-#     server_rss_bytes_per_connection);
+#  1. idle memory: IDLE idle WebSocket clients held against a plain server and a TLS server
+#     (both watcher-plane records; a TLS one keeps its session beside its record): server
+#     RSS delta / connections (the harness's server_rss_bytes_per_connection);
 #  2. CPU per delivery: the sample match replayed to CLIENTS verified WebSocket watchers on
-#     the plain server, the same with --deflate, on the --no-watcher-plane server, and over
-#     TLS; ROUNDS rounds, modes alternating so that noise on a shared box hits all of them.
+#     the plain server, the same with --deflate, over TLS, and over TLS with --deflate;
+#     ROUNDS rounds, modes alternating so that noise on a shared box hits all of them;
+#  3. TLS handshakes per second, full and resumed (session tickets), one after the other
+#     against the same TLS server (benches/tls_handshakes.py).
 # Writes $OUT/*.json and $OUT/table.md.
 #
 #   bash benches/tls.sh [IDLE=10000] [CLIENTS=2000] [SPEED=50] [WORKERS=2] [ROUNDS=2]
@@ -56,14 +57,13 @@ start() {
 }
 
 start plain
-start task --no-watcher-plane
 start tls --tls-cert "$TMP/pki/cert.pem" --tls-key "$TMP/pki/key.pem"
 TLSARGS="--tls --ca $TMP/pki/ca.pem"
 
 extra_for() { case $1 in tls) echo "$TLSARGS" ;; *) echo "" ;; esac; }
 
 printf '## Idle WebSocket connections (%s each)\n\n| server | connected | server RSS delta | per connection |\n|---|---|---|---|\n' "$IDLE" >"$TMP/idle"
-for name in plain task tls; do
+for name in plain tls; do
     url=URL_$name pid=PID_$name
     CMD="$BIN load --server ${!url} --idle --clients $IDLE --hold 5 --server-pid ${!pid} $(extra_for $name) --report $OUT/idle-$name.json --quiet"
     echo "+ $CMD"
@@ -79,9 +79,10 @@ done
 
 printf '\n## CPU per delivery, the sample match to %s watchers at speed %s\n\n| round | mode | events | deliveries | server CPU µs/delivery | fan-out p50 / p99 ms | lost |\n|---|---|---|---|---|---|---|\n' "$CLIENTS" "$SPEED" >"$TMP/cpu"
 for round in $(seq "$ROUNDS"); do
-    for mode in plain deflate task tls; do
+    for mode in plain deflate tls tls-deflate; do
         server=$mode flag=
         [ "$mode" = deflate ] && server=plain flag=--deflate
+        [ "$mode" = tls-deflate ] && server=tls flag=--deflate
         url=URL_$server pid=PID_$server
         CMD="$BIN load --server ${!url} --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid ${!pid} $flag $(extra_for $server) --report $OUT/$mode-$round.json --quiet"
         echo "+ $CMD"
@@ -95,4 +96,6 @@ print(f"| {sys.argv[2]} | {sys.argv[3]} | {r['events']} | {r['deliveries']} | "
 PY
     done
 done
-cat "$TMP/idle" "$TMP/cpu" | tee "$OUT/table.md"
+printf '\n## TLS handshakes per second (one client process, sequential)\n\n' >"$TMP/hs"
+python3 benches/tls_handshakes.py "${URL_tls#https://localhost:}" "$TMP/pki/ca.pem" "${HANDSHAKES:-2000}" >>"$TMP/hs"
+cat "$TMP/idle" "$TMP/cpu" "$TMP/hs" | tee "$OUT/table.md"

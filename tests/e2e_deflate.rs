@@ -173,11 +173,6 @@ fn sample_match_to_a_deflate_and_a_plain_watcher() {
     sample_match_both_ways(&[]);
 }
 
-#[test]
-fn sample_match_to_a_deflate_and_a_plain_watcher_on_connection_tasks() {
-    sample_match_both_ways(&["--no-watcher-plane"]);
-}
-
 fn sample_match_both_ways(flags: &[&str]) {
     let server = Server::start(flags);
     post_sample(&server, 0);

@@ -1,6 +1,6 @@
 //! The watcher plane from outside: watchers on `/1/ws` and the line port are served by the
 //! plane (no task each), a broadcast is one `io_uring_enter` per worker (as `/metrics` counts
-//! it), and the task engine (`--no-watcher-plane`) still serves the same match.
+//! it).
 
 mod common;
 
@@ -52,15 +52,6 @@ fn watchers_are_plane_records_and_a_broadcast_is_one_submit_per_worker() {
     );
     assert_eq!(metric_sum(&text, "matchstream_websockets"), 24);
     assert_eq!(metric_sum(&text, "matchstream_line_connections"), 4);
-}
-
-#[test]
-fn the_task_engine_still_serves_watchers_when_the_plane_is_off() {
-    let server = Server::start(&["--no-watcher-plane"]);
-    let _watchers = watch_five_events(&server, 3, 2);
-    let text = server.metrics();
-    assert_eq!(metric_sum(&text, "matchstream_plane_broadcasts_total"), 0);
-    assert_eq!(metric_sum(&text, "matchstream_websockets"), 3);
 }
 
 #[test]

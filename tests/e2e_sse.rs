@@ -120,11 +120,6 @@ fn the_sample_match_streams_the_websocket_messages_and_ends_after_stop() {
     sample_match(&[]);
 }
 
-#[test]
-fn the_sample_match_streams_on_connection_tasks_too() {
-    sample_match(&["--no-watcher-plane"]);
-}
-
 fn sample_match(flags: &[&str]) {
     let server = Server::start(flags);
     post_sample(&server, 5);
@@ -224,13 +219,6 @@ fn bad_requests_get_clear_errors() {
     post_events(&mut server.admin(), 2..=2);
 }
 
-#[test]
-fn idle_streams_get_keepalive_comments() {
-    for flags in [&[][..], &["--no-watcher-plane"]] {
-        idle_stream_keepalive(flags);
-    }
-}
-
 fn idle_stream_keepalive(flags: &[&str]) {
     let server = Server::start(&[&["--ws-ping-after-ms", "200"], flags].concat());
     post_sample(&server, 1);
@@ -289,4 +277,9 @@ fn an_event_minute_reaches_sse_websocket_and_line_watchers_and_history() {
         history[0].get("minute").is_none(),
         "posted without one: {history}"
     );
+}
+
+#[test]
+fn idle_streams_get_keepalive_comments() {
+    idle_stream_keepalive(&[]);
 }

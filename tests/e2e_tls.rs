@@ -56,6 +56,11 @@ fn https_wss_tls_line_and_sse_all_get_every_event() {
             && server.metric_sum("matchstream_line_connections") == 1
             && server.metric_sum("matchstream_sse_connections") == 1
     });
+    assert_eq!(
+        server.metric_sum("matchstream_tls_watchers"),
+        3,
+        "the three TLS watchers are plane records"
+    );
 
     let events = sample_events();
     post_events(&mut server.admin(), 1..=events.len());
@@ -89,6 +94,18 @@ fn https_wss_tls_line_and_sse_all_get_every_event() {
     );
     let last: Value = serde_json::from_str(&messages.last().unwrap().data).unwrap();
     assert_eq!(last["kind"], "stop");
+
+    // One engine: the TLS watchers got every event through the plane's broadcasts, one
+    // io_uring_enter each, and left it (and its TLS table) when their streams ended.
+    let broadcasts = server.metric_sum("matchstream_plane_broadcasts_total");
+    assert!(broadcasts >= events.len() as u64, "{broadcasts}");
+    assert_eq!(
+        server.metric_sum("matchstream_plane_broadcast_enters_total"),
+        broadcasts
+    );
+    wait_until(WAIT, "the TLS records are gone", || {
+        server.metric_sum("matchstream_tls_watchers") == 0
+    });
 }
 
 /// Sends `hello` in plaintext to `addr` and reads until the server closes.
@@ -219,6 +236,41 @@ fn clients_that_never_finish_the_handshake_are_cut_by_the_handshake_timeout() {
     wait_until(WAIT, "no connection is left", || {
         server.metric_sum("matchstream_connections") == 1
     });
+    assert_eq!(
+        handshake_failures(&server.metrics(), "timeout"),
+        3,
+        "each counted as a handshake timeout"
+    );
+}
+
+/// `matchstream_tls_handshake_failures_total{reason="…"}`.
+fn handshake_failures(metrics: &str, reason: &str) -> u64 {
+    let key = format!("matchstream_tls_handshake_failures_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /metrics"))
+}
+
+#[test]
+fn bytes_that_are_not_tls_are_a_failed_handshake_by_bad_record() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &[]);
+    for addr in [server.http, server.tcp] {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        // A handshake record header with a content type TLS does not have.
+        stream
+            .write_all(&[0x99, 0x03, 0x01, 0x00, 0x04, 1, 2, 3, 4])
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+    }
+    wait_until(WAIT, "both counted", || {
+        handshake_failures(&server.metrics(), "bad_record") == 2
+    });
+    assert_eq!(handshake_failures(&server.metrics(), "timeout"), 0);
 }
 
 #[test]
@@ -342,4 +394,57 @@ fn start_up_errors_name_the_flag_or_the_file() {
     let missing = pki.dir().join("missing.pem");
     let err = run(&["--tls-cert", missing.to_str().unwrap(), "--tls-key", key]);
     assert!(err.contains("missing.pem"), "{err}");
+}
+
+/// One HTTPS request on a fresh connection (its session tickets are read on the way); how the
+/// handshake went.
+fn handshake_kind_of_a_request(
+    addr: std::net::SocketAddr,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> rustls::HandshakeKind {
+    let mut stream = tls_connect(addr, tls);
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    stream.conn.handshake_kind().expect("a finished handshake")
+}
+
+#[test]
+fn a_reconnecting_client_resumes_even_after_a_restart() {
+    let pki = TestPki::new();
+    let mut server = Server::start_tls(&pki, &[]);
+    let tls = server.tls_client();
+    assert_eq!(
+        handshake_kind_of_a_request(server.http, &tls),
+        rustls::HandshakeKind::Full
+    );
+    assert_eq!(
+        handshake_kind_of_a_request(server.http, &tls),
+        rustls::HandshakeKind::Resumed,
+        "the session ticket of the first connection resumes the second"
+    );
+    // The ticket keys are kept in the data directory: a restarted node still opens them.
+    server.restart();
+    wait_until(WAIT, "the restarted server answers", || {
+        std::net::TcpStream::connect(server.http).is_ok()
+    });
+    assert_eq!(
+        handshake_kind_of_a_request(server.http, &tls),
+        rustls::HandshakeKind::Resumed,
+        "resumed after the restart"
+    );
+    let keys = server.data_dir().join("tls-ticket-keys");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&keys).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", keys.display());
 }

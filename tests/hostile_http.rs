@@ -260,14 +260,6 @@ fn a_watcher_reading_one_byte_a_second_is_cut_off_by_the_send_timeout() {
     );
 }
 
-#[test]
-fn a_watcher_reading_one_byte_a_second_without_the_watcher_plane() {
-    one_byte_a_second(
-        &["--no-watcher-plane"],
-        "WebSocket watcher reading one byte a second, --no-watcher-plane",
-    );
-}
-
 fn one_byte_a_second(extra: &[&str], name: &str) {
     let mut args = vec![
         "--send-timeout-ms",
@@ -358,11 +350,6 @@ fn never_reader(addr: std::net::SocketAddr, request: &str) -> TcpStream {
 #[test]
 fn never_reading_sse_and_line_watchers_are_cut_off_by_the_send_timeout() {
     sse_and_line_never_read(&[]);
-}
-
-#[test]
-fn never_reading_sse_and_line_watchers_without_the_watcher_plane() {
-    sse_and_line_never_read(&["--no-watcher-plane"]);
 }
 
 fn sse_and_line_never_read(extra: &[&str]) {

@@ -44,11 +44,6 @@ fn past_the_watch_limit_an_error_and_a_client_that_keeps_asking_is_closed() {
     watch_limit(&[]);
 }
 
-#[test]
-fn past_the_watch_limit_without_the_watcher_plane() {
-    watch_limit(&["--no-watcher-plane"]);
-}
-
 fn watch_limit(extra: &[&str]) {
     let mut args = vec!["--max-watches-per-connection", "4"];
     args.extend_from_slice(extra);
@@ -114,14 +109,6 @@ fn ids_that_cannot_be_match_ids_are_refused_on_the_worker() {
 #[test]
 fn a_watch_unwatch_storm_keeps_everyone_served_with_bounded_memory() {
     storm(&[], "watch/unwatch storm (20 connections x 2,000 pairs)");
-}
-
-#[test]
-fn a_watch_unwatch_storm_without_the_watcher_plane() {
-    storm(
-        &["--no-watcher-plane"],
-        "watch/unwatch storm, --no-watcher-plane (20 connections x 2,000 pairs)",
-    );
 }
 
 fn storm(extra: &[&str], name: &str) {

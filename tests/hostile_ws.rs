@@ -45,11 +45,6 @@ fn an_unfinished_fragmented_message_is_closed_with_1008() {
     unfinished_fragmented_message(&[]);
 }
 
-#[test]
-fn an_unfinished_fragmented_message_without_the_watcher_plane() {
-    unfinished_fragmented_message(&["--no-watcher-plane"]);
-}
-
 fn unfinished_fragmented_message(extra: &[&str]) {
     let mut args = vec!["--ws-message-timeout-ms", "1000"];
     args.extend_from_slice(extra);

@@ -74,10 +74,13 @@ fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     std::fs::write(files.path().join("c.pem"), leaf.pem()).unwrap();
     std::fs::write(files.path().join("k.pem"), key.serialize_pem()).unwrap();
     // The server's own settings, as `--tls-cert` / `--tls-key` build them.
-    let server = matchstream::server::tls::server_config(&matchstream::server::tls::TlsFiles {
-        cert: files.path().join("c.pem"),
-        key: files.path().join("k.pem"),
-    })
+    let server = matchstream::server::tls::server_config(
+        &matchstream::server::tls::TlsFiles {
+            cert: files.path().join("c.pem"),
+            key: files.path().join("k.pem"),
+        },
+        None,
+    )
     .unwrap();
     let _ = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let mut roots = RootCertStore::empty();

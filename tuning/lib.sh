@@ -24,7 +24,7 @@ KERNEL_BYTES_PER_CONN=4640
 # shellcheck disable=SC2034 # used by the scripts that source this file
 SERVER_BYTES_PLAIN=450
 # shellcheck disable=SC2034 # used by the scripts that source this file
-SERVER_BYTES_TLS=1700
+SERVER_BYTES_TLS=700
 
 die() {
   printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2

@@ -4,7 +4,7 @@
 //! Nothing here reads the time: every call takes `now` in milliseconds from whatever clock
 //! the runtime uses, and the answer says what to do and until when to wait, so the rule is
 //! tested on fake time. The runtime keeps the deadlines: the watcher plane in its one timer
-//! wheel, a connection task in its worker's periodic sweep — not one timer per connection.
+//! wheel — not one timer per connection.
 
 /// What the runtime should do for a connection's keepalive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,43 +95,37 @@ impl KeepalivePolicy {
     }
 }
 
-/// Tracks one connection's idleness: ping it when quiet, declare it dead when the ping goes
-/// unanswered (any received byte counts as an answer). A [`KeepalivePolicy`] and a
-/// [`KeepaliveState`] together, for connections that keep their own policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keepalive {
-    policy: KeepalivePolicy,
-    state: KeepaliveState,
-}
-
-impl Keepalive {
-    /// A tracker that pings after `ping_after_ms` of silence and gives up `dead_after_ms`
-    /// after that ping; the connection counts as active at `now`.
-    pub fn new(ping_after_ms: u64, dead_after_ms: u64, now: u64) -> Self {
-        Self {
-            policy: KeepalivePolicy {
-                ping_after_ms,
-                dead_after_ms,
-            },
-            state: KeepaliveState::new(now),
-        }
-    }
-
-    /// Records that bytes arrived at `now` (this also answers an outstanding ping).
-    pub fn on_activity(&mut self, now: u64) {
-        self.state.on_activity(now);
-    }
-
-    /// What to do at `now` (see [`KeepalivePolicy::poll`]).
-    pub fn poll(&mut self, now: u64) -> KeepaliveAction {
-        self.policy.poll(&mut self.state, now)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use KeepaliveAction::*;
+
+    /// A policy and one connection's state, as the plane keeps them.
+    struct Keepalive {
+        policy: KeepalivePolicy,
+        state: KeepaliveState,
+    }
+
+    impl Keepalive {
+        fn new(ping_after_ms: u64, dead_after_ms: u64, now: u64) -> Self {
+            let policy = KeepalivePolicy {
+                ping_after_ms,
+                dead_after_ms,
+            };
+            Keepalive {
+                policy,
+                state: KeepaliveState::new(now),
+            }
+        }
+
+        fn on_activity(&mut self, now: u64) {
+            self.state.on_activity(now);
+        }
+
+        fn poll(&mut self, now: u64) -> KeepaliveAction {
+            self.policy.poll(&mut self.state, now)
+        }
+    }
 
     #[test]
     fn quiet_connection_is_pinged_then_declared_dead() {

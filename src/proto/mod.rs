@@ -46,7 +46,7 @@ pub use handshake::{
     HandshakeError, HandshakePolicy,
 };
 pub use http::{parse_request, HttpError, HttpLimits, Request, RequestReader};
-pub use keepalive::{Keepalive, KeepaliveAction};
+pub use keepalive::{KeepaliveAction, KeepalivePolicy, KeepaliveState};
 pub use line::{encode_block, encode_error, parse_connect, ConnectRequest, LineError};
 pub use mask::apply_mask;
 pub use response::{reason_phrase, write_json_error, write_response};

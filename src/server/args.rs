@@ -271,10 +271,6 @@ pub struct ServeArgs {
         help_heading = "Limits"
     )]
     pub plane_ring_entries: u32,
-    /// Serve watchers from one monoio task each (the engine before the watcher plane), for
-    /// comparison runs and kernels without multishot poll.
-    #[arg(long, env = "MATCHSTREAM_NO_WATCHER_PLANE", help_heading = "Extras")]
-    pub no_watcher_plane: bool,
     /// Keep teams, matches and events in this Redis (`redis://HOST:PORT/DB`), shared with the
     /// other nodes, instead of the embedded store.
     #[arg(

@@ -54,8 +54,6 @@ pub struct ServerConfig {
     /// Submission slots of each worker's watcher-plane ring (one `io_uring_enter` per
     /// broadcast up to this many local watchers).
     pub plane_ring_entries: u32,
-    /// Whether watchers become records of the watcher plane (else: one task each).
-    pub watcher_plane: bool,
     /// How long shutdown waits for connections to finish their close handshakes.
     pub shutdown_drain: Duration,
     /// Size of each worker's read scratch buffer.
@@ -145,7 +143,6 @@ impl ServerConfig {
             max_outbound_bytes: 256 << 10,
             send_timeout: Duration::from_secs(60),
             plane_ring_entries: 32_768,
-            watcher_plane: true,
             shutdown_drain: Duration::from_secs(3),
             read_buffer_bytes: 64 << 10,
             listen_backlog: 4096,

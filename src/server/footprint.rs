@@ -12,8 +12,8 @@
 /// by `tests/footprint.rs` (debug build); rounded up above both.
 pub const PLAIN_WATCHER_BYTES: u64 = 450;
 
-/// A TLS watcher (a connection task whose TLS 1.3 session runs on the small records layer
-/// after its handshake). Measured 1,391 B per idle TLS watcher with 10,000, release build
-/// (`benches/results/2026-11-30-tls.md`), and 1,562–1,605 B per watching one with 10,000 by
-/// `tests/footprint.rs` (debug build: larger task futures); rounded up above both.
-pub const TLS_WATCHER_BYTES: u64 = 1_700;
+/// A TLS watcher (a watcher-plane record like a plain one, with its TLS 1.3 session on the
+/// small records layer beside it). Measured 524–591 B per watching TLS watcher with 10,000 by
+/// `tests/footprint.rs` (debug build) since TLS watchers became plane records (1,391 B per
+/// idle one before, as connection tasks: `benches/results/2026-11-30-tls.md`); rounded up.
+pub const TLS_WATCHER_BYTES: u64 = 700;

@@ -43,6 +43,40 @@ fn render_plain_on_tls(out: &mut String) {
     }
 }
 
+/// Why a TLS handshake failed (the `reason` label of
+/// `matchstream_tls_handshake_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsHandshakeFailure {
+    /// Not finished within `--handshake-timeout-ms` (or the peer went away first).
+    Timeout,
+    /// Bytes that are not TLS, or a record that does not decode or authenticate.
+    BadRecord,
+    /// No protocol version, cipher suite or key-exchange group in common.
+    NoCommonSuite,
+    /// Anything else rustls refused (a bad certificate alert from the client, …).
+    Other,
+}
+
+impl TlsHandshakeFailure {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [TlsHandshakeFailure; 4] = [
+        TlsHandshakeFailure::Timeout,
+        TlsHandshakeFailure::BadRecord,
+        TlsHandshakeFailure::NoCommonSuite,
+        TlsHandshakeFailure::Other,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsHandshakeFailure::Timeout => "timeout",
+            TlsHandshakeFailure::BadRecord => "bad_record",
+            TlsHandshakeFailure::NoCommonSuite => "no_common_suite",
+            TlsHandshakeFailure::Other => "other",
+        }
+    }
+}
+
 /// One worker's counters.
 #[derive(Default)]
 pub struct WorkerStats {
@@ -94,6 +128,12 @@ pub struct WorkerStats {
     pub watches_refused: AtomicU64,
     /// Admin requests answered 429 because their address failed to log in too often.
     pub logins_rate_limited: AtomicU64,
+    /// Open TLS watchers (plane records whose bytes go through a TLS session).
+    pub tls_watchers: AtomicU64,
+    /// TLS watchers ended by a TLS error after the handshake (a bad record, a seal error).
+    pub tls_record_errors: AtomicU64,
+    /// Failed TLS handshakes, by [`TlsHandshakeFailure`] (as its index).
+    pub tls_handshake_failures: [AtomicU64; TlsHandshakeFailure::ALL.len()],
     /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Sum of fan-out latencies, µs.
@@ -124,6 +164,11 @@ impl WorkerStats {
         }
     }
 
+    /// Counts a failed TLS handshake.
+    pub fn tls_handshake_failed(&self, why: TlsHandshakeFailure) {
+        self.tls_handshake_failures[why as usize].fetch_add(1, Relaxed);
+    }
+
     /// Records one fan-out latency sample.
     pub fn observe_latency(&self, us: u64) {
         let i = LATENCY_BUCKETS_US
@@ -146,7 +191,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 24] = [
+    let per_worker: [CounterDef; 26] = [
         (
             "matchstream_connections",
             "gauge",
@@ -291,6 +336,18 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "Admin requests answered 429 after too many failed logins from their address",
             |s| &s.logins_rate_limited,
         ),
+        (
+            "matchstream_tls_watchers",
+            "gauge",
+            "Open TLS watchers (WebSocket, SSE, line and echo over TLS)",
+            |s| &s.tls_watchers,
+        ),
+        (
+            "matchstream_tls_record_errors_total",
+            "counter",
+            "TLS connections ended by a bad record or a seal error after the handshake",
+            |s| &s.tls_record_errors,
+        ),
     ];
     for (name, kind, help, get) in per_worker {
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
@@ -301,6 +358,7 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     render_latency(&mut out, workers);
     render_watchers(&mut out, workers);
     render_plain_on_tls(&mut out);
+    render_tls_handshake_failures(&mut out, workers);
     out.push_str(extra);
     out
 }
@@ -335,6 +393,22 @@ fn render_latency(out: &mut String, workers: &[WorkerStats]) {
 }
 
 /// Watchers per match, all workers summed.
+/// Failed TLS handshakes by reason, all workers summed.
+fn render_tls_handshake_failures(out: &mut String, workers: &[WorkerStats]) {
+    let name = "matchstream_tls_handshake_failures_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Failed TLS handshakes by reason.\n# TYPE {name} counter"
+    );
+    for why in TlsHandshakeFailure::ALL {
+        let n: u64 = workers
+            .iter()
+            .map(|s| s.tls_handshake_failures[why as usize].load(Relaxed))
+            .sum();
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {n}", why.label());
+    }
+}
+
 fn render_watchers(out: &mut String, workers: &[WorkerStats]) {
     let name = "matchstream_watchers";
     let _ = writeln!(

@@ -19,7 +19,6 @@ pub mod http;
 pub mod inbox;
 pub mod line;
 pub mod metrics;
-pub mod outbox;
 pub mod page;
 pub mod plane;
 pub mod port_wait;
@@ -29,6 +28,7 @@ pub mod router;
 pub mod signal;
 pub mod sse;
 pub mod stream;
+pub mod task_signal;
 pub mod tls;
 pub mod watch;
 pub mod worker;
@@ -78,7 +78,6 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.sequencer.max_queued_writes = args.max_queued_writes.max(1);
     config.sequencer.ended_history_matches = args.ended_history_matches;
     config.plane_ring_entries = args.plane_ring_entries;
-    config.watcher_plane = !args.no_watcher_plane;
     config.send_timeout = Duration::from_millis(args.send_timeout_ms);
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.max_watches_per_connection = args.max_watches_per_connection.clamp(1, 4096);
@@ -363,7 +362,7 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
     }
     let tls = match &config.tls {
         Some(files) => Some(
-            tls::Certs::load(files.clone())
+            tls::Certs::load(files.clone(), &config.data_dir)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         ),
         None => None,

@@ -5,22 +5,20 @@
 //! that has seen everything gets `204 No Content`, which tells an `EventSource` to stop
 //! reconnecting.
 //!
-//! An SSE watcher is a watcher like the others (the same subscription tables, outbox,
-//! slow-consumer bound and send timeout); each event's SSE message is encoded once per worker
+//! An SSE watcher is a plane record like the others (the same subscription tables, outbound
+//! bound and send timeout); each event's SSE message is encoded once per worker
 //! ([`LazySse`]). The format is [`crate::proto::sse`]'s.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::metrics::WorkerStats;
 use super::plane::driver;
 use super::plane::record::Flavour;
 use super::router::{error, Routed};
-use super::stream::{drive, Handler};
 use super::tls::socket::Socket;
-use super::watch::{self, ConnRef};
-use super::worker::{ConnKind, ConnState, Worker};
+use super::watch;
+use super::worker::Worker;
 use crate::proto::http::Request;
 use crate::proto::sse::{
     accepts_event_stream, encode_comment, encode_message, response_head, resume_after,
@@ -113,50 +111,13 @@ pub fn keepalive() -> Bytes {
     Bytes::from(out)
 }
 
-/// An SSE client has nothing to say; whatever it sends is ignored, EOF ends the stream.
-struct SseHandler;
-
-impl Handler for SseHandler {
-    fn on_data(&mut self, _data: &[u8], _state: &ConnState) {}
-
-    fn finished(&self) -> bool {
-        true
-    }
-}
-
-/// Serves one SSE watcher: hands it to the worker's watcher plane (a record of flavour
-/// [`Flavour::Sse`]; returns true: the connection left this task), or, without a plane,
-/// drives it on this task until its match ends, the client goes, or the server stops.
-pub async fn serve(
-    worker: &Rc<Worker>,
-    start: SseStart,
-    conn: usize,
-    state: &Rc<ConnState>,
-) -> bool {
-    let socket = match (worker.plane.is_some(), start.stream.into_plain()) {
-        (true, Ok(stream)) => {
-            let peer = super::worker::hand_over(worker, conn);
-            let id = driver::adopt(worker, stream, Flavour::Sse, &[], peer);
-            watch::watch(worker, ConnRef::Plane(id), &start.mid, start.since);
-            driver::pump(worker);
-            return true;
-        }
-        (false, Ok(stream)) => Socket::plain(stream),
-        // TLS: encrypted per connection, so a connection task.
-        (_, Err(socket)) => socket,
-    };
-    state.kind.set(ConnKind::Sse);
-    if let Some(fd) = socket.direct_fd() {
-        state.outbox.enable_direct_writes(fd);
-    }
-    state.keepalive.borrow_mut().on_activity(worker.now_ms());
-    WorkerStats::add(&worker.stats().sse_connections, 1);
-    let watcher = ConnRef::task(conn, state.serial);
-    watch::watch(worker, watcher, &start.mid, start.since);
-    drive(worker, &socket, state, &mut SseHandler).await;
-    socket.close_notify();
-    WorkerStats::sub(&worker.stats().sse_connections, 1);
-    false
+/// Hands one SSE watcher to the worker's watcher plane (a record of flavour
+/// [`Flavour::Sse`]) and starts its watch; the connection leaves its task.
+pub fn serve(worker: &Rc<Worker>, start: SseStart, conn: usize) {
+    let peer = super::worker::hand_over(worker, conn);
+    let id = driver::adopt(worker, start.stream, Flavour::Sse, &[], peer);
+    watch::watch(worker, id, &start.mid, start.since);
+    driver::pump(worker);
 }
 
 #[cfg(test)]

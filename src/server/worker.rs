@@ -22,17 +22,16 @@ use super::conn_guard::ConnGuard;
 use super::http::Handoff;
 use super::inbox::{InboxReceiver, InboxSender};
 use super::metrics::WorkerStats;
-use super::outbox::Outbox;
 use super::plane::driver::{self, Plane, PlaneCell};
 use super::plane::record::Flavour;
 use super::replies::ReplyTable;
 use super::signal::LocalSignal;
+use super::task_signal::TaskSignal;
 use super::tls::session::TlsSession;
 use super::tls::socket::Socket;
-use super::watch::{ConnRef, Subscriptions, WatchTables};
+use super::watch::{ConnRef, WatchTables};
+use super::ws::WsMode;
 use crate::os::sys;
-use crate::proto::close;
-use crate::proto::keepalive::{Keepalive, KeepaliveAction};
 use crate::sequencer::{Broadcast, Reply, SequencerHandle};
 
 /// State shared by every worker of the process (read-mostly; no lock on the hot path).
@@ -101,36 +100,26 @@ pub enum WorkerMsg {
     },
 }
 
-/// What a connection is doing now (for shutdown and keepalive sweeps).
+/// Which listener a connection came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnKind {
-    /// Reading HTTP requests.
+    /// `--listen`: HTTP requests, then perhaps a WebSocket or an SSE stream.
     Http,
-    /// A WebSocket (echo or watcher).
-    WebSocket,
-    /// A TCP line-protocol watcher.
+    /// `--tcp-listen`: a line-protocol `CONNECT`.
     Line,
-    /// A Server-Sent Events watcher.
-    Sse,
 }
 
-/// The part of a connection that its worker (not only its task) touches.
+/// What the worker keeps of a connection still in its monoio task (the TLS handshake, the
+/// HTTP phase, the line protocol's `CONNECT`): after that it is a plane record, or closed.
 pub struct ConnState {
-    /// Outbound queue and wake-up.
-    pub outbox: Outbox,
-    /// What the connection is.
+    /// The task's wake-up and close request (the worker's shutdown uses it).
+    pub signal: TaskSignal,
+    /// Which listener it came from.
     pub kind: Cell<ConnKind>,
-    /// WebSocket keepalive (idle ping, dead-peer detection).
-    pub keepalive: RefCell<Keepalive>,
     /// Unique per worker, never reused (slab keys are).
     pub serial: u64,
-    /// The matches this connection watches (or asked to).
-    pub watching: RefCell<Subscriptions>,
-    /// Its address's connection slot, send and message deadlines.
+    /// Its address's connection slot.
     pub guard: ConnGuard,
-    /// The WebSocket peer negotiated permessage-deflate and takes compressed frames: fan-out
-    /// sends it the worker's shared RSV1 frame instead of the plain one.
-    pub deflate: Cell<bool>,
 }
 
 /// The per-thread worker.
@@ -151,9 +140,8 @@ pub struct Worker {
     pub watch: WatchTables,
     /// The published snapshots the public reads are answered from.
     pub reads: super::reads::Reads,
-    /// The watcher plane (`None` when off or when its ring could not be set up: watchers
-    /// are then connection tasks).
-    pub plane: Option<PlaneCell>,
+    /// The watcher plane: every watcher of this worker, after its handshake.
+    pub plane: PlaneCell,
     next_serial: Cell<u64>,
     origin: Instant,
 }
@@ -173,16 +161,6 @@ impl Worker {
     pub fn release_count(&self) {
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
         WorkerStats::sub(&self.stats().connections, 1);
-    }
-
-    /// A fresh keepalive tracker using the configured intervals.
-    pub fn new_keepalive(&self) -> Keepalive {
-        let c = &self.shared.config;
-        Keepalive::new(
-            c.ws_ping_after.as_millis() as u64,
-            c.ws_dead_after.as_millis() as u64,
-            self.now_ms(),
-        )
     }
 }
 
@@ -233,10 +211,14 @@ pub fn run_worker(
             http: listeners.0.local_addr().unwrap_or(addrs.http),
             tcp: listeners.1.local_addr().unwrap_or(addrs.tcp),
         }));
-        let (plane, eventfd) = match start_plane(index, &shared.config) {
-            Some((plane, eventfd)) => (Some(RefCell::new(plane)), Some(eventfd)),
-            None => (None, None),
+        let (plane, eventfd) = match Plane::new(&shared.config, 0) {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = bound.send(Err(plane_error(e)));
+                return;
+            }
         };
+        let plane = RefCell::new(plane);
         let worker = Rc::new(Worker {
             index,
             scratch: RefCell::new(vec![0; shared.config.read_buffer_bytes]),
@@ -250,33 +232,24 @@ pub fn run_worker(
             next_serial: Cell::new(0),
             origin: Instant::now(),
         });
-        if let Some(eventfd) = eventfd {
-            monoio::spawn(driver::run(worker.clone(), eventfd));
-        }
+        monoio::spawn(driver::run(worker.clone(), eventfd));
         monoio::spawn(accept_loop(worker.clone(), listeners.0, ConnKind::Http));
         monoio::spawn(accept_loop(worker.clone(), listeners.1, ConnKind::Line));
-        monoio::spawn(keepalive_sweep(worker.clone()));
         serve_inbox(&worker, &mut inbox).await;
         drain(&worker).await;
     });
 }
 
-/// The worker's watcher plane, unless it is off or its ring cannot be set up here (then
-/// watchers are served by connection tasks, as before the plane).
-fn start_plane(index: usize, config: &ServerConfig) -> Option<(Plane, std::os::fd::OwnedFd)> {
-    if !config.watcher_plane {
-        return None;
-    }
-    match Plane::new(config, 0) {
-        Ok(started) => Some(started),
-        Err(e) => {
-            tracing::warn!(
-                worker = index,
-                "watcher plane off (its io_uring ring failed: {e})"
-            );
-            None
-        }
-    }
+/// Why the watcher plane's ring could not start, said so that an operator can act on it.
+fn plane_error(e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot set up the watcher plane's io_uring ring ({e}): matchstream needs Linux ≥ 5.13 \
+             with io_uring enabled (sysctl kernel.io_uring_disabled=0) and enough locked memory \
+             (ulimit -l) for --plane-ring-entries"
+        ),
+    )
 }
 
 fn bind_listeners(
@@ -391,13 +364,10 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
         let serial = worker.next_serial.get();
         worker.next_serial.set(serial + 1);
         let state = Rc::new(ConnState {
-            outbox: Outbox::new(shared.config.max_outbound_bytes),
+            signal: TaskSignal::default(),
             kind: Cell::new(kind),
-            keepalive: RefCell::new(worker.new_keepalive()),
             serial,
-            watching: RefCell::new(Subscriptions::default()),
             guard: ConnGuard::new(ticket),
-            deflate: Cell::new(false),
         });
         let id = worker.conns.borrow_mut().insert(state.clone());
         WorkerStats::add(&worker.stats().accepted, 1);
@@ -444,37 +414,20 @@ async fn connection_task(
             }
         }
         _ => match super::http::serve(&worker, stream, &state).await {
-            Some(Handoff::WebSocket(mut up)) => {
-                if up.mode == super::ws::WsMode::Watch && worker.plane.is_some() {
-                    match up.stream.into_plain() {
-                        Ok(stream) => {
-                            let peer = hand_over(&worker, id);
-                            let flavour = match up.deflate {
-                                Some(_) => Flavour::WsDeflate,
-                                None => Flavour::Ws,
-                            };
-                            driver::adopt(&worker, stream, flavour, &up.leftover, peer);
-                            return;
-                        }
-                        // TLS: encrypted per connection, so a connection task.
-                        Err(socket) => up.stream = socket,
-                    }
-                }
-                let task = websocket_task(worker, up, id, state);
-                if id == 0 {
-                    tracing::debug!(
-                        bytes = std::mem::size_of_val(&task),
-                        "WebSocket task future"
-                    );
-                }
-                monoio::spawn(task);
+            Some(Handoff::WebSocket(up)) => {
+                let flavour = match (up.mode, up.deflate) {
+                    (WsMode::Watch, None) => Flavour::Ws,
+                    (WsMode::Watch, Some(_)) => Flavour::WsDeflate,
+                    (WsMode::Echo, None) => Flavour::Echo,
+                    (WsMode::Echo, Some(agreed)) if agreed.may_compress() => Flavour::EchoDeflate,
+                    (WsMode::Echo, Some(_)) => Flavour::EchoInflate,
+                };
+                let peer = hand_over(&worker, id);
+                driver::adopt(&worker, up.stream, flavour, &up.leftover, peer);
                 return;
             }
             Some(Handoff::EventStream(start)) => {
-                // False: it ran on this task (no plane) and ended here.
-                if !super::sse::serve(&worker, start, id, &state).await {
-                    release_connection(&worker, id, &state);
-                }
+                super::sse::serve(&worker, start, id);
                 return;
             }
             None => {}
@@ -483,23 +436,8 @@ async fn connection_task(
     release_connection(&worker, id, &state);
 }
 
-/// A WebSocket connection's task, from the upgrade to the close. The set-up runs before the
-/// future exists, so the future holds only what the connection's life needs.
-fn websocket_task(
-    worker: Rc<Worker>,
-    up: super::http::Upgraded,
-    id: usize,
-    state: Rc<ConnState>,
-) -> impl std::future::Future<Output = ()> {
-    let ws = super::ws::start(&worker, up, id, &state);
-    super::ws::run(ws, state)
-}
-
 /// Forgets a finished connection: its subscriptions, its slab entry, its counts.
-pub fn release_connection(worker: &Worker, id: usize, state: &ConnState) {
-    let watching = std::mem::take(&mut *state.watching.borrow_mut());
-    super::watch::forget_subscriptions(worker, &watching);
-    super::watch::forget_deferred(worker, ConnRef::task(id, state.serial));
+pub fn release_connection(worker: &Worker, id: usize, _state: &ConnState) {
     worker.conns.borrow_mut().remove(id);
     worker.release_count();
 }
@@ -512,55 +450,10 @@ pub fn hand_over(worker: &Worker, id: usize) -> Option<std::net::IpAddr> {
     state.guard.detach_ticket()
 }
 
-/// Periodically (a quarter of the shortest of the ping interval, the send timeout and the
-/// message timeout; at most every second): pings idle WebSocket tasks, drops dead ones, and
-/// closes connection tasks past their send or message deadline.
-async fn keepalive_sweep(worker: Rc<Worker>) {
-    let c = &worker.shared.config;
-    let shortest = [c.send_timeout, c.ws_message_timeout]
-        .into_iter()
-        .filter(|d| !d.is_zero())
-        .fold(c.ws_ping_after, Duration::min);
-    let period = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut ticker = monoio::time::interval(period);
-    while !worker.shutdown.is_fired() {
-        ticker.tick().await;
-        let now = worker.now_ms();
-        for (_, conn) in worker.conns.borrow().iter() {
-            super::conn_guard::sweep(&worker, conn, now);
-            let sse = match conn.kind.get() {
-                ConnKind::WebSocket => false,
-                ConnKind::Sse => true,
-                ConnKind::Http | ConnKind::Line => continue,
-            };
-            let action = conn.keepalive.borrow_mut().poll(now);
-            match action {
-                // An SSE client never talks: a comment every ping interval keeps the stream
-                // (and any proxy on the way) alive; a dead peer shows as a stuck send.
-                KeepaliveAction::SendPing if sse => {
-                    let _ = conn.outbox.push(super::sse::keepalive());
-                    conn.keepalive.borrow_mut().on_activity(now);
-                }
-                KeepaliveAction::SendPing => conn.outbox.push_ping(),
-                KeepaliveAction::Dead => {
-                    WorkerStats::add(&worker.stats().dead_peers, 1);
-                    conn.outbox.close_now();
-                }
-                KeepaliveAction::Wait { .. } => {}
-            }
-        }
-    }
-}
-
 /// After shutdown began: asks every connection to close, then waits (bounded) for them.
 async fn drain(worker: &Rc<Worker>) {
     for (_, conn) in worker.conns.borrow().iter() {
-        match conn.kind.get() {
-            ConnKind::WebSocket => conn
-                .outbox
-                .close_after_flush(close::GOING_AWAY, "server shutting down"),
-            ConnKind::Http | ConnKind::Line | ConnKind::Sse => conn.outbox.close_now(),
-        }
+        conn.signal.close_now();
     }
     driver::close_all(worker);
     let deadline = Instant::now() + worker.shared.config.shutdown_drain;
@@ -579,12 +472,7 @@ mod tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("ConnState", std::mem::size_of::<ConnState>()),
-            (
-                "WsSession",
-                std::mem::size_of::<crate::proto::session::WsSession>(),
-            ),
-            ("Keepalive", std::mem::size_of::<Keepalive>()),
-            ("Outbox", std::mem::size_of::<Outbox>()),
+            ("TaskSignal", std::mem::size_of::<TaskSignal>()),
             ("TcpStream", std::mem::size_of::<TcpStream>()),
         ];
         eprintln!("{sizes:?}");

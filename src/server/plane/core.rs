@@ -15,19 +15,25 @@ use slab::Slab;
 use super::frames::{FrameId, FrameTable};
 use super::record::*;
 use super::wheel::DeadlineWheel;
+use crate::proto::frame::OpCode;
 use crate::proto::keepalive::{KeepaliveAction, KeepalivePolicy, KeepaliveState};
 use crate::proto::line::encode_error;
 use crate::proto::session::{Parked, WsEvent, WsLimits, WsSession};
+use crate::server::tls::session::TlsSession;
 
 /// The plane's settings (from the server's).
 #[derive(Debug, Clone, Copy)]
 pub struct PlaneConfig {
     /// WebSocket limits of watchers (`/1/ws`).
     pub ws_limits: WsLimits,
+    /// WebSocket limits of `/1/echo` records (larger messages).
+    pub echo_limits: WsLimits,
     /// Ping after silence, drop after an unanswered ping.
     pub keepalive: KeepalivePolicy,
     /// Most bytes queued towards one record; past it the record is closed (slow consumer).
     pub max_outbound_bytes: usize,
+    /// The same bound for an `/1/echo` record (its answers are as large as its messages).
+    pub echo_max_outbound_bytes: usize,
     /// Queued bytes making no progress this long close the record; 0 = off.
     pub send_timeout_ms: u64,
     /// How long a record that sent its close frame waits for the peer's.
@@ -96,12 +102,25 @@ pub enum PlaneEvent<T> {
         /// The message.
         text: String,
     },
+    /// A complete message from an `/1/echo` record, to be sent back.
+    Echo {
+        /// The record.
+        id: RecordId,
+        /// Its flavour (whether the answer may be compressed).
+        flavour: Flavour,
+        /// Text or binary.
+        opcode: OpCode,
+        /// The message.
+        payload: Vec<u8>,
+    },
     /// A record is gone (its socket closed); its application data comes back.
     Closed {
         /// The record that was.
         id: RecordId,
         /// Its flavour.
         flavour: Flavour,
+        /// Whether it spoke TLS.
+        tls: bool,
         /// Its application data.
         app: T,
     },
@@ -128,6 +147,8 @@ pub struct PlaneCounters {
     pub short_writes: u64,
     /// Records closed because a WebSocket message was not finished in time.
     pub message_timeouts: u64,
+    /// TLS records that failed (a bad record, an unexpected message, a seal error).
+    pub tls_errors: u64,
 }
 
 /// A push that would exceed the queue bound: the record is being closed.
@@ -153,6 +174,9 @@ pub struct PlaneCore<T> {
     /// close in one burst gets its status before the close. Rare, so kept beside the
     /// records rather than in each.
     held: HashMap<u32, Vec<Held>>,
+    /// The TLS sessions of TLS records, by record key: beside the records, so that a plain
+    /// record stays 128 bytes and a TLS one adds only its keys and sequence numbers.
+    tls: HashMap<u32, Box<TlsSession>>,
 }
 
 /// A session output held behind a command's answer.
@@ -163,6 +187,9 @@ enum Held {
     /// The session closed.
     Closed,
 }
+
+/// Most bytes one coalesced SEND of a record that is behind carries.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 /// Slots of the deadline wheel (its horizon is this many ticks).
 const WHEEL_SLOTS: usize = 1024;
@@ -195,6 +222,7 @@ impl<T: Default> PlaneCore<T> {
             fired: Vec::new(),
             read_owed: Vec::new(),
             held: HashMap::new(),
+            tls: HashMap::new(),
         }
     }
 
@@ -281,10 +309,13 @@ impl<T: Default> PlaneCore<T> {
     /// Queues a shared frame on record `id`. Ignored when the record is gone or closing;
     /// [`Overflow`] (and a close) when its queue would pass `max_outbound_bytes`.
     pub fn push(&mut self, id: RecordId, frame: FrameId, now: u64) -> Result<(), Overflow> {
-        let limit = self.config.max_outbound_bytes;
         let len = self.frames.bytes(frame).len();
         let Some(rec) = self.live(id) else {
             return Ok(());
+        };
+        let limit = match rec.flavour.is_echo() {
+            true => self.config.echo_max_outbound_bytes,
+            false => self.config.max_outbound_bytes,
         };
         if rec.phase != Phase::Open {
             return Ok(());
@@ -308,9 +339,9 @@ impl<T: Default> PlaneCore<T> {
         pushed
     }
 
-    /// Queues `frame` on record `key` without checks, and starts a send if none is in
-    /// flight.
-    fn enqueue(&mut self, key: u32, frame: FrameId, now: u64) {
+    /// Queues `frame` (bytes exactly as they go on the wire: plaintext, or a TLS record's
+    /// ciphertext) on record `key` without checks, and starts a send if none is in flight.
+    fn enqueue_wire(&mut self, key: u32, frame: FrameId, now: u64) {
         let len = self.frames.bytes(frame).len() as u32;
         self.frames.retain(frame);
         let rec = &mut self.records[key as usize];
@@ -334,10 +365,14 @@ impl<T: Default> PlaneCore<T> {
     }
 
     fn start_send(&mut self, key: u32) {
-        let rec = &mut self.records[key as usize];
+        let rec = &self.records[key as usize];
         if rec.has(SENDING) || rec.head.is_none() || rec.phase == Phase::Dying {
             return;
         }
+        if rec.backlog.is_some() {
+            self.coalesce(key);
+        }
+        let rec = &mut self.records[key as usize];
         rec.set(SENDING, true);
         self.io.push_back(IoOp::Send {
             key,
@@ -347,10 +382,41 @@ impl<T: Default> PlaneCore<T> {
         });
     }
 
+    /// A record that is behind sends its backlog in one SEND, not one per frame: the unsent
+    /// rest of its head and the frames after it (up to [`COALESCE_BYTES`]) are joined into
+    /// one frame of its own. Only a record that fell behind pays the copy.
+    fn coalesce(&mut self, key: u32) {
+        let Self {
+            records, frames, ..
+        } = self;
+        let rec = &mut records[key as usize];
+        let Some(backlog) = rec.backlog.as_mut() else {
+            return;
+        };
+        let head = frames.bytes(rec.head);
+        let mut joined = Vec::with_capacity(COALESCE_BYTES.min(rec.queued as usize));
+        joined.extend_from_slice(&head[rec.head_sent as usize..]);
+        frames.release(rec.head);
+        while let Some(&next) = backlog.front() {
+            let bytes = frames.bytes(next);
+            if joined.len() + bytes.len() > COALESCE_BYTES {
+                break;
+            }
+            joined.extend_from_slice(bytes);
+            frames.release(next);
+            backlog.pop_front();
+        }
+        if backlog.is_empty() {
+            rec.backlog = None;
+        }
+        rec.head = frames.insert(Bytes::from(joined));
+        rec.head_sent = 0;
+    }
+
     /// Starts the close of record `id`: a WebSocket close frame `code`/`reason` through its
     /// session (then the close handshake), or for a line watcher the end after its queue.
     pub fn close(&mut self, id: RecordId, code: u16, reason: &str, now: u64) {
-        let limits = self.config.ws_limits;
+        let config = self.config;
         let Some(rec) = self.live_mut(id) else {
             return;
         };
@@ -360,7 +426,7 @@ impl<T: Default> PlaneCore<T> {
         if !rec.flavour.is_websocket() || rec.has(SESSION_CLOSED) {
             return self.finish(id, now);
         }
-        let mut session = take_session(rec, limits);
+        let mut session = take_session(rec, &config);
         let frame = session.close(code, reason);
         repark(rec, session);
         if let Some(frame) = frame {
@@ -401,9 +467,9 @@ impl<T: Default> PlaneCore<T> {
             })
             .collect();
         for id in ids {
-            match self.records[id.key as usize].flavour {
-                Flavour::Ws | Flavour::WsDeflate => self.close(id, code, reason, now),
-                Flavour::Line | Flavour::Sse => self.abort(id),
+            match self.records[id.key as usize].flavour.is_websocket() {
+                true => self.close(id, code, reason, now),
+                false => self.abort(id),
             }
         }
     }
@@ -432,6 +498,12 @@ impl<T: Default> PlaneCore<T> {
     /// or their reading resumed, and bytes may wait in their sockets.
     pub fn take_read_owed(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.read_owed)
+    }
+
+    /// Owes record `key` a read: it stopped reading with bytes possibly left in its socket
+    /// (its most reads per wake-up), which no new readiness event may announce.
+    pub fn owe_read(&mut self, key: u32) {
+        self.read_owed.push(key);
     }
 
     /// Whether some record is owed a read (see [`take_read_owed`](Self::take_read_owed)).
@@ -487,14 +559,18 @@ impl<T: Default> PlaneCore<T> {
     /// answer with an RST, and an RST can destroy the last reply before the peer reads it.
     fn after_write(&mut self, key: u32, now: u64) {
         let linger = self.config.close_linger_ms;
-        let rec = &mut self.records[key as usize];
+        let rec = &self.records[key as usize];
         if rec.phase != Phase::Flushing || !rec.head.is_none() || rec.has(SENDING) {
             return;
         }
+        let awaiting_close_frame = rec.flavour.is_websocket() && !rec.has(SESSION_CLOSED);
+        if !(awaiting_close_frame && rec.has(READ_OPEN)) && self.queue_close_notify(key, now) {
+            return; // after_write runs again once it is written
+        }
+        let rec = &mut self.records[key as usize];
         if !rec.has(READ_OPEN) {
             return self.teardown(key);
         }
-        let awaiting_close_frame = rec.flavour.is_websocket() && !rec.has(SESSION_CLOSED);
         rec.phase = Phase::Lingering;
         rec.close_at = now.saturating_add(linger);
         if !awaiting_close_frame {
@@ -546,6 +622,7 @@ impl<T: Default> PlaneCore<T> {
             return;
         }
         let rec = self.records.remove(key as usize);
+        self.tls.remove(&key);
         self.io.push_back(IoOp::Close { fd: rec.fd });
         self.events.push(PlaneEvent::Closed {
             id: RecordId {
@@ -553,6 +630,7 @@ impl<T: Default> PlaneCore<T> {
                 serial: rec.serial,
             },
             flavour: rec.flavour,
+            tls: rec.has(TLS),
             app: rec.app,
         });
     }
@@ -575,12 +653,14 @@ impl<T: Default> PlaneCore<T> {
     /// Takes the events for the application.
     pub fn take_events(&mut self) -> Vec<PlaneEvent<T>> {
         for event in &self.events {
-            if let PlaneEvent::Text { id, .. } = event {
-                if let Some(rec) = self.records.get_mut(id.key as usize) {
-                    if rec.serial == id.serial && rec.has(TEXT_QUEUED) {
-                        rec.set(TEXT_QUEUED, false);
-                        self.read_owed.push(id.key);
-                    }
+            let id = match event {
+                PlaneEvent::Text { id, .. } | PlaneEvent::Echo { id, .. } => id,
+                PlaneEvent::Closed { .. } => continue,
+            };
+            if let Some(rec) = self.records.get_mut(id.key as usize) {
+                if rec.serial == id.serial && rec.has(TEXT_QUEUED) {
+                    rec.set(TEXT_QUEUED, false);
+                    self.read_owed.push(id.key);
                 }
             }
         }
@@ -594,12 +674,16 @@ impl<T: Default> PlaneCore<T> {
 }
 
 /// The record's session, rebuilt from its parked byte when it has no boxed one.
-fn take_session<T>(rec: &mut Record<T>, limits: WsLimits) -> WsSession {
+fn take_session<T>(rec: &mut Record<T>, config: &PlaneConfig) -> WsSession {
     match rec.session.take() {
         Some(boxed) => *boxed,
         None => {
+            let limits = match rec.flavour.is_echo() {
+                true => config.echo_limits,
+                false => config.ws_limits,
+            };
             let mut session = WsSession::unpark(limits, rec.parked);
-            if rec.flavour == Flavour::WsDeflate {
+            if rec.flavour.inflates() {
                 session.enable_deflate();
             }
             session
@@ -628,3 +712,6 @@ mod timers;
 
 #[path = "core_inbound.rs"]
 mod inbound;
+
+#[path = "core_tls.rs"]
+mod tls;

@@ -6,8 +6,20 @@
 use super::*;
 
 impl<T: Default> PlaneCore<T> {
-    /// Bytes read from record `key` at `now`.
+    /// Bytes read from record `key` at `now` (ciphertext for a TLS record).
     pub fn on_data(&mut self, key: u32, data: &[u8], now: u64) {
+        match self.records.get(key as usize) {
+            Some(rec) if rec.phase != Phase::Dying && rec.has(TLS) => {
+                self.on_tls_data(key, data, now)
+            }
+            Some(_) => self.on_plain(key, data, now),
+            None => {}
+        }
+    }
+
+    /// The record's plaintext (bytes read from a plain record, opened from a TLS one, or
+    /// that came with the handshake): through its WebSocket session, or the line protocol.
+    pub fn on_plain(&mut self, key: u32, data: &[u8], now: u64) {
         let Some(rec) = self.records.get_mut(key as usize) else {
             return;
         };
@@ -36,7 +48,7 @@ impl<T: Default> PlaneCore<T> {
         if rec.has(SESSION_CLOSED) {
             return;
         }
-        let mut session = take_session(rec, self.config.ws_limits);
+        let mut session = take_session(rec, &self.config);
         let mut out = Vec::new();
         session.receive(data, &mut out);
         let failed = session.failed();
@@ -54,8 +66,15 @@ impl<T: Default> PlaneCore<T> {
         }
         // After a command, the rest of this read waits for the command's answer.
         let mut holding = self.held.contains_key(&key);
+        let flavour = self.records[key as usize].flavour;
         for event in out {
             match event {
+                WsEvent::Text(text) if flavour.is_echo() => {
+                    holding |= self.take_message(id, OpCode::Text, text.into_bytes())
+                }
+                WsEvent::Binary(payload) if flavour.is_echo() => {
+                    holding |= self.take_message(id, OpCode::Binary, payload)
+                }
                 WsEvent::Text(text) => {
                     let rec = &mut self.records[key as usize];
                     if rec.phase == Phase::Open {
@@ -81,6 +100,24 @@ impl<T: Default> PlaneCore<T> {
                 }
             }
         }
+    }
+
+    /// An echo record's message goes to the application, which sends it back; what the
+    /// session produced after it waits until then. True when it was taken.
+    fn take_message(&mut self, id: RecordId, opcode: OpCode, payload: Vec<u8>) -> bool {
+        let rec = &mut self.records[id.key as usize];
+        if rec.phase != Phase::Open {
+            return false;
+        }
+        rec.set(TEXT_QUEUED, true);
+        let flavour = rec.flavour;
+        self.events.push(PlaneEvent::Echo {
+            id,
+            flavour,
+            opcode,
+            payload,
+        });
+        true
     }
 
     /// The application has answered the commands of record `id` (nothing of theirs is in
@@ -111,6 +148,12 @@ impl<T: Default> PlaneCore<T> {
     fn apply_closed(&mut self, id: RecordId, now: u64) {
         match self.records[id.key as usize].phase {
             Phase::Open => self.finish(id, now),
+            // The peer's close frame ends the handshake we began; a TLS record sends its
+            // close_notify (held back while the peer could still send) before it goes.
+            Phase::Lingering if self.owes_close_notify(id.key) => {
+                self.records[id.key as usize].phase = Phase::Flushing;
+                self.after_write(id.key, now);
+            }
             Phase::Lingering => self.teardown(id.key),
             Phase::Flushing | Phase::Dying => {}
         }
@@ -134,7 +177,7 @@ impl<T: Default> PlaneCore<T> {
             }
             // The peer vanished without a close handshake.
             // An SSE client that goes away is gone.
-            (Flavour::Ws | Flavour::WsDeflate | Flavour::Sse, Phase::Open) => self.teardown(key),
+            (_, Phase::Open) => self.teardown(key),
         }
     }
 

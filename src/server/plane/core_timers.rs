@@ -107,7 +107,7 @@ impl<T: Default> PlaneCore<T> {
                 self.teardown(key);
             }
             KeepaliveAction::SendPing => {
-                let mut session = take_session(rec, self.config.ws_limits);
+                let mut session = take_session(rec, &self.config);
                 let ping = session.ping(b"");
                 repark(rec, session);
                 self.counters.pings += 1;

@@ -12,16 +12,19 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use monoio::net::TcpStream;
+use bytes::Bytes;
 
 use super::core::{PlaneConfig, PlaneCore, PlaneCounters, PlaneEvent};
 use super::record::{Flavour, RecordId};
 use super::ring::PlaneRing;
+use crate::proto::frame::encode_frame;
 use crate::proto::keepalive::KeepalivePolicy;
+use crate::server::compress;
 use crate::server::config::ServerConfig;
 use crate::server::metrics::WorkerStats;
 use crate::server::stream::CLOSE_HANDSHAKE_TIMEOUT;
-use crate::server::watch::{self, ConnRef, Subscriptions};
+use crate::server::tls::socket::Socket;
+use crate::server::watch::{self, Subscriptions};
 use crate::server::worker::Worker;
 
 /// Most rounds of one pump (submit, reap, dispatch) before it yields to the event loop.
@@ -44,11 +47,14 @@ pub struct Plane {
 pub fn plane_config(config: &ServerConfig) -> PlaneConfig {
     PlaneConfig {
         ws_limits: config.ws,
+        echo_limits: config.echo_ws,
         keepalive: KeepalivePolicy {
             ping_after_ms: config.ws_ping_after.as_millis() as u64,
             dead_after_ms: config.ws_dead_after.as_millis() as u64,
         },
         max_outbound_bytes: config.max_outbound_bytes,
+        // An echo answer is as large as the message it echoes: a few may be in flight.
+        echo_max_outbound_bytes: 4 * config.echo_ws.max_message_bytes + 4096,
         send_timeout_ms: config.send_timeout.as_millis() as u64,
         close_linger_ms: CLOSE_HANDSHAKE_TIMEOUT.as_millis() as u64,
         message_timeout_ms: config.ws_message_timeout.as_millis() as u64,
@@ -80,39 +86,48 @@ impl Plane {
     }
 }
 
-/// Takes over an upgraded `/1/ws` WebSocket, a line watcher after its `CONNECT` or an SSE
-/// stream after its head: the socket
-/// leaves monoio and becomes a record. `leftover` holds bytes that came with the handshake;
-/// `peer` is the connection's counted source address (released when the record closes).
+/// Takes over a watcher after its upgrade (`/1/ws`, `/1/echo`), its line-protocol `CONNECT`
+/// or its SSE head: the socket — plain, or TLS with its session — leaves monoio and becomes a
+/// record. `leftover` holds plaintext that came with the handshake; `peer` is the
+/// connection's counted source address (released when the record closes).
 pub fn adopt(
     worker: &Rc<Worker>,
-    stream: TcpStream,
+    socket: Socket,
     flavour: Flavour,
     leftover: &[u8],
     peer: Option<std::net::IpAddr>,
 ) -> RecordId {
+    let (stream, tls) = socket.into_parts();
     let fd = stream.into_raw_fd();
     let now = worker.now_ms();
+    let stats = worker.stats();
     let id = {
-        let mut plane = worker.plane.as_ref().expect("plane").borrow_mut();
-        let id = plane.core.adopt(fd, flavour, now);
+        let mut plane = worker.plane.borrow_mut();
+        let id = match tls {
+            Some(session) => {
+                WorkerStats::add(&stats.tls_watchers, 1);
+                plane.core.adopt_tls(fd, flavour, now, session)
+            }
+            None => plane.core.adopt(fd, flavour, now),
+        };
         if let Some(app) = plane.core.app_mut(id) {
             app.peer = peer;
         }
         if !leftover.is_empty() {
-            plane.core.on_data(id.key, leftover, now);
+            plane.core.on_plain(id.key, leftover, now);
         }
         id
     };
-    let stats = worker.stats();
+    if flavour.is_websocket() {
+        WorkerStats::add(&stats.websockets, 1);
+    }
+    if flavour.inflates() {
+        WorkerStats::add(&stats.deflate_websockets, 1);
+    }
     match flavour {
-        Flavour::Ws => WorkerStats::add(&stats.websockets, 1),
-        Flavour::WsDeflate => {
-            WorkerStats::add(&stats.websockets, 1);
-            WorkerStats::add(&stats.deflate_websockets, 1);
-        }
         Flavour::Line => WorkerStats::add(&stats.line_connections, 1),
         Flavour::Sse => WorkerStats::add(&stats.sse_connections, 1),
+        _ => {}
     }
     pump(worker);
     id
@@ -121,9 +136,7 @@ pub fn adopt(
 /// Submits what the plane has queued, reaps its completions and hands its events to the
 /// application, until nothing is left (bounded).
 pub fn pump(worker: &Rc<Worker>) {
-    let Some(cell) = &worker.plane else {
-        return;
-    };
+    let cell = &worker.plane;
     for _ in 0..MAX_PUMP_ROUNDS {
         let (events, reaped) = {
             let mut plane = cell.borrow_mut();
@@ -151,11 +164,8 @@ pub fn pump(worker: &Rc<Worker>) {
 /// `io_uring_enter` calls that batch took are counted (one while the ring holds every local
 /// watcher); completions, timers and what they produce follow in the pump.
 pub fn pump_broadcast(worker: &Rc<Worker>) {
-    let Some(cell) = &worker.plane else {
-        return;
-    };
     let enters = {
-        let mut plane = cell.borrow_mut();
+        let mut plane = worker.plane.borrow_mut();
         let Plane { core, ring, .. } = &mut *plane;
         let before = ring.enters();
         if let Err(e) = ring.submit(core) {
@@ -217,30 +227,64 @@ fn add_counters(stats: &WorkerStats, c: PlaneCounters) {
     WorkerStats::add(&stats.protocol_errors, c.protocol_errors);
     WorkerStats::add(&stats.short_writes, c.short_writes);
     WorkerStats::add(&stats.message_timeouts, c.message_timeouts);
+    WorkerStats::add(&stats.tls_record_errors, c.tls_errors);
 }
 
 /// Hands one plane event to the application.
 fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
     match event {
         PlaneEvent::Text { id, text } => {
-            watch::on_command(worker, ConnRef::Plane(id), text);
-            watch::settle(worker, ConnRef::Plane(id));
+            watch::on_command(worker, id, text);
+            watch::settle(worker, id);
         }
-        PlaneEvent::Closed { id, flavour, app } => {
+        PlaneEvent::Echo {
+            id,
+            flavour,
+            opcode,
+            payload,
+        } => {
+            let compressed = match flavour {
+                Flavour::EchoDeflate => compress::frame(opcode, &payload),
+                _ => None,
+            };
+            let frame = compressed.unwrap_or_else(|| {
+                let mut frame = Vec::with_capacity(payload.len() + 10);
+                encode_frame(&mut frame, opcode, &payload);
+                frame
+            });
+            let stats = worker.stats();
+            WorkerStats::add(&stats.frames_sent, 1);
+            WorkerStats::add(&stats.bytes_sent, frame.len() as u64);
+            let now = worker.now_ms();
+            let mut plane = worker.plane.borrow_mut();
+            let _ = plane.core.send(id, Bytes::from(frame), now);
+            plane.core.release(id, now);
+        }
+        PlaneEvent::Closed {
+            id,
+            flavour,
+            tls,
+            app,
+        } => {
             watch::forget_subscriptions(worker, &app);
-            watch::forget_deferred(worker, ConnRef::Plane(id));
+            watch::forget_deferred(worker, id);
             if let Some(ip) = app.peer {
                 worker.shared.per_ip.release(ip);
             }
             let stats = worker.stats();
+            if flavour.is_websocket() {
+                WorkerStats::sub(&stats.websockets, 1);
+            }
+            if flavour.inflates() {
+                WorkerStats::sub(&stats.deflate_websockets, 1);
+            }
+            if tls {
+                WorkerStats::sub(&stats.tls_watchers, 1);
+            }
             match flavour {
-                Flavour::Ws => WorkerStats::sub(&stats.websockets, 1),
-                Flavour::WsDeflate => {
-                    WorkerStats::sub(&stats.websockets, 1);
-                    WorkerStats::sub(&stats.deflate_websockets, 1);
-                }
                 Flavour::Line => WorkerStats::sub(&stats.line_connections, 1),
                 Flavour::Sse => WorkerStats::sub(&stats.sse_connections, 1),
+                _ => {}
             }
             worker.release_count();
         }
@@ -250,10 +294,7 @@ fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
 /// Sends what record `id`'s session held behind its commands (see
 /// [`PlaneCore::release`](super::core::PlaneCore::release)); the driver submits it at once.
 pub fn release(worker: &Worker, id: RecordId) {
-    let Some(cell) = &worker.plane else {
-        return;
-    };
-    let mut plane = cell.borrow_mut();
+    let mut plane = worker.plane.borrow_mut();
     let now = worker.now_ms();
     plane.core.release(id, now);
     if plane.core.has_io() {
@@ -266,9 +307,7 @@ pub fn release(worker: &Worker, id: RecordId) {
 
 /// Pauses or resumes reading from record `id` (a resumed record is read at the next pump).
 pub fn set_reading(worker: &Worker, id: RecordId, on: bool) {
-    if let Some(p) = &worker.plane {
-        p.borrow_mut().core.set_read_paused(id, !on);
-    }
+    worker.plane.borrow_mut().core.set_read_paused(id, !on);
 }
 
 /// The driver task: waits for the ring's eventfd or the next deadline, then pumps.
@@ -283,9 +322,7 @@ pub async fn run(worker: Rc<Worker>, eventfd: OwnedFd) {
             return;
         }
     };
-    let Some(cell) = worker.plane.as_ref() else {
-        return;
-    };
+    let cell = &worker.plane;
     loop {
         let sleep_ms = {
             let mut plane = cell.borrow_mut();
@@ -293,7 +330,8 @@ pub async fn run(worker: Rc<Worker>, eventfd: OwnedFd) {
             let next = plane.core.next_timer().unwrap_or(u64::MAX);
             let sleep_ms = next.saturating_sub(now).min(MAX_SLEEP_MS);
             plane.sleeping_until = now + sleep_ms;
-            plane.kicked = false;
+            // Reads owed by the last pump: go round again at once.
+            plane.kicked = plane.core.has_read_owed();
             sleep_ms
         };
         {
@@ -319,18 +357,18 @@ pub async fn run(worker: Rc<Worker>, eventfd: OwnedFd) {
 
 /// Shutdown: WebSocket records get a 1001 close, line records are closed.
 pub fn close_all(worker: &Rc<Worker>) {
-    if let Some(p) = &worker.plane {
-        let now = worker.now_ms();
-        p.borrow_mut()
-            .core
-            .close_all(1001, "server shutting down", now);
-        pump(worker);
-    }
+    let now = worker.now_ms();
+    worker
+        .plane
+        .borrow_mut()
+        .core
+        .close_all(1001, "server shutting down", now);
+    pump(worker);
 }
 
 /// Records alive on this worker's plane.
 pub fn records(worker: &Worker) -> usize {
-    worker.plane.as_ref().map_or(0, |p| p.borrow().core.len())
+    worker.plane.borrow().core.len()
 }
 
 /// The plane cell type a worker holds.

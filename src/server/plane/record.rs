@@ -21,12 +21,38 @@ pub enum Flavour {
     Line,
     /// A Server-Sent Events message (`GET /1/match/{id}/events`).
     Sse,
+    /// `/1/echo`: every message comes back (the Autobahn suite's peer); no broadcasts.
+    Echo,
+    /// `/1/echo` with permessage-deflate: inflates, and compresses its answers.
+    EchoDeflate,
+    /// `/1/echo` with permessage-deflate at a window smaller than ours: inflates, answers
+    /// uncompressed.
+    EchoInflate,
 }
 
 impl Flavour {
+    /// How many flavours there are (a table indexed by `flavour as usize`).
+    pub const COUNT: usize = 7;
+
     /// Whether the record speaks WebSocket (a session, close frames, pings).
     pub fn is_websocket(self) -> bool {
-        matches!(self, Flavour::Ws | Flavour::WsDeflate)
+        !matches!(self, Flavour::Line | Flavour::Sse)
+    }
+
+    /// Whether the record is an `/1/echo` WebSocket.
+    pub fn is_echo(self) -> bool {
+        matches!(
+            self,
+            Flavour::Echo | Flavour::EchoDeflate | Flavour::EchoInflate
+        )
+    }
+
+    /// Whether the record's session inflates compressed messages (permessage-deflate).
+    pub fn inflates(self) -> bool {
+        matches!(
+            self,
+            Flavour::WsDeflate | Flavour::EchoDeflate | Flavour::EchoInflate
+        )
     }
 }
 
@@ -65,6 +91,10 @@ pub(super) const SESSION_CLOSED: u8 = 8;
 pub(super) const TEXT_QUEUED: u8 = 16;
 /// The application paused reading (the watcher has its most watch requests in flight).
 pub(super) const READ_PAUSED: u8 = 32;
+/// The record's bytes go through a TLS session (kept beside the records, not in them).
+pub(super) const TLS: u8 = 64;
+/// Our TLS `close_notify` is queued: it goes once, after everything else.
+pub(super) const TLS_NOTIFIED: u8 = 128;
 
 /// "No timer entry".
 pub(super) const NO_TIMER: u64 = u64::MAX;

@@ -208,6 +208,9 @@ pub fn read_ready<T: Default>(core: &mut PlaneCore<T>, key: u32, scratch: &mut [
             Err(_) => return core.on_read_error(key),
         }
     }
+    // Bytes may be left that no new readiness event announces (a multishot poll fires on
+    // new data, not on data still waiting): read again at the next turn.
+    core.owe_read(key);
 }
 
 #[cfg(test)]
@@ -239,6 +242,8 @@ mod socket_tests {
         PlaneCore::new(
             PlaneConfig {
                 ws_limits: Default::default(),
+                echo_limits: Default::default(),
+                echo_max_outbound_bytes: 64 << 20,
                 keepalive: KeepalivePolicy {
                     ping_after_ms: 60_000,
                     dead_after_ms: 60_000,

@@ -75,6 +75,9 @@ impl TlsSession {
         if self.incoming.is_empty() {
             // Idle connections hold no buffer.
             self.incoming = Vec::new();
+        } else {
+            // A partial record keeps its bytes, not the capacity of the read it came in.
+            self.incoming.shrink_to_fit();
         }
         result
     }
@@ -250,6 +253,50 @@ impl TlsSession {
                 Err(e) => Err(Error::General(e.to_string())),
             });
         }
+    }
+
+    /// Seals all of `plain` and returns its ciphertext (with any ciphertext still unsent
+    /// before it): what a watcher-plane record queues instead of the shared plaintext frame.
+    pub fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut taken = 0;
+        while taken < plain.len() {
+            let before = self.outgoing.len();
+            match self.encrypt(&[&plain[taken..]], plain.len() - taken) {
+                Ok(0) => return Err(Error::General("nothing sealed".into())),
+                Ok(n) => taken += n,
+                Err(e) => {
+                    // Nothing of a failed seal reaches the wire.
+                    self.outgoing.truncate(before);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.take_pending())
+    }
+
+    /// Queues our `close_notify` (once) and returns the ciphertext to send, if any.
+    pub fn seal_close_notify(&mut self) -> Vec<u8> {
+        self.close_notify();
+        self.take_pending()
+    }
+
+    /// After a failed read: the fatal alert that must end the connection (RFC 8446 §6.2),
+    /// sealed, once; empty when there is none to send (rustls queues its own alerts, which
+    /// this returns as well).
+    pub fn take_fatal_alert(&mut self) -> Vec<u8> {
+        if let Layer::Records(records) = &mut self.layer {
+            records.fatal_alert(&mut self.outgoing);
+        }
+        self.sent_close = true;
+        self.take_pending()
+    }
+
+    /// Takes the ciphertext waiting to be sent (the caller sends it).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.outgoing);
+        out.drain(..self.sent.min(out.len()));
+        self.sent = 0;
+        out
     }
 
     /// Ciphertext waiting to be sent.

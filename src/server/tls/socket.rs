@@ -59,18 +59,22 @@ impl Socket {
         self.tls.is_some()
     }
 
+    /// Whether this is a TLS connection whose handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.borrow().is_handshaking())
+    }
+
     /// The descriptor shared frames may be written to directly: only a plain socket's (a TLS
     /// connection's frames must go through its task to be encrypted).
     pub fn direct_fd(&self) -> Option<RawFd> {
         self.tls.is_none().then(|| self.stream.as_raw_fd())
     }
 
-    /// The TCP stream of a plain socket (the watcher plane adopts plain sockets only).
-    pub fn into_plain(self) -> Result<TcpStream, Socket> {
-        match self.tls {
-            None => Ok(self.stream),
-            Some(_) => Err(self),
-        }
+    /// The TCP stream and, for TLS, its session: what the watcher plane adopts.
+    pub fn into_parts(self) -> (TcpStream, Option<TlsSession>) {
+        (self.stream, self.tls.map(|tls| tls.into_inner()))
     }
 
     /// Reads what the socket holds into `scratch` and returns the plaintext: `scratch`

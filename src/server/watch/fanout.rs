@@ -1,6 +1,7 @@
 //! Fan-out: an event arrives once per worker, is encoded once per flavour (WebSocket, deflated
-//! WebSocket, SSE, line) and the same bytes go to every local watcher of the match, on the plane
-//! (one batch of SENDs) or on the task path; `stop` and cancellation end the subscriptions.
+//! WebSocket, SSE, line) and the same bytes go to every local watcher of the match, as one
+//! batch of the plane's SENDs (a TLS record seals its own copy as it queues it); `stop` and
+//! cancellation end the subscriptions.
 
 use super::*;
 
@@ -38,7 +39,8 @@ impl EventBytes<'_> {
     /// The bytes for `flavour`.
     fn for_flavour(&mut self, flavour: Flavour) -> &Bytes {
         match flavour {
-            Flavour::Ws => &self.ws,
+            // Echo records never watch a match.
+            Flavour::Ws | Flavour::Echo | Flavour::EchoDeflate | Flavour::EchoInflate => &self.ws,
             Flavour::WsDeflate => self.deflated(),
             Flavour::Line => self.line(),
             Flavour::Sse => self.sse(),
@@ -63,7 +65,6 @@ impl EventBytes<'_> {
 #[derive(Default)]
 struct Tally {
     delivered: u64,
-    overflowed: u64,
     bytes: u64,
 }
 
@@ -99,9 +100,8 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
                     return;
                 };
                 entry.state = state;
-                let watchers = || entry.watchers.iter().map(|(_, w)| *w);
-                fan_out_tasks(worker, watchers(), &mut bytes, &mut tally);
-                fan_out_plane(worker, watchers(), &mut bytes, &mut tally)
+                let watchers = entry.watchers.iter().map(|(_, w)| *w);
+                fan_out_plane(worker, watchers, &mut bytes, &mut tally)
             };
             if plane_watchers {
                 crate::server::plane::driver::pump_broadcast(worker);
@@ -110,7 +110,6 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
             WorkerStats::add(&stats.events, 1);
             WorkerStats::add(&stats.frames_sent, tally.delivered);
             WorkerStats::add(&stats.bytes_sent, tally.bytes);
-            WorkerStats::add(&stats.slow_consumer_closes, tally.overflowed);
             stats.observe_latency(sent_at.elapsed().as_micros() as u64);
             if ended {
                 let entry = worker.watch.matches.borrow_mut().remove(&mid);
@@ -130,38 +129,6 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
     }
 }
 
-/// Queues the event on the watchers that are connection tasks.
-fn fan_out_tasks(
-    worker: &Worker,
-    watchers: impl Iterator<Item = ConnRef>,
-    bytes: &mut EventBytes,
-    t: &mut Tally,
-) {
-    let conns = worker.conns.borrow();
-    for w in watchers {
-        let ConnRef::Task { conn, serial } = w else {
-            continue;
-        };
-        let Some(state) = conns
-            .get(conn as usize)
-            .filter(|c| c.serial as u32 == serial)
-        else {
-            continue;
-        };
-        let frame = match state.kind.get() {
-            ConnKind::Line => bytes.line(),
-            ConnKind::Sse => bytes.sse(),
-            _ if state.deflate.get() => bytes.deflated(),
-            _ => &bytes.ws,
-        };
-        if state.outbox.push_shared(frame).is_err() {
-            t.overflowed += 1;
-        }
-        t.delivered += 1;
-        t.bytes += frame.len() as u64;
-    }
-}
-
 /// Queues the event on the plane's records: one shared frame per flavour, one SEND each,
 /// all submitted together when the plane is pumped. True when a record got the event.
 fn fan_out_plane(
@@ -170,19 +137,13 @@ fn fan_out_plane(
     bytes: &mut EventBytes,
     t: &mut Tally,
 ) -> bool {
-    let Some(plane) = &worker.plane else {
-        return false;
-    };
     let now = worker.now_ms();
-    let mut plane = plane.borrow_mut();
+    let mut plane = worker.plane.borrow_mut();
     let core = &mut plane.core;
-    // One shared frame per flavour, made on first use: Ws, WsDeflate, Line, Sse.
-    let mut shared = [FrameId::NONE; 4];
+    // One shared frame per flavour, made on first use.
+    let mut shared = [FrameId::NONE; Flavour::COUNT];
     let mut any = false;
-    for w in watchers {
-        let ConnRef::Plane(id) = w else {
-            continue;
-        };
+    for id in watchers {
         let Some(flavour) = core.record(id).map(|r| r.flavour()) else {
             continue;
         };
@@ -192,9 +153,8 @@ fn fan_out_plane(
         }
         let frame = *slot;
         any = true;
-        if core.push(id, frame, now).is_err() {
-            t.overflowed += 1;
-        }
+        // An overflow closes the record; the plane counts it.
+        let _ = core.push(id, frame, now);
         t.delivered += 1;
         t.bytes += core.frame_bytes(frame).len() as u64;
     }

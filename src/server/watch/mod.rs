@@ -9,11 +9,9 @@
 //! broadcast order as the fan-out, so live events splice in after N without gap or repeat
 //! (see `crate::sequencer`). The sequencer is not asked.
 //!
-//! A watcher is either a record of the worker's watcher plane (WebSocket and line watchers
-//! on plain TCP) or a connection task (the fallback when the plane's ring cannot be set up,
-//! and the seam for transports that cannot share bytes, such as TLS): [`ConnRef`] names
-//! either, and the few things this module does to a watcher (queue bytes, end it, reach its
-//! subscription list) are dispatched on it below.
+//! Every watcher — WebSocket, SSE or line, plain or TLS — is a record of the worker's
+//! watcher plane, named by its [`RecordId`]; the few things this module does to a watcher
+//! (queue bytes, end it, reach its subscription list) go through the plane's core.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -29,7 +27,7 @@ use super::compress;
 use super::metrics::WorkerStats;
 use super::plane::frames::FrameId;
 use super::plane::record::{Flavour, RecordId};
-use super::worker::{ConnKind, ConnState, Worker};
+use super::worker::Worker;
 use super::ws::{parse_command, Command};
 use crate::domain::{error_message, status_message, Match};
 use crate::proto::close;
@@ -63,8 +61,8 @@ fn subscribe(watching: &mut Vec<Watching>, w: Watching) {
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     list: Vec<Watching>,
-    /// The connection's source address, for `--max-connections-per-ip` (a plane record
-    /// carries it until it closes; a connection task's ticket does it for a task).
+    /// The connection's source address, for `--max-connections-per-ip` (the record carries
+    /// it until it closes).
     pub peer: Option<IpAddr>,
     /// Watch requests sent to the sequencer and not answered yet.
     pub in_flight: u16,
@@ -85,30 +83,8 @@ impl std::ops::DerefMut for Subscriptions {
     }
 }
 
-/// A watcher connection of this worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnRef {
-    /// A connection task: its slab key in `Worker::conns` and its serial.
-    Task {
-        /// Slab key.
-        conn: u32,
-        /// Serial, low 32 bits (a reused slab key must not get another connection's bytes;
-        /// kept small: this reference is stored once per subscription).
-        serial: u32,
-    },
-    /// A record of the worker's watcher plane.
-    Plane(RecordId),
-}
-
-impl ConnRef {
-    /// The reference to connection task `conn` (slab key) with serial `serial`.
-    pub fn task(conn: usize, serial: u64) -> Self {
-        ConnRef::Task {
-            conn: conn as u32,
-            serial: serial as u32,
-        }
-    }
-}
+/// A watcher of this worker: its record in the watcher plane.
+pub type ConnRef = RecordId;
 
 /// A watched match on this worker.
 pub struct MatchWatchers {
@@ -159,43 +135,14 @@ fn with_watching<R>(
     conn: ConnRef,
     f: impl FnOnce(&mut Subscriptions) -> R,
 ) -> Option<R> {
-    match conn {
-        ConnRef::Task { conn, serial } => {
-            let state = worker
-                .conns
-                .borrow()
-                .get(conn as usize)
-                .filter(|s| s.serial as u32 == serial)
-                .cloned()?;
-            let mut watching = state.watching.borrow_mut();
-            Some(f(&mut watching))
-        }
-        ConnRef::Plane(id) => {
-            let mut plane = worker.plane.as_ref()?.borrow_mut();
-            plane.core.app_mut(id).map(f)
-        }
-    }
+    let mut plane = worker.plane.borrow_mut();
+    plane.core.app_mut(conn).map(f)
 }
 
-/// Which bytes `conn` takes (a connection task is mapped to the plane's flavours);
-/// `None` when it is gone.
+/// Which bytes `conn` takes; `None` when it is gone.
 fn flavour_of(worker: &Worker, conn: ConnRef) -> Option<Flavour> {
-    match conn {
-        ConnRef::Task { conn, .. } => {
-            let conns = worker.conns.borrow();
-            let state = conns.get(conn as usize)?;
-            Some(match state.kind.get() {
-                ConnKind::Line => Flavour::Line,
-                ConnKind::Sse => Flavour::Sse,
-                _ if state.deflate.get() => Flavour::WsDeflate,
-                _ => Flavour::Ws,
-            })
-        }
-        ConnRef::Plane(id) => {
-            let plane = worker.plane.as_ref()?.borrow();
-            plane.core.record(id).map(|r| r.flavour())
-        }
-    }
+    let plane = worker.plane.borrow();
+    plane.core.record(conn).map(|r| r.flavour())
 }
 
 /// Whether `conn` speaks the TCP line protocol.
@@ -224,73 +171,31 @@ fn watch_failed(worker: &Worker, conn: ConnRef, error: &str) {
     queue(worker, conn, text_frame(error));
 }
 
+/// Queues `bytes` for `conn` alone (a queue overflow closes it, counted by the plane).
 fn queue(worker: &Worker, conn: ConnRef, bytes: Bytes) {
     WorkerStats::add(&worker.stats().frames_sent, 1);
     WorkerStats::add(&worker.stats().bytes_sent, bytes.len() as u64);
-    let overflow = match conn {
-        ConnRef::Task { conn, serial } => {
-            let state = task_state(worker, conn, serial);
-            state.is_some_and(|s| s.outbox.push(bytes).is_err())
-        }
-        ConnRef::Plane(id) => worker.plane.as_ref().is_some_and(|p| {
-            let now = worker.now_ms();
-            p.borrow_mut().core.send(id, bytes, now).is_err()
-        }),
-    };
-    if overflow {
-        WorkerStats::add(&worker.stats().slow_consumer_closes, 1);
-    }
+    let now = worker.now_ms();
+    let _ = worker.plane.borrow_mut().core.send(conn, bytes, now);
 }
 
-/// The task-path connection `conn` if it is still the one with `serial` (slab keys are reused).
-fn task_state(worker: &Worker, conn: u32, serial: u32) -> Option<Rc<ConnState>> {
-    worker
-        .conns
-        .borrow()
-        .get(conn as usize)
-        .filter(|s| s.serial as u32 == serial)
-        .cloned()
-}
-
-/// Ends a connection whose last subscription ended (1000 and `reason` for a WebSocket).
+/// Ends a connection whose last subscription ended (1000 and `reason` for a WebSocket; a
+/// line or SSE stream ends after what is queued).
 fn end_connection(worker: &Worker, conn: ConnRef, reason: &str) {
-    match conn {
-        ConnRef::Task { conn, serial } => {
-            let state = task_state(worker, conn, serial);
-            if let Some(state) = state {
-                match state.kind.get() {
-                    ConnKind::Line | ConnKind::Sse => state.outbox.finish_after_flush(),
-                    _ => state.outbox.close_after_flush(close::NORMAL, reason),
-                }
-            }
-        }
-        ConnRef::Plane(id) => {
-            if let Some(p) = &worker.plane {
-                let now = worker.now_ms();
-                p.borrow_mut().core.close(id, close::NORMAL, reason, now);
-            }
-        }
-    }
+    let now = worker.now_ms();
+    worker
+        .plane
+        .borrow_mut()
+        .core
+        .close(conn, close::NORMAL, reason, now);
 }
 
 /// Sends final bytes (a line-protocol `ERROR:`) and ends the connection after them.
 fn send_and_close(worker: &Worker, conn: ConnRef, bytes: Bytes) {
-    match conn {
-        ConnRef::Task { conn, serial } => {
-            let state = task_state(worker, conn, serial);
-            if let Some(state) = state {
-                state.outbox.push_raw_and_close(bytes);
-            }
-        }
-        ConnRef::Plane(id) => {
-            if let Some(p) = &worker.plane {
-                let now = worker.now_ms();
-                let mut p = p.borrow_mut();
-                let _ = p.core.send(id, bytes, now);
-                p.core.finish(id, now);
-            }
-        }
-    }
+    let now = worker.now_ms();
+    let mut plane = worker.plane.borrow_mut();
+    let _ = plane.core.send(conn, bytes, now);
+    plane.core.finish(conn, now);
 }
 
 /// Handles one command from a WebSocket watcher: run now, or — while the connection has its
@@ -318,12 +223,9 @@ pub fn on_command(worker: &Rc<Worker>, conn: ConnRef, text: String) {
 /// left (no watch request in flight, none held back), what its session produced after them
 /// (a pong, the echo of its close) goes out, after their answers.
 pub fn settle(worker: &Worker, conn: ConnRef) {
-    let ConnRef::Plane(id) = conn else {
-        return; // a connection task handles its session's output in order itself
-    };
     let idle = with_watching(worker, conn, |s| s.in_flight == 0) == Some(true);
     if idle && !is_deferring(worker, conn) {
-        super::plane::driver::release(worker, id);
+        super::plane::driver::release(worker, conn);
     }
 }
 
@@ -368,16 +270,7 @@ fn run_deferred_loop(worker: &Rc<Worker>, conn: ConnRef) {
 
 /// Pauses or resumes reading from `conn`.
 fn set_reading(worker: &Rc<Worker>, conn: ConnRef, on: bool) {
-    match conn {
-        // A task asks [`is_deferring`] before it reads; a kick makes it look again.
-        ConnRef::Task { conn, serial } => {
-            let state = task_state(worker, conn, serial);
-            if let (Some(state), true) = (state, on) {
-                state.outbox.wake();
-            }
-        }
-        ConnRef::Plane(id) => super::plane::driver::set_reading(worker, id, on),
-    }
+    super::plane::driver::set_reading(worker, conn, on)
 }
 
 /// Forgets what a closed connection held back.
@@ -421,20 +314,12 @@ fn refuse_watch(worker: &Worker, conn: ConnRef, reason: &str) {
 
 /// Closes a WebSocket watcher with 1008 (policy violation) and `reason`.
 fn close_policy(worker: &Worker, conn: ConnRef, reason: &str) {
-    match conn {
-        ConnRef::Task { conn, serial } => {
-            let state = task_state(worker, conn, serial);
-            if let Some(state) = state {
-                state.outbox.close_after_flush(close::POLICY, reason);
-            }
-        }
-        ConnRef::Plane(id) => {
-            if let Some(p) = &worker.plane {
-                let now = worker.now_ms();
-                p.borrow_mut().core.close(id, close::POLICY, reason, now);
-            }
-        }
-    }
+    let now = worker.now_ms();
+    worker
+        .plane
+        .borrow_mut()
+        .core
+        .close(conn, close::POLICY, reason, now);
 }
 
 /// The start of `text`, at most `max` characters, for an error message.

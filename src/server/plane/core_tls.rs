@@ -1,0 +1,141 @@
+//! TLS records of the plane: a record whose socket speaks TLS keeps its session (keys, IVs,
+//! sequence numbers, at most one partial record) in a side table, and is otherwise a record
+//! like any other. Every frame queued on it — a broadcast's shared plaintext frame, a status,
+//! a pong, a close frame — is sealed into its own ciphertext as it is queued, so that the
+//! sequence numbers follow the order the bytes go out in; what it reads is opened before its
+//! WebSocket, line or SSE logic sees it. Its end sends a `close_notify` after everything
+//! else, then the FIN of the lingering close.
+
+use super::*;
+
+impl<T: Default> PlaneCore<T> {
+    /// Takes over socket `fd` whose TLS handshake (and HTTP upgrade or `CONNECT`) is done:
+    /// the record speaks through `session`, and ciphertext the session still holds goes
+    /// out first.
+    pub fn adopt_tls(
+        &mut self,
+        fd: i32,
+        flavour: Flavour,
+        now: u64,
+        mut session: TlsSession,
+    ) -> RecordId {
+        let id = self.adopt(fd, flavour, now);
+        let pending = session.take_pending();
+        self.records[id.key as usize].set(TLS, true);
+        self.tls.insert(id.key, Box::new(session));
+        if !pending.is_empty() {
+            let frame = self.share(Bytes::from(pending));
+            self.enqueue_wire(id.key, frame, now);
+            self.unshare(frame);
+        }
+        id
+    }
+
+    /// TLS records alive (a leak check for tests).
+    pub fn tls_records(&self) -> usize {
+        self.tls.len()
+    }
+
+    /// Queues `frame` on record `key`: as it is for a plain record, sealed into the
+    /// record's own ciphertext for a TLS one (a failed seal ends the record).
+    pub(super) fn enqueue(&mut self, key: u32, frame: FrameId, now: u64) {
+        if !self.records[key as usize].has(TLS) {
+            return self.enqueue_wire(key, frame, now);
+        }
+        let sealed = match self.tls.get_mut(&key) {
+            Some(session) => session.seal(self.frames.bytes(frame)),
+            None => Err(rustls::Error::General("no TLS session".into())),
+        };
+        match sealed {
+            Ok(cipher) => {
+                let frame = self.share(Bytes::from(cipher));
+                self.enqueue_wire(key, frame, now);
+                self.unshare(frame);
+            }
+            Err(e) => {
+                tracing::debug!(key, "TLS seal failed: {e}");
+                self.counters.tls_errors += 1;
+                self.teardown(key);
+            }
+        }
+    }
+
+    /// Queues record `key`'s `close_notify` if it is a TLS record that has not sent it yet;
+    /// true when something was queued.
+    pub(super) fn queue_close_notify(&mut self, key: u32, now: u64) -> bool {
+        let rec = &mut self.records[key as usize];
+        if !rec.has(TLS) || rec.has(TLS_NOTIFIED) {
+            return false;
+        }
+        rec.set(TLS_NOTIFIED, true);
+        let Some(session) = self.tls.get_mut(&key) else {
+            return false;
+        };
+        let alert = session.seal_close_notify();
+        if alert.is_empty() {
+            return false;
+        }
+        let frame = self.share(Bytes::from(alert));
+        self.enqueue_wire(key, frame, now);
+        self.unshare(frame);
+        true
+    }
+
+    /// Ends TLS record `key` after a TLS error: its fatal alert (if it has one to send) goes
+    /// out after what is queued, then the lingering close; nothing else is sealed for it.
+    fn fail_tls(&mut self, key: u32, alert: Vec<u8>, now: u64) {
+        let Some(rec) = self.records.get_mut(key as usize) else {
+            return;
+        };
+        if rec.phase == Phase::Dying {
+            return;
+        }
+        let id = RecordId {
+            key,
+            serial: rec.serial,
+        };
+        // No close frame or close_notify can follow a fatal alert.
+        rec.set(SESSION_CLOSED, true);
+        rec.set(TLS_NOTIFIED, true);
+        if !alert.is_empty() {
+            let frame = self.share(Bytes::from(alert));
+            self.enqueue_wire(key, frame, now);
+            self.unshare(frame);
+        }
+        self.finish(id, now);
+    }
+
+    /// Whether record `key` still owes its peer a `close_notify`.
+    pub(super) fn owes_close_notify(&self, key: u32) -> bool {
+        let rec = &self.records[key as usize];
+        rec.has(TLS) && !rec.has(TLS_NOTIFIED)
+    }
+
+    /// Opens what a TLS record read: its plaintext goes to the record's protocol, a
+    /// `close_notify` ends the peer's side as a FIN would, and a TLS error (a bad record, an
+    /// unexpected message) ends the record.
+    pub(super) fn on_tls_data(&mut self, key: u32, data: &[u8], now: u64) {
+        let Some(session) = self.tls.get_mut(&key) else {
+            return;
+        };
+        let mut plain = Vec::new();
+        let received = session.receive(data, &mut plain);
+        let peer_closed = session.peer_closed();
+        let alert = match received {
+            Err(_) => session.take_fatal_alert(),
+            Ok(()) => Vec::new(),
+        };
+        if !plain.is_empty() {
+            self.on_plain(key, &plain, now);
+        }
+        match received {
+            Err(e) => {
+                tracing::debug!(key, "TLS record refused: {e}");
+                self.counters.tls_errors += 1;
+                self.fail_tls(key, alert, now);
+            }
+            Ok(()) if peer_closed => self.on_eof(key, now),
+            Ok(()) => {}
+        }
+    }
+}
