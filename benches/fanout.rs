@@ -37,6 +37,7 @@ fn played_sample() -> (Match, Vec<Event>) {
             ts,
             kind,
             data,
+            minute: None,
         });
     }
     (m, events)

@@ -109,6 +109,7 @@ fn sample_frame() -> Vec<u8> {
             ts,
             kind,
             data,
+            minute: None,
         };
         if kind.as_str() == "goal" {
             frame = Some(text_frame(&event_message("elp-tig-2011-09-10", &event)).to_vec());

@@ -53,6 +53,7 @@ fn started_sequencer(dir: &std::path::Path, sync: Synchronous) -> (SequencerHand
         mid: mid.clone(),
         kind,
         data: data.clone(),
+        minute: None,
         expect_seq: None,
     };
     call(&h, start);
@@ -64,6 +65,7 @@ fn shot(mid: &str) -> Request {
         mid: mid.to_owned(),
         kind: EventKind::Shot,
         data: json!({"team": "tig", "player": 7}),
+        minute: None,
         expect_seq: None,
     }
 }

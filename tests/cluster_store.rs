@@ -3,7 +3,8 @@
 //! re-created behind its back (Redis at seq 0), or Redis restored from an older snapshot —
 //! never answers 201 for an event that was not stored: it resyncs the match from Redis and
 //! posts on top of what Redis holds. Group commits over several matches and racing nodes
-//! keep one contiguous log per match with every acknowledged event in it exactly once.
+//! keep one contiguous log per match with every acknowledged event in it exactly once. An
+//! event's match minute is stored in its stream entry and read back.
 
 mod common;
 
@@ -41,6 +42,7 @@ fn comment(h: &SequencerHandle, mid: &str, n: u64) -> Reply {
         mid: mid.into(),
         kind: EventKind::Comment,
         data: json!({ "n": n }),
+        minute: None,
         expect_seq: None,
     };
     call(h, req)
@@ -108,6 +110,27 @@ fn recreate_behind_its_back(redis: &Redis, mid: &str) -> Match {
 }
 
 #[test]
+fn an_event_minute_is_stored_in_redis_and_read_back() {
+    let redis = Redis::start();
+    let (h, _) = node(&redis);
+    let mid = create_matches(&h, 1).remove(0);
+    for (seq, minute) in [(1, Some(67)), (2, None), (3, Some(0))] {
+        let req = Request::PostEvent {
+            mid: mid.clone(),
+            kind: EventKind::Comment,
+            data: json!({ "n": seq }),
+            minute,
+            expect_seq: None,
+        };
+        assert!(matches!(call(&h, req), Reply::Done(Done::Event { .. })));
+    }
+    let mut store = RedisStore::open(&redis.url()).unwrap();
+    let stored = store.load_match(&mid).unwrap().unwrap();
+    let minutes: Vec<_> = stored.events.iter().map(|e| (e.seq, e.minute)).collect();
+    assert_eq!(minutes, [(1, Some(67)), (2, None), (3, Some(0))]);
+}
+
+#[test]
 fn a_node_ahead_of_a_recreated_match_resyncs_instead_of_acknowledging_a_lost_event() {
     let redis = Redis::start();
     let (a, seen) = node(&redis);
@@ -166,6 +189,7 @@ fn a_node_ahead_of_a_restored_redis_resyncs_and_posts_on_top_of_it() {
             ts: 500,
             kind: EventKind::Comment,
             data: json!({ "old": seq }),
+            minute: None,
         };
         other.append_event(&mid, &e, &state).unwrap();
     }
@@ -200,6 +224,7 @@ fn group_commits_of_racing_nodes_keep_one_log_with_every_acknowledged_event_once
                 mid: mid.clone(),
                 kind: EventKind::Comment,
                 data: json!({ "tag": tag }),
+                minute: None,
                 expect_seq: None,
             };
             h.submit(req, Box::new(move |r| tx.send((mid, tag, r)).unwrap()));

@@ -1,6 +1,7 @@
 //! The sample match end to end: a WebSocket watcher and a TCP-line watcher see every event in
 //! order and are closed after `stop`; the match object and history show the final state; the
-//! `matchstream replay` command plays the fixture to the end.
+//! `matchstream replay` command plays the fixture to the end, and `serve --demo` plays it at
+//! `--demo-speed`; both send each event's match minute.
 
 mod common;
 
@@ -164,4 +165,41 @@ fn replay_command_plays_the_fixture() {
     assert_eq!(m["period"], "ended");
     let history = get_json(&server, &format!("/1/match/{SAMPLE_MID}/history"));
     assert_eq!(history.as_array().unwrap().len(), 31);
+    // The script's minutes travel with its events, though it played 1000 times too fast.
+    let minutes: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "goal")
+        .map(|e| e["minute"].as_u64())
+        .collect();
+    assert_eq!(minutes, [Some(5), Some(22), Some(25), Some(58)]);
+}
+
+#[test]
+fn demo_plays_the_sample_at_its_speed_with_the_script_minutes() {
+    // 18 minutes of script at 400× is under 3 s; the wait allows a slow shared machine.
+    let server = Server::start(&["--demo", "--demo-speed", "400"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = server
+            .public()
+            .request("GET", &format!("/1/match/{SAMPLE_MID}"), None)
+            .unwrap();
+        if r.status == 200 && body_json(&r)["period"] == "ended" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo match did not end in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let history = get_json(&server, &format!("/1/match/{SAMPLE_MID}/history"));
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 31);
+    assert_eq!(history[0]["minute"], 0);
+    assert_eq!(history[1]["kind"], "goal");
+    assert_eq!(history[1]["minute"], 5);
+    assert_eq!(history[30]["minute"], 90);
 }

@@ -1,7 +1,8 @@
 //! Server-Sent Events against the real server: the sample match as `event: status` then
 //! `event: event` messages whose `data` is the WebSocket JSON and whose `id` is the seq; the
 //! stream ending after `stop`; resuming with `Last-Event-ID` or `?since=` with no gap or
-//! repeat; `204` for an ended match already seen whole; 404 / 400 / 406; keepalive comments.
+//! repeat; `204` for an ended match already seen whole; 404 / 400 / 406; keepalive comments;
+//! an event's match minute (422 out of range) in the SSE, WebSocket and line messages alike.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use matchstream::proto::sse::{SseMessage, SseParser};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// An `EventSource`-like client on a bare socket.
 struct SseClient {
@@ -232,6 +233,50 @@ fn idle_stream_keepalive(flags: &[&str]) {
         sse.parser.feed(&chunk[..n], &mut sse.messages).unwrap();
     }
     assert_eq!(sse.messages.len(), 1, "comments are not messages");
+}
+
+#[test]
+fn an_event_minute_reaches_sse_websocket_and_line_watchers_and_history() {
+    let server = Server::start(&[]);
+    post_sample(&server, 1);
+    let mut ws = server.ws();
+    ws.watch(SAMPLE_MID, None);
+    ws.expect_status(SAMPLE_MID);
+    let mut line = server.line(SAMPLE_MID);
+    assert_eq!(line.next_block().expect("status block").kind, "status");
+    let path = format!("/1/match/{SAMPLE_MID}/events");
+    let mut sse = SseClient::stream(server.http, &path, "");
+    assert_eq!(sse.read_until(1)[0].event, "status");
+
+    let mut admin = server.admin();
+    let goal = |minute: &str| {
+        format!(r#"{{"kind":"goal","data":{{"team":"tig","player":7}},"minute":{minute}}}"#)
+    };
+    for bad in ["131", "-1", "45.5", "\"67\""] {
+        let r = admin.request("POST", &path, Some(&goal(bad))).unwrap();
+        assert_eq!(r.status, 422, "minute {bad}: {r:?}");
+        assert!(body_json(&r)["error"].as_str().unwrap().contains("minute"));
+    }
+    let r = admin.request("POST", &path, Some(&goal("67"))).unwrap();
+    assert_eq!((r.status, body_json(&r)["seq"].as_u64()), (201, Some(2)));
+
+    assert_eq!(ws.expect_event(SAMPLE_MID, 2)["minute"], 67);
+    let block = line.next_block().expect("goal block");
+    assert_eq!(
+        (block.kind.as_str(), block.field("minute")),
+        ("goal", Some("67"))
+    );
+    let pushed: Value = serde_json::from_str(&sse.read_until(2)[1].data).unwrap();
+    assert_eq!(
+        (pushed["seq"].as_u64(), &pushed["minute"]),
+        (Some(2), &json!(67))
+    );
+    let history = get_json(&server, &format!("/1/match/{SAMPLE_MID}/history"));
+    assert_eq!(history[1]["minute"], 67);
+    assert!(
+        history[0].get("minute").is_none(),
+        "posted without one: {history}"
+    );
 }
 
 #[test]

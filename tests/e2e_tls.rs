@@ -1,9 +1,10 @@
 //! TLS against the real server (`--tls-cert` / `--tls-key`, a CA and certificates made by the
 //! test): HTTPS, WSS, the line protocol and Server-Sent Events over TLS with every event
-//! checked; plain clients on the TLS ports failing cleanly; a certificate reload on `SIGHUP`
-//! while a WSS watcher keeps receiving (and a bad new certificate keeping the old one); the
-//! handshake timeout; a TLS watcher that stops reading cut off by the same bounds as a plain
-//! one; start-up errors naming the flag or file at fault.
+//! checked; plain clients on the TLS ports told to use TLS (HTTP 400, `ERROR: TLS required`)
+//! or closed; a certificate reload on `SIGHUP` while a WSS watcher keeps receiving (and a bad
+//! new certificate keeping the old one); the handshake timeout; a TLS watcher that stops
+//! reading cut off by the same bounds as a plain one; start-up errors naming the flag or file
+//! at fault.
 
 mod common;
 
@@ -107,32 +108,58 @@ fn https_wss_tls_line_and_sse_all_get_every_event() {
     });
 }
 
+/// Sends `hello` in plaintext to `addr` and reads until the server closes.
+fn plain_exchange(addr: std::net::SocketAddr, hello: &[u8]) -> String {
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain.write_all(hello).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(started.elapsed() < WAIT, "closed at once, not left hanging");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 #[test]
-fn plain_clients_on_the_tls_ports_fail_cleanly() {
+fn plain_clients_on_the_tls_ports_are_told_to_use_tls_and_closed() {
     let pki = TestPki::new();
     let server = Server::start_tls(&pki, &[]);
-    for (addr, hello) in [
-        (server.http, "GET /1/match/x HTTP/1.1\r\nHost: x\r\n\r\n"),
-        (
-            server.tcp,
-            "VERSION:1:CONNECT:e2e:MATCH:elp-tig-2011-09-10\r\n",
-        ),
-    ] {
-        let mut plain = TcpStream::connect(addr).unwrap();
-        plain.set_read_timeout(Some(WAIT)).unwrap();
-        plain.write_all(hello.as_bytes()).unwrap();
-        let started = Instant::now();
-        let mut got = Vec::new();
-        let _ = plain.read_to_end(&mut got);
-        assert!(started.elapsed() < WAIT, "closed at once, not left hanging");
-        let text = String::from_utf8_lossy(&got);
-        assert!(
-            !text.contains("HTTP/1.1") && !text.contains("status"),
-            "no plaintext answer: {text:?}"
-        );
+    // What `curl http://…` sends to an https port: told so, as nginx does.
+    let text = plain_exchange(
+        server.http,
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n",
+    );
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 400 "), "{text:?}");
+    assert!(head.contains("Connection: close"), "{text:?}");
+    assert!(
+        body.contains("use https://") && !body.contains('\n'),
+        "{body:?}"
+    );
+    // A plain line client on the TLS line port.
+    let text = plain_exchange(
+        server.tcp,
+        b"VERSION:1:CONNECT:e2e:MATCH:elp-tig-2011-09-10\r\n",
+    );
+    assert_eq!(text, "ERROR: TLS required\r\n");
+    // Anything else is closed without a word, as before.
+    for addr in [server.http, server.tcp] {
+        assert_eq!(plain_exchange(addr, b"SSH-2.0-OpenSSH_9.6\r\n"), "");
     }
-    // The server is fine, and nothing is left open.
+    // Counted; the server is fine, and nothing is left open.
     let m = server.metrics();
+    let counted = |client: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "matchstream_plain_on_tls_port_total{{client=\"{client}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.to_owned())
+    };
+    assert_eq!(counted("http").as_deref(), Some("1"), "{m}");
+    assert_eq!(counted("line").as_deref(), Some("1"), "{m}");
     assert_eq!(
         metric_sum(&m, "matchstream_connections"),
         1,

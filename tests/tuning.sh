@@ -113,6 +113,12 @@ check_that "profile: every key has a key_meta row$missing" test -z "$missing"
 rust_reserve=$(grep -oE 'RESERVED_FDS_PER_WORKER: u64 = [0-9]+' src/os/limits.rs | grep -oE '[0-9]+$')
 check_that "reserve per worker agrees with src/os/limits.rs ($RESERVED_FDS = ${rust_reserve:-?})" \
   test "$RESERVED_FDS" = "${rust_reserve:-}"
+for pair in "PLAIN_WATCHER_BYTES SERVER_BYTES_PLAIN" "TLS_WATCHER_BYTES SERVER_BYTES_TLS"; do
+  read -r rust_name sh_name <<<"$pair"
+  rust_value=$(grep -oE "$rust_name: u64 = [0-9_]+" src/server/footprint.rs | grep -oE '[0-9_]+$' | tr -d _)
+  check_that "$sh_name agrees with $rust_name in src/server/footprint.rs (${!sh_name} = ${rust_value:-?})" \
+    test "${!sh_name}" = "${rust_value:-}"
+done
 unit_ok=1
 for line in 'ExecStart=/usr/local/bin/matchstream serve' 'LimitNOFILE=1048576' 'LimitMEMLOCK=infinity' \
   'KillSignal=SIGTERM' 'TimeoutStopSec=' 'Restart=on-failure'; do

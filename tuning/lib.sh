@@ -14,10 +14,17 @@ SYSCTL_ROOT=${MATCHSTREAM_SYSCTL_ROOT:-/proc/sys}
 # Descriptors each worker keeps for itself (io_uring ring, listeners, eventfds, SQLite, logs);
 # must match RESERVED_FDS_PER_WORKER in src/os/limits.rs.
 RESERVED_FDS=64
-# Bytes one idle connection costs on the server: ~4.6 KB kernel socket (slab) + ~0.9 KB
-# matchstream state, measured with 100K idle WebSockets (benches/results/2026-11-26-vm/).
+# Bytes one connection costs the kernel: its socket's slab objects, measured as 9,270 B for
+# both ends of 100K idle loopback pairs (benches/results/README.md), halved.
 # shellcheck disable=SC2034 # used by the scripts that source this file
-BYTES_PER_CONN=5632
+KERNEL_BYTES_PER_CONN=4640
+# Bytes one watcher costs matchstream itself, plain and TLS: must match PLAIN_WATCHER_BYTES and
+# TLS_WATCHER_BYTES in src/server/footprint.rs (tests/tuning.sh checks; tests/footprint.rs
+# checks those against the real server).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+SERVER_BYTES_PLAIN=450
+# shellcheck disable=SC2034 # used by the scripts that source this file
+SERVER_BYTES_TLS=700
 
 die() {
   printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2

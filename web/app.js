@@ -88,6 +88,18 @@
     return m > limit ? `${limit}+${m - limit}'` : `${m}'`;
   }
 
+  // The match minute a feed gave an event (`"minute": 67`), or null.
+  const feedMinute = (ev) => (Number.isInteger(ev.minute) ? ev.minute : null);
+
+  // The running clock of a feed that gives minutes: the last event's minute, moved on by the
+  // wall-clock time since that event (a real-time feed ticks; a fast replay shows its
+  // events' own minutes), so it never reads earlier than an event on the page.
+  function feedClock(tl, now, offset) {
+    const m = Math.max(offset, tl.minute + Math.max(0, Math.floor((now - tl.minuteTs) / 60000)));
+    const limit = offset + 45;
+    return m > limit && tl.minute <= limit ? `${limit}+${m - limit}'` : `${m}'`;
+  }
+
   // ---------------------------------------------------------------- connection indicator
 
   function setConn(state, text) {
@@ -195,7 +207,7 @@
       stopped: false,
       skew: 0, // server clock − local clock, learnt from live events
       // The feed's own fold, over every event shown (from seq 1): clock and running score.
-      tl: { periodStart: null, offset: 0, phase: 'not_started', home: 0, visit: 0 },
+      tl: { periodStart: null, offset: 0, phase: 'not_started', home: 0, visit: 0, minute: null, minuteTs: 0 },
       names: { home: new Map(), visit: new Map() }, // number → name, everyone ever listed
       yellow: { home: new Set(), visit: new Set() },
       cameOn: { home: new Set(), visit: new Set() },
@@ -455,9 +467,14 @@
         break;
       default: break;
     }
+    const given = feedMinute(ev);
+    if (given !== null) Object.assign(tl, { minute: given, minuteTs: ev.ts });
+    else if (ev.kind === 'start') tl.minute = null; // a feed without minutes: wall-clock time
     let minute;
     switch (tl.phase) {
-      case 'first': case 'last': minute = minuteLabel(ev.ts, tl.periodStart, tl.offset); break;
+      case 'first': case 'last':
+        minute = given !== null ? `${given}'` : minuteLabel(ev.ts, tl.periodStart, tl.offset);
+        break;
       case 'halftime': minute = 'HT'; break;
       case 'penalties': minute = 'PEN'; break;
       case 'ended': minute = 'FT'; break;
@@ -597,8 +614,12 @@
     const st = s && s.state;
     if (!st) return '—';
     switch (st.period) {
-      case 'first': return minuteLabel(Date.now() + s.skew, st.period_start, 0) || '1st';
-      case 'last': return minuteLabel(Date.now() + s.skew, st.period_start, 45) || '2nd';
+      case 'first': case 'last': {
+        const offset = st.period === 'first' ? 0 : 45;
+        const now = Date.now() + s.skew;
+        if (s.tl.minute != null) return feedClock(s.tl, now, offset);
+        return minuteLabel(now, st.period_start, offset) || (offset ? '2nd' : '1st');
+      }
       case 'halftime': return 'HT';
       case 'penalties': return 'PEN';
       case 'ended': return 'FT';

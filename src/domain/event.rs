@@ -131,6 +131,35 @@ pub struct Event {
     pub kind: EventKind,
     /// Details (a JSON object), normalized by the fold: players as `[number, name]`.
     pub data: Value,
+    /// The match minute the feed gave (0–[`MAX_MINUTE`]); absent when it gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minute: Option<u8>,
+}
+
+/// The highest match minute an event may carry (extra time and stoppage included).
+pub const MAX_MINUTE: u8 = 130;
+
+/// A `minute` that is not an integer from 0 to [`MAX_MINUTE`] (HTTP 422).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid minute {0}: expected an integer 0-130")]
+pub struct InvalidMinute(pub String);
+
+/// Checks a match minute given as JSON (`67`): an integer from 0 to [`MAX_MINUTE`].
+pub fn parse_minute(value: &Value) -> Result<u8, InvalidMinute> {
+    value
+        .as_u64()
+        .and_then(|m| u8::try_from(m).ok())
+        .filter(|m| *m <= MAX_MINUTE)
+        .ok_or_else(|| InvalidMinute(value.to_string()))
+}
+
+/// Checks a match minute already read as a number.
+pub fn check_minute(minute: u8) -> Result<u8, InvalidMinute> {
+    if minute <= MAX_MINUTE {
+        Ok(minute)
+    } else {
+        Err(InvalidMinute(minute.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +193,7 @@ mod tests {
             ts: 1000,
             kind: EventKind::Goal,
             data: serde_json::json!({"team": "tig"}),
+            minute: None,
         };
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(
@@ -171,5 +201,35 @@ mod tests {
             r#"{"seq":3,"ts":1000,"kind":"goal","data":{"team":"tig"}}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
+        let timed = Event {
+            minute: Some(67),
+            ..e
+        };
+        let json = serde_json::to_string(&timed).unwrap();
+        assert_eq!(
+            json,
+            r#"{"seq":3,"ts":1000,"kind":"goal","data":{"team":"tig"},"minute":67}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), timed);
+    }
+
+    #[test]
+    fn minutes_are_integers_from_0_to_130() {
+        use serde_json::json;
+        assert_eq!(parse_minute(&json!(0)), Ok(0));
+        assert_eq!(parse_minute(&json!(67)), Ok(67));
+        assert_eq!(parse_minute(&json!(130)), Ok(130));
+        for bad in [
+            json!(131),
+            json!(-1),
+            json!(45.5),
+            json!("67"),
+            json!(null),
+            json!(300),
+        ] {
+            assert_eq!(parse_minute(&bad), Err(InvalidMinute(bad.to_string())));
+        }
+        assert_eq!(check_minute(130), Ok(130));
+        assert!(check_minute(131).is_err());
     }
 }

@@ -11,7 +11,9 @@ pub mod script;
 mod team;
 mod view;
 
-pub use event::{Event, EventKind, UnknownKind};
+pub use event::{
+    check_minute, parse_minute, Event, EventKind, InvalidMinute, UnknownKind, MAX_MINUTE,
+};
 pub use fold::{MatchState, Rejection};
 pub use matches::{is_match_id, match_id, validate_date, Match, Period, Player, MAX_MATCH_ID_LEN};
 pub use script::{MatchScript, Step};

@@ -29,6 +29,9 @@ pub enum InputError {
     /// A team cannot play itself.
     #[error("a match needs two different teams, got {0:?} twice")]
     SameTeams(String),
+    /// An event's match minute must be an integer from 0 to 130.
+    #[error(transparent)]
+    InvalidMinute(#[from] super::event::InvalidMinute),
 }
 
 /// Checks that `id` is a valid team slug: `[a-z0-9_]{1,16}`.

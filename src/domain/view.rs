@@ -29,6 +29,8 @@ struct EventMessage<'a> {
     #[serde(rename = "kind")]
     event_kind: EventKind,
     data: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    minute: Option<u8>,
 }
 
 #[derive(Serialize)]
@@ -52,7 +54,8 @@ pub fn status_message(m: &Match) -> String {
 }
 
 /// The WebSocket event message:
-/// `{"type":"event","match":MID,"seq":N,"ts":MS,"kind":"goal","data":{…}}`.
+/// `{"type":"event","match":MID,"seq":N,"ts":MS,"kind":"goal","data":{…}}`, with
+/// `"minute":67` last when the event carries its match minute.
 pub fn event_message(mid: &str, event: &Event) -> String {
     to_json(&EventMessage {
         kind: "event",
@@ -61,6 +64,7 @@ pub fn event_message(mid: &str, event: &Event) -> String {
         ts: event.ts,
         event_kind: event.kind,
         data: &event.data,
+        minute: event.minute,
     })
 }
 
@@ -77,15 +81,26 @@ fn to_json(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("wire messages always serialize")
 }
 
-/// Detail lines of an event for the TCP line protocol: each data key (in key order) with a
-/// readable value. Strings as they are, players as `7 Luna`, lists of players as
-/// `25 Albil, 14 Mercado`, anything else as compact JSON.
+/// Detail lines of an event for the TCP line protocol: the event's match minute first
+/// (`minute: 67`, when it carries one; a `minute` key of the data is then left out), then
+/// each data key (in key order) with a readable value. Strings as they are, players as
+/// `7 Luna`, lists of players as `25 Albil, 14 Mercado`, anything else as compact JSON.
 pub fn event_line_fields(event: &Event) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = event
+        .minute
+        .map(|m| ("minute".to_owned(), m.to_string()))
+        .into_iter()
+        .collect();
     match &event.data {
-        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), readable(v))).collect(),
-        Value::Null => Vec::new(),
-        other => vec![("data".into(), readable(other))],
+        Value::Object(map) => fields.extend(
+            map.iter()
+                .filter(|(k, _)| event.minute.is_none() || k.as_str() != "minute")
+                .map(|(k, v)| (k.clone(), readable(v))),
+        ),
+        Value::Null => {}
+        other => fields.push(("data".into(), readable(other))),
     }
+    fields
 }
 
 fn readable(v: &Value) -> String {
@@ -158,10 +173,37 @@ mod tests {
             ts: 5,
             kind: EventKind::Goal,
             data: json!({"team": "tig", "player": [7, "Luna"]}),
+            minute: None,
         };
         assert_eq!(
             event_message("elp-tig-2011-09-10", &e),
             r#"{"type":"event","match":"elp-tig-2011-09-10","seq":2,"ts":5,"kind":"goal","data":{"player":[7,"Luna"],"team":"tig"}}"#
+        );
+        let timed = Event {
+            minute: Some(67),
+            ..e
+        };
+        assert_eq!(
+            event_message("elp-tig-2011-09-10", &timed),
+            r#"{"type":"event","match":"elp-tig-2011-09-10","seq":2,"ts":5,"kind":"goal","data":{"player":[7,"Luna"],"team":"tig"},"minute":67}"#
+        );
+    }
+
+    #[test]
+    fn line_fields_lead_with_the_event_minute() {
+        let e = Event {
+            seq: 2,
+            ts: 5,
+            kind: EventKind::Goal,
+            data: json!({"team": "tig", "minute": "data's own"}),
+            minute: Some(67),
+        };
+        assert_eq!(
+            event_line_fields(&e),
+            vec![
+                ("minute".into(), "67".into()),
+                ("team".into(), "tig".into()),
+            ]
         );
     }
 
@@ -190,6 +232,7 @@ mod tests {
                 "extra": {"a": true},
                 "none": null,
             }),
+            minute: None,
         };
         assert_eq!(
             event_line_fields(&e),

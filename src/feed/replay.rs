@@ -103,8 +103,16 @@ pub fn run(args: ReplayArgs) -> io::Result<i32> {
             Step::Sleep { sleep_ms } => std::thread::sleep(Duration::from_secs_f64(
                 *sleep_ms as f64 / 1000.0 / args.speed,
             )),
-            Step::Event { event, data } => {
-                let body = json!({"kind": event, "data": data}).to_string();
+            Step::Event {
+                event,
+                data,
+                minute,
+            } => {
+                let mut body = json!({"kind": event, "data": data});
+                if let Some(minute) = minute {
+                    body["minute"] = json!(minute);
+                }
+                let body = body.to_string();
                 let r = client.request("POST", &format!("/1/match/{mid}/events"), Some(&body))?;
                 let status = r.status;
                 expect(&format!("event {}", event.as_str()), r, &[201])?;

@@ -26,6 +26,8 @@ pub struct Planned {
     pub kind: EventKind,
     /// Its data.
     pub data: Value,
+    /// Its match minute (sent as `minute` when the script gives one).
+    pub minute: Option<u8>,
 }
 
 /// The events of `script` with its pauses divided by `speed`.
@@ -38,10 +40,15 @@ pub fn script_plan(script: &MatchScript, speed: f64) -> Vec<Planned> {
             crate::domain::Step::Sleep { sleep_ms } => {
                 at += Duration::from_secs_f64(*sleep_ms as f64 / 1000.0 / speed)
             }
-            crate::domain::Step::Event { event, data } => out.push(Planned {
+            crate::domain::Step::Event {
+                event,
+                data,
+                minute,
+            } => out.push(Planned {
                 at,
                 kind: *event,
                 data: data.clone(),
+                minute: *minute,
             }),
         }
     }
@@ -60,18 +67,21 @@ pub fn numbered_plan(script: &MatchScript, every: Duration, count: usize) -> Vec
         at: Duration::ZERO,
         kind: EventKind::Start,
         data: start,
+        minute: None,
     }];
     for k in 1..=count {
         out.push(Planned {
             at: every * k as u32,
             kind: EventKind::Comment,
             data: json!({ "text": format!("#{k}") }),
+            minute: None,
         });
     }
     out.push(Planned {
         at: every * (count as u32 + 1),
         kind: EventKind::Stop,
         data: json!({}),
+        minute: None,
     });
     out
 }
@@ -292,7 +302,11 @@ pub fn publish(
             match target {
                 Target::Admin { .. } => {
                     let path = format!("/1/match/{}/events", feed.id);
-                    let body = json!({ "kind": p.kind, "data": p.data, "seq": want }).to_string();
+                    let mut body = json!({ "kind": p.kind, "data": p.data, "seq": want });
+                    if let Some(minute) = p.minute {
+                        body["minute"] = json!(minute);
+                    }
+                    let body = body.to_string();
                     let what = format!("POST {path} ({}, seq {want})", p.kind);
                     post_once(
                         &mut clients,

@@ -48,6 +48,7 @@ fn raw(args: &LoadArgs) -> io::Result<Driving> {
             at: every * (k as u32 - 1),
             kind: EventKind::Comment,
             data: json!({}),
+            minute: None,
         })
         .collect();
     let url = Url::parse(args.raw.publish.as_deref().unwrap_or_default())?;

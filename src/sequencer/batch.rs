@@ -7,8 +7,38 @@ use serde_json::Value;
 
 use super::core::Core;
 use super::{Done, Pending, Refused, Reply};
-use crate::domain::{Event, EventKind, Match};
+use crate::domain::{check_minute, Event, EventKind, Match};
 use crate::store::{Append, StoreError};
+
+/// What a client posts: an event before the sequencer numbers it.
+#[derive(Debug, Clone)]
+pub(super) struct Posted {
+    /// The event kind.
+    pub(super) kind: EventKind,
+    /// The event data (a JSON object).
+    pub(super) data: Value,
+    /// The match minute the feed gave.
+    pub(super) minute: Option<u8>,
+}
+
+impl Posted {
+    /// Validates the event against `next` (which it changes) and numbers it at `ts`.
+    fn apply(&self, next: &mut Match, ts: i64) -> Result<Event, Refused> {
+        let minute = self
+            .minute
+            .map(check_minute)
+            .transpose()
+            .map_err(|e| Refused::Invalid(e.into()))?;
+        let data = next.apply(self.kind, &self.data, ts)?;
+        Ok(Event {
+            seq: next.seq,
+            ts,
+            kind: self.kind,
+            data,
+            minute,
+        })
+    }
+}
 
 /// One validated event waiting for the batch's commit.
 struct Staged {
@@ -18,6 +48,17 @@ struct Staged {
     state: Match,
     expect_seq: Option<u64>,
     pending: Pending,
+}
+
+impl Staged {
+    /// The event as it was posted (to post it again).
+    fn posted(&self) -> Posted {
+        Posted {
+            kind: self.event.kind,
+            data: self.event.data.clone(),
+            minute: self.event.minute,
+        }
+    }
 }
 
 /// The events staged since the last commit.
@@ -35,8 +76,7 @@ impl Core {
         &mut self,
         batch: &mut Batch,
         mid: String,
-        kind: EventKind,
-        data: &Value,
+        posted: Posted,
         expect_seq: Option<u64>,
         pending: Pending,
     ) {
@@ -56,16 +96,10 @@ impl Core {
         let validated = match expect_seq {
             Some(want) if at >= want => Err(Refused::Conflict { want, seq: at }),
             Some(want) if at + 1 < want => Err(Refused::NotNext { want, seq: at }),
-            _ => next.apply(kind, data, ts).map_err(Refused::from),
+            _ => posted.apply(&mut next, ts),
         };
         match validated {
-            Ok(normalized) => {
-                let event = Event {
-                    seq: next.seq,
-                    ts,
-                    kind,
-                    data: normalized,
-                };
+            Ok(event) => {
                 batch.last.insert(mid.clone(), batch.items.len());
                 batch.items.push(Staged {
                     mid,
@@ -82,7 +116,7 @@ impl Core {
             {
                 // Another node may be ahead of this replica: judge on the latest, alone.
                 self.flush(batch);
-                let answer = self.post_event(&mid, kind, data, expect_seq);
+                let answer = self.post_event(&mid, &posted, expect_seq);
                 pending.answer(into_reply(answer));
             }
             Err(refused) => pending.answer(Reply::Refused(refused)),
@@ -144,10 +178,8 @@ impl Core {
                 StoreError::Behind { mid, .. } => self
                     .resync(&mid)
                     .map_err(Refused::from_store)
-                    .and_then(|()| {
-                        self.post_event(&s.mid, s.event.kind, &s.event.data, s.expect_seq)
-                    }),
-                _ => self.post_event(&s.mid, s.event.kind, &s.event.data, s.expect_seq),
+                    .and_then(|()| self.post_event(&s.mid, &s.posted(), s.expect_seq)),
+                _ => self.post_event(&s.mid, &s.posted(), s.expect_seq),
             };
             s.pending.answer(into_reply(answer));
         }
@@ -158,8 +190,7 @@ impl Core {
     pub(super) fn post_event(
         &mut self,
         mid: &str,
-        kind: EventKind,
-        data: &Value,
+        posted: &Posted,
         expect_seq: Option<u64>,
     ) -> Result<Done, Refused> {
         for _ in 0..super::MAX_ATTEMPTS {
@@ -181,18 +212,13 @@ impl Core {
             }
             let mut next = Match::clone(&entry.state);
             let ts = (self.clock)().max(next.last_ts);
-            let data = match next.apply(kind, data, ts) {
-                Ok(data) => data,
-                Err(rejection) => match self.catch_up(mid).map_err(Refused::from_store)? {
-                    0 => return Err(rejection.into()),
+            let event = match posted.apply(&mut next, ts) {
+                Ok(event) => event,
+                Err(refused @ Refused::Invalid(_)) => return Err(refused),
+                Err(refused) => match self.catch_up(mid).map_err(Refused::from_store)? {
+                    0 => return Err(refused),
                     _ => continue,
                 },
-            };
-            let event = Event {
-                seq: next.seq,
-                ts,
-                kind,
-                data,
             };
             match self.store.append_event(mid, &event, &next) {
                 Ok(()) => {}

@@ -106,6 +106,7 @@ fn submit(h: &SequencerHandle, mid: &str, kind: EventKind, data: Value) -> mpsc:
         mid: mid.into(),
         kind,
         data,
+        minute: None,
         expect_seq: None,
     };
     h.submit(req, Box::new(move |r| tx.send(r).unwrap()));
@@ -216,6 +217,55 @@ fn a_lone_event_is_committed_alone() {
         assert_eq!(post(&rig.h, &rig.mid, kind, json!({})).0, 201);
         assert_eq!(rig.commits.load(Ordering::SeqCst), seq);
     }
+}
+
+#[test]
+fn an_event_minute_is_broadcast_and_one_past_130_is_refused_alone() {
+    let rig = rig(Limits::default());
+    rig.open_gate.send(()).unwrap();
+    let with = |kind, minute| Request::PostEvent {
+        mid: rig.mid.clone(),
+        kind,
+        data: json!({}),
+        minute,
+        expect_seq: None,
+    };
+    let send = |request| {
+        let (tx, rx) = mpsc::channel();
+        rig.h
+            .submit(request, Box::new(move |r| tx.send(r).unwrap()));
+        answer(&rx)
+    };
+    assert!(matches!(
+        send(with(EventKind::Start, Some(0))),
+        Reply::Done(_)
+    ));
+    assert!(matches!(
+        send(with(EventKind::Comment, Some(131))),
+        Reply::Refused(Refused::Invalid(_))
+    ));
+    assert!(matches!(
+        send(with(EventKind::Comment, Some(67))),
+        Reply::Done(Done::Event { seq: 2, .. })
+    ));
+    let pushed: Vec<(Value, Vec<(String, String)>)> = rig
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|b| match b {
+            Broadcast::Event {
+                ws_text,
+                line_fields,
+                ..
+            } => Some((serde_json::from_str(ws_text).unwrap(), line_fields.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pushed.len(), 2, "the refused event is not broadcast");
+    assert_eq!(pushed[0].0["minute"], 0);
+    assert_eq!(pushed[1].0["minute"], 67);
+    assert_eq!(pushed[1].1, vec![("minute".to_owned(), "67".to_owned())]);
 }
 
 #[test]

@@ -198,6 +198,7 @@ fn a_post_with_an_expected_seq_is_never_applied_twice() {
                 mid: mid.into(),
                 kind: EventKind::Comment,
                 data: json!({ "n": n }),
+                minute: None,
                 expect_seq: Some(seq),
             },
         )

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{mpsc, Arc};
 
-use super::batch::Batch;
+use super::batch::{Batch, Posted};
 use super::snapshot::{team_json, Loaded};
 use super::{
     check_history, Broadcast, Clock, Done, Limits, MatchSnapshot, Msg, Refused, Reply, Request,
@@ -110,10 +110,17 @@ impl Core {
                         mid,
                         kind,
                         data,
+                        minute,
                         expect_seq,
                     },
                     pending,
-                ) => self.stage(batch, mid, kind, &data, expect_seq, pending),
+                ) => self.stage(
+                    batch,
+                    mid,
+                    Posted { kind, data, minute },
+                    expect_seq,
+                    pending,
+                ),
                 Msg::Request(request, pending) => {
                     self.flush(batch);
                     let answer = self.handle(request);
@@ -147,8 +154,9 @@ impl Core {
                 mid,
                 kind,
                 data,
+                minute,
                 expect_seq,
-            } => self.post_event(&mid, kind, &data, expect_seq),
+            } => self.post_event(&mid, &Posted { kind, data, minute }, expect_seq),
             Request::DeleteMatch { mid } => self.delete_match(&mid),
             Request::Watch { mid, since } => return Reply::Watch(self.watch(&mid, since)),
             Request::Remote(remote) => {

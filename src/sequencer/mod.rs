@@ -152,6 +152,8 @@ pub enum Request {
         kind: EventKind,
         /// The event data (a JSON object).
         data: Value,
+        /// The match minute the feed gave (0–130; a higher one is [`Refused::Invalid`]).
+        minute: Option<u8>,
         /// Post it only as this event number (`"seq"` in the body): [`Refused::Conflict`]
         /// when the match is past it already. A publisher retrying after a lost answer can
         /// never post twice.

@@ -69,6 +69,7 @@ impl History {
                 ts: 0,
                 kind: crate::domain::EventKind::Comment,
                 data: serde_json::Value::Null,
+                minute: None,
             },
         );
         let item_at = prefix.find("\"seq\"").unwrap_or(0);
@@ -323,6 +324,7 @@ mod tests {
             ts: 1000 + seq as i64,
             kind: EventKind::Comment,
             data: json!({"text": format!("n{seq}"), "q": "\"x\""}),
+            minute: None,
         }
     }
 

@@ -106,6 +106,7 @@ pub(super) fn post(h: &SequencerHandle, mid: &str, kind: EventKind, data: Value)
             mid: mid.into(),
             kind,
             data,
+            minute: None,
             expect_seq: None,
         },
     )
@@ -317,6 +318,7 @@ fn watch_replies_splice_into_live_events_without_gap_or_repeat() {
                     mid: mid.clone(),
                     kind: EventKind::Comment,
                     data,
+                    minute: None,
                     expect_seq: None,
                 };
                 h.submit(req, Box::new(move |_| tx.send(()).unwrap()));
@@ -504,6 +506,7 @@ impl Store for GappyStore {
             ts: 0,
             kind: EventKind::Comment,
             data: json!({}),
+            minute: None,
         };
         Ok(Snapshot {
             teams: vec![],

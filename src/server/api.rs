@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::reads;
 use super::router::{error, json, Routed};
 use super::worker::{Worker, WorkerMsg};
-use crate::domain::EventKind;
+use crate::domain::{parse_minute, EventKind};
 use crate::proto::http::Request as HttpRequest;
 use crate::proto::response::write_json_error_with;
 use crate::sequencer::{Done, Refused, Reply, Request};
@@ -130,6 +130,9 @@ struct EventBody {
     /// Post only as this event number (409 when the match is past it).
     #[serde(default)]
     seq: Option<u64>,
+    /// The match minute (an integer 0–130; 422 otherwise).
+    #[serde(default)]
+    minute: Option<Value>,
 }
 
 fn empty_object() -> Value {
@@ -243,10 +246,17 @@ fn write_request(method: &str, segments: &[&str], body: &[u8]) -> Result<Request
                 .kind
                 .parse::<EventKind>()
                 .map_err(|e| (422, e.to_string()))?;
+            let minute = b
+                .minute
+                .as_ref()
+                .map(parse_minute)
+                .transpose()
+                .map_err(|e| (422, e.to_string()))?;
             Request::PostEvent {
                 mid: mid.to_string(),
                 kind,
                 data: b.data,
+                minute,
                 expect_seq: b.seq,
             }
         }
@@ -305,6 +315,26 @@ mod tests {
             reply_status_body(&done),
             (201, r#"{"seq":7,"ts":9}"#.into())
         );
+    }
+
+    #[test]
+    fn an_event_minute_must_be_an_integer_from_0_to_130() {
+        let post =
+            |body: &str| write_request("POST", &["1", "match", "m", "events"], body.as_bytes());
+        match post(r#"{"kind":"goal","data":{"team":"a"},"minute":67}"#) {
+            Ok(Request::PostEvent { minute, .. }) => assert_eq!(minute, Some(67)),
+            other => panic!("{other:?}"),
+        }
+        match post(r#"{"kind":"goal"}"#) {
+            Ok(Request::PostEvent { minute, .. }) => assert_eq!(minute, None),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["131", "-1", "45.5", "\"67\"", "[1]"] {
+            match post(&format!(r#"{{"kind":"goal","minute":{bad}}}"#)) {
+                Err((422, message)) => assert!(message.contains("minute"), "{message}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

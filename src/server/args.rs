@@ -97,6 +97,17 @@ pub struct ServeArgs {
     /// Replay the bundled sample match in a loop.
     #[arg(long, env = "MATCHSTREAM_DEMO", help_heading = "Extras")]
     pub demo: bool,
+    /// How many times faster than its script `--demo` plays the sample match: at the default
+    /// the first goal is on the scoreboard ~5 s after start and the match lasts ~1 m 50 s.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_DEMO_SPEED",
+        value_name = "X",
+        default_value_t = crate::feed::demo::DEFAULT_DEMO_SPEED,
+        value_parser = crate::feed::demo::parse_speed,
+        help_heading = "Extras"
+    )]
+    pub demo_speed: f64,
     /// Serve the WebSocket echo endpoint `/1/echo` (for the Autobahn suite).
     #[arg(long, env = "MATCHSTREAM_ENABLE_ECHO", help_heading = "Extras")]
     pub enable_echo: bool,

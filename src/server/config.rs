@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub enable_echo: bool,
     /// Replay the bundled sample match in a loop.
     pub demo: bool,
+    /// How many times faster than its script the demo plays.
+    pub demo_speed: f64,
     /// Most connections the whole server holds at once.
     pub max_connections: usize,
     /// HTTP request limits (request line, head, header count, body).
@@ -129,6 +131,7 @@ impl ServerConfig {
             admin_token: String::new(),
             enable_echo: false,
             demo: false,
+            demo_speed: crate::feed::demo::DEFAULT_DEMO_SPEED,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             http: HttpLimits::default(),
             ws: WsLimits::default(),

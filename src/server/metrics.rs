@@ -6,10 +6,42 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use super::tls::sniff::PlainClient;
+
 /// Upper bounds (µs) of the fan-out latency histogram buckets.
 pub const LATENCY_BUCKETS_US: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
+
+/// Plain HTTP clients on a TLS port told to use https, since start (whole process: the
+/// socket layer that meets them holds no worker; rare enough for one shared atomic).
+static PLAIN_HTTP_ON_TLS: AtomicU64 = AtomicU64::new(0);
+/// Plain line clients on a TLS port told `ERROR: TLS required`, since start.
+static PLAIN_LINE_ON_TLS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a plain client answered on a TLS port.
+pub fn count_plain_on_tls(who: PlainClient) {
+    let counter = match who {
+        PlainClient::Http => &PLAIN_HTTP_ON_TLS,
+        PlainClient::Line => &PLAIN_LINE_ON_TLS,
+    };
+    counter.fetch_add(1, Relaxed);
+}
+
+fn render_plain_on_tls(out: &mut String) {
+    let name = "matchstream_plain_on_tls_port_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Plain (non-TLS) clients on a TLS port told so in plaintext, then closed.\n# TYPE {name} counter"
+    );
+    for (client, counter) in [("http", &PLAIN_HTTP_ON_TLS), ("line", &PLAIN_LINE_ON_TLS)] {
+        let _ = writeln!(
+            out,
+            "{name}{{client=\"{client}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+}
 
 /// Why a TLS handshake failed (the `reason` label of
 /// `matchstream_tls_handshake_failures_total`).
@@ -325,6 +357,7 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     }
     render_latency(&mut out, workers);
     render_watchers(&mut out, workers);
+    render_plain_on_tls(&mut out);
     render_tls_handshake_failures(&mut out, workers);
     out.push_str(extra);
     out

@@ -13,6 +13,7 @@ mod args;
 pub mod compress;
 pub mod config;
 pub mod conn_guard;
+pub mod footprint;
 pub mod history;
 pub mod http;
 pub mod inbox;
@@ -62,6 +63,7 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.data_dir = args.data_dir.clone();
     config.enable_echo = args.enable_echo;
     config.demo = args.demo;
+    config.demo_speed = args.demo_speed;
     if let Some(n) = args.max_connections {
         config.max_connections = n;
     }
@@ -155,7 +157,8 @@ pub fn serve(args: ServeArgs) -> io::Result<()> {
     sys::block_shutdown_signals()?;
     let running = start(config)?;
     if running.shared.config.demo {
-        crate::feed::demo::spawn(running.shared.sequencer.clone());
+        let speed = running.shared.config.demo_speed;
+        crate::feed::demo::spawn(running.shared.sequencer.clone(), speed);
     }
     loop {
         let signal = sys::wait_for_signal();

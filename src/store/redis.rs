@@ -73,8 +73,9 @@ pub struct ReadCursor {
 }
 
 /// Appends a run of events to one match if it is still at the expected seq, all or none.
-/// KEYS: match hash, events stream. ARGV: expected seq, then `seq, ts, kind, data` for each
-/// event, then the state after the last one.
+/// KEYS: match hash, events stream. ARGV: expected seq, then `seq, ts, kind, data, minute`
+/// for each event (`minute` empty when it has none: the entry then has no `minute` field),
+/// then the state after the last one.
 /// Returns `{"ok", n}` when appended, `{"missing", -1}` for an unknown match, and
 /// `{"at", stored_seq}` when the match is not at the expected seq (never mistaken for
 /// success, whatever the stored seq).
@@ -82,12 +83,16 @@ pub const APPEND_RUN: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'seq')
 if not cur then return {'missing', -1} end
 if cur ~= ARGV[1] then return {'at', tonumber(cur)} end
-local n = (#ARGV - 2) / 4
+local n = (#ARGV - 2) / 5
 for i = 0, n - 1 do
-  local a = 1 + 4 * i
-  redis.call('XADD', KEYS[2], ARGV[a + 1] .. '-0', 'ts', ARGV[a + 2], 'kind', ARGV[a + 3], 'data', ARGV[a + 4])
+  local a = 1 + 5 * i
+  if ARGV[a + 5] == '' then
+    redis.call('XADD', KEYS[2], ARGV[a + 1] .. '-0', 'ts', ARGV[a + 2], 'kind', ARGV[a + 3], 'data', ARGV[a + 4])
+  else
+    redis.call('XADD', KEYS[2], ARGV[a + 1] .. '-0', 'ts', ARGV[a + 2], 'kind', ARGV[a + 3], 'data', ARGV[a + 4], 'minute', ARGV[a + 5])
+  end
 end
-local last = 1 + 4 * (n - 1)
+local last = 1 + 5 * (n - 1)
 redis.call('HSET', KEYS[1], 'seq', ARGV[last + 1], 'ts', ARGV[last + 2], 'state', ARGV[#ARGV])
 return {'ok', n}
 "#;
@@ -203,7 +208,8 @@ impl RedisStore {
     }
 }
 
-/// Decodes one stream entry (`SEQ-0`, fields `ts`, `kind`, `data`) into an event.
+/// Decodes one stream entry (`SEQ-0`, fields `ts`, `kind`, `data` and, when the event has
+/// one, `minute`) into an event.
 pub fn decode_event(entry: &StreamId) -> Result<Event> {
     let at = || format!("stream entry {}", entry.id);
     let seq = entry
@@ -223,6 +229,11 @@ pub fn decode_event(entry: &StreamId) -> Result<Event> {
             .parse::<EventKind>()
             .map_err(|e| corrupt(&at(), e))?,
         data: serde_json::from_str(&field("data")?).map_err(|e| corrupt(&at(), e))?,
+        minute: entry
+            .get::<String>("minute")
+            .map(|m| m.parse::<u8>())
+            .transpose()
+            .map_err(|e| corrupt(&at(), e))?,
     })
 }
 
@@ -341,7 +352,8 @@ impl Store for RedisStore {
                 cmd.arg(e.seq)
                     .arg(e.ts)
                     .arg(e.kind.as_str())
-                    .arg(e.data.to_string());
+                    .arg(e.data.to_string())
+                    .arg(e.minute.map_or_else(String::new, |m| m.to_string()));
             }
             let last = batch[*run.last().expect("runs are not empty")].state;
             cmd.arg(serde_json::to_string(last).map_err(|e| corrupt("match", e))?);
@@ -525,6 +537,16 @@ mod tests {
             (e.seq, e.ts, e.kind, e.data),
             (7, 1000, EventKind::Goal, serde_json::json!({"team": "tig"}))
         );
+        assert_eq!(e.minute, None);
+        let mut entry = entry;
+        entry
+            .map
+            .insert("minute".into(), RedisValue::BulkString(b"67".to_vec()));
+        assert_eq!(decode_event(&entry).unwrap().minute, Some(67));
+        entry
+            .map
+            .insert("minute".into(), RedisValue::BulkString(b"x".to_vec()));
+        assert!(decode_event(&entry).is_err());
         let bad = StreamId {
             id: "x".into(),
             map: HashMap::new(),

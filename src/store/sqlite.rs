@@ -28,10 +28,11 @@ use crate::domain::{Event, EventKind, Match, Team};
 pub const DB_FILE: &str = "matchstream.db";
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = ["
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    "
     CREATE TABLE teams (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -50,7 +51,11 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = ["
         data TEXT NOT NULL,
         PRIMARY KEY (mid, seq)
     ) WITHOUT ROWID;
-"];
+",
+    "
+    ALTER TABLE events ADD COLUMN minute INTEGER;
+",
+];
 
 /// How hard SQLite syncs a commit to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,22 +227,16 @@ impl Store for SqliteStore {
 
         let mut stmt = self
             .conn
-            .prepare("SELECT mid, seq, ts, kind, data FROM events ORDER BY mid, seq")?;
+            .prepare("SELECT seq, ts, kind, data, minute, mid FROM events ORDER BY mid, seq")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let mid: String = row.get(0)?;
-            let seq: i64 = row.get(1)?;
-            let kind: String = row.get(3)?;
-            let data: String = row.get(4)?;
-            let at = || format!("event {mid}#{seq}");
-            let event = Event {
-                seq: u64::try_from(seq).map_err(|e| corrupt(&at(), e))?,
-                ts: row.get(2)?,
-                kind: kind.parse::<EventKind>().map_err(|e| corrupt(&at(), e))?,
-                data: serde_json::from_str(&data).map_err(|e| corrupt(&at(), e))?,
-            };
+            let mid: String = row.get(5)?;
+            let event = decode_event(&mid, row)?;
             let Some(&i) = index.get(&mid) else {
-                return Err(corrupt(&at(), "belongs to no match"));
+                return Err(corrupt(
+                    &format!("event {mid}#{}", event.seq),
+                    "belongs to no match",
+                ));
             };
             matches[i].events.push(event);
         }
@@ -279,12 +278,14 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (mid, seq, ts, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (mid, seq, ts, kind, data, minute)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for a in batch {
-                let seq = i64::try_from(a.event.seq).map_err(|e| corrupt("seq", e))?;
-                let data = a.event.data.to_string();
-                insert.execute(params![a.mid, seq, a.event.ts, a.event.kind.as_str(), data])?;
+                let e = a.event;
+                let seq = i64::try_from(e.seq).map_err(|e| corrupt("seq", e))?;
+                let data = e.data.to_string();
+                insert.execute(params![a.mid, seq, e.ts, e.kind.as_str(), data, e.minute])?;
             }
             let mut update =
                 tx.prepare_cached("UPDATE matches SET state = ?2, last_ts = ?3 WHERE id = ?1")?;
@@ -351,7 +352,7 @@ impl HistorySource for SqliteHistory {
         }
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, ts, kind, data FROM events WHERE mid = ?1 AND seq > ?2 ORDER BY seq",
+            "SELECT seq, ts, kind, data, minute FROM events WHERE mid = ?1 AND seq > ?2 ORDER BY seq",
         )?;
         let mut rows = stmt.query(params![mid, since])?;
         let mut events = Vec::new();
@@ -362,7 +363,8 @@ impl HistorySource for SqliteHistory {
     }
 }
 
-/// Decodes an `events` row `(seq, ts, kind, data)` of match `mid`.
+/// Decodes an `events` row `(seq, ts, kind, data, minute, …)` of match `mid` (`minute` is
+/// NULL for events stored without one, and for every event stored before schema 2).
 fn decode_event(mid: &str, row: &rusqlite::Row<'_>) -> Result<Event> {
     let seq: i64 = row.get(0)?;
     let kind: String = row.get(2)?;
@@ -373,6 +375,7 @@ fn decode_event(mid: &str, row: &rusqlite::Row<'_>) -> Result<Event> {
         ts: row.get(1)?,
         kind: kind.parse::<EventKind>().map_err(|e| corrupt(&at(), e))?,
         data: serde_json::from_str(&data).map_err(|e| corrupt(&at(), e))?,
+        minute: row.get(4)?,
     })
 }
 

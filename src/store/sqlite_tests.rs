@@ -18,7 +18,8 @@ fn play_sample(store: &mut dyn Store, n: usize) -> (Match, Vec<Event>) {
     .unwrap();
     store.create_match(&m).unwrap();
     let mut events = Vec::new();
-    for (i, (kind, data)) in script.events().take(n).enumerate() {
+    let minutes = script.derived_minutes();
+    for (i, ((kind, data), minute)) in script.events().zip(minutes).take(n).enumerate() {
         let ts = 1_000 + i as i64;
         let data = m.apply(kind, data, ts).unwrap();
         let event = Event {
@@ -26,6 +27,7 @@ fn play_sample(store: &mut dyn Store, n: usize) -> (Match, Vec<Event>) {
             ts,
             kind,
             data,
+            minute,
         };
         store.append_event(&m.id, &event, &m).unwrap();
         events.push(event);
@@ -83,6 +85,7 @@ fn reopen_restores_everything_and_seq_continues() {
         ts: 5_000,
         kind: EventKind::Comment,
         data,
+        minute: None,
     };
     store.append_event(&m.id, &next, &m).unwrap();
     drop(store);
@@ -158,6 +161,54 @@ fn delete_removes_the_match_and_its_history() {
 }
 
 #[test]
+fn a_schema_1_data_dir_opens_and_its_events_have_no_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, mut events) = {
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let played = play_sample(&mut store, 3);
+        assert_eq!(played.1[1].minute, Some(5), "the first goal, 5'");
+        // What a build before the match minute left behind.
+        store
+            .conn
+            .execute_batch("ALTER TABLE events DROP COLUMN minute; PRAGMA user_version = 1;")
+            .unwrap();
+        played
+    };
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let version: i64 = store
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    for e in &mut events {
+        e.minute = None;
+    }
+    check_snapshot(&mut store, &m, &events);
+    // New events keep their minute, next to the old ones without.
+    let mut next = m.clone();
+    let data = next
+        .apply(
+            EventKind::Comment,
+            &serde_json::json!({"text": "hi"}),
+            2_000,
+        )
+        .unwrap();
+    let event = Event {
+        seq: next.seq,
+        ts: 2_000,
+        kind: EventKind::Comment,
+        data,
+        minute: Some(19),
+    };
+    store.append_event(&m.id, &event, &next).unwrap();
+    events.push(event);
+    check_snapshot(&mut store, &next, &events);
+    let mut history = store.history_source().unwrap();
+    let tail = history.history(&m.id, 2).unwrap().unwrap();
+    assert_eq!(tail, events[2..]);
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -219,6 +270,7 @@ fn background_checkpoints_keep_the_wal_small_and_lose_nothing() {
                 ts: 5_000,
                 kind: EventKind::Comment,
                 data,
+                minute: None,
             });
             states.push(m.clone());
         }

@@ -27,7 +27,9 @@ const TOKEN = 'browser-test-token';
 
 const SCRIPT = JSON.parse(readFileSync(path.join(ROOT, 'fixtures', 'elp-tig-2011-09-10.json'), 'utf8'));
 const MID = `${SCRIPT.home.id}-${SCRIPT.visit.id}-${SCRIPT.start_date}`; // elp-tig-2011-09-10
-const EVENTS = SCRIPT.steps.filter((s) => s.event).map((s) => ({ kind: s.event, data: s.data ?? {} }));
+// Each with the match minute the script gives it (posted as `minute`).
+const EVENTS = SCRIPT.steps.filter((s) => s.event)
+  .map((s) => ({ kind: s.event, data: s.data ?? {}, ...(s.minute === undefined ? {} : { minute: s.minute }) }));
 const HALFTIME = EVENTS.findIndex((e) => e.kind === 'halftime') + 1; // events up to and including halftime
 
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -186,8 +188,8 @@ async function expectFinal(page) {
   const lines = await until('all 31 feed lines', () => feedLines(page), (l) => l.length === EVENTS.length);
   const has = (re) => assert.ok(lines.some((l) => re.test(l)), `no feed line matches ${re}:\n${lines.join('\n')}`);
   has(/^\d+'\s+Red card — Estudiantes de La Plata, #25 Albil$/);
-  has(/^\d+'\s+Own goal — Tigre's #7 Luna, for Estudiantes de La Plata\s+1–3$/);
-  has(/^\d+'\s+Goal — Tigre, #7 Luna\s+0–1$/);
+  has(/^58'\s+Own goal — Tigre's #7 Luna, for Estudiantes de La Plata\s+1–3$/);
+  has(/^5'\s+Goal — Tigre, #7 Luna\s+0–1$/);
   has(/Substitution — Estudiantes de La Plata: ⇄ #21 Silva for #18 Fernandez$/);
   has(/Substitution — Tigre: ⇄ #24 Carrasco for #9 Maggiolo$/);
   has(/^HT\s+Half-time — Estudiantes de La Plata 0–3 Tigre$/);
@@ -237,12 +239,13 @@ test('a person picks the sample match and follows it live to the final 1–3', {
   const metrics = await (await fetch(srv.base + '/metrics')).text();
   assert.match(metrics, /^matchstream_deflate_websockets(\{[^}]*\})? 1$/m, 'one deflate WebSocket');
 
-  // The first goal arrives live.
+  // The first goal arrives live, replayed in milliseconds: the page shows the minute the
+  // feed gave it (5'), not the wall-clock time since kick-off (0'), and so does the clock.
   await postEvents(srv, 0, 2);
   await expectText(page, '#score', '0–1');
   await expectText(page, '#period', '1st half');
-  await expectText(page, '#clock', /^0'$/);
-  await until('the first goal line', () => feedLines(page), (l) => /^0'\s+Goal — Tigre, #7 Luna\s+0–1$/.test(l[0]));
+  await expectText(page, '#clock', /^5'$/);
+  await until('the first goal line', () => feedLines(page), (l) => /^5'\s+Goal — Tigre, #7 Luna\s+0–1$/.test(l[0]));
 
   // Red card: Albil leaves the lineup at once.
   await postEvents(srv, 2, 4);

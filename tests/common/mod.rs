@@ -389,7 +389,7 @@ pub fn sample_events() -> Vec<(String, Value)> {
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::Event { event, data } => Some((event.as_str().to_string(), data.clone())),
+            Step::Event { event, data, .. } => Some((event.as_str().to_string(), data.clone())),
             Step::Sleep { .. } => None,
         })
         .collect()

@@ -8,6 +8,8 @@
 //!   secrets (what kTLS would be given): ~130 bytes per connection instead of rustls's state.
 //! - [`socket`] is the thin I/O shell a connection's task reads and writes through until its
 //!   handshake and HTTP phase are over: a plain socket, or one with a [`session::TlsSession`].
+//! - [`sniff`] tells a plain client on a TLS port apart (plain HTTP, a plain line `CONNECT`)
+//!   and words its plaintext answer (`400` "use https", `ERROR: TLS required`).
 //! - [`Certs`] holds the certificate of the moment; `SIGHUP` reloads it from the same files
 //!   ([`Certs::reload`]): new handshakes use the new one, open connections keep theirs, and a
 //!   bad new file keeps the old certificate.
@@ -19,6 +21,7 @@
 
 pub mod records;
 pub mod session;
+pub mod sniff;
 pub mod socket;
 pub mod tickets;
 

@@ -2,7 +2,8 @@
 //! [`TlsSession`]. Readiness still comes from io_uring (`stream().readable()` /
 //! `writable()`); the bytes move with non-blocking calls, as for every connection. With TLS
 //! the reads are decrypted before the handler sees them and the writes encrypted before the
-//! socket does, so the protocol handlers are the same for both.
+//! socket does, so the protocol handlers are the same for both. A plain client on a TLS port
+//! is told so in plaintext before it is closed ([`sniff`]).
 
 use std::cell::RefCell;
 use std::io;
@@ -11,6 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use monoio::net::TcpStream;
 
 use super::session::TlsSession;
+use super::sniff;
 use crate::os::sys::{self, Transfer};
 
 /// Most plaintext bytes encrypted by one [`Socket::send`] (four full TLS records): what a
@@ -93,9 +95,14 @@ impl Socket {
         };
         let peer_closed = {
             let mut session = tls.borrow_mut();
-            session
-                .receive(&scratch[..n], plain)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let handshaking = session.is_handshaking();
+            if let Err(e) = session.receive(&scratch[..n], plain) {
+                drop(session);
+                if handshaking {
+                    self.answer_plain_client(&scratch[..n]);
+                }
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
             session.peer_closed()
         };
         // The handshake's answers go out now (what the socket does not take waits for the
@@ -106,6 +113,20 @@ impl Socket {
             (true, true) => Received::Eof,
             (true, false) => Received::WouldBlock,
         })
+    }
+
+    /// Tells a client that failed the handshake with plaintext what it did wrong, in
+    /// plaintext, once and best effort ([`sniff::plaintext_answer`]), and ends our side; the
+    /// caller closes the connection.
+    fn answer_plain_client(&self, first: &[u8]) {
+        let Some((who, answer)) = sniff::plaintext_answer(first) else {
+            return;
+        };
+        crate::server::metrics::count_plain_on_tls(who);
+        let fd = self.stream.as_raw_fd();
+        // A few hundred bytes into an empty send buffer: taken whole.
+        let _ = sys::send_one_nonblocking(fd, &answer);
+        let _ = sys::shutdown_write(fd);
     }
 
     /// Writes as much of `slices` as the socket takes, without blocking. With TLS,
