@@ -8,9 +8,10 @@
 #
 #   bash benches/run_100k.sh [CLIENTS=100000] [SPEED=20] [WORKERS=6]
 #
-# Environment: SERVE_EXTRA (more `serve` flags, e.g. `--no-watcher-plane` for the task engine
-# as a baseline), LOAD_EXTRA (more `load` flags, e.g. `--protocol sse`), TAG (file-name
-# prefix, default 100k), SKIP_FLOOR=1, SKIP_IDLE=1, FLOOR_FILE, OUT.
+# Environment: TLS=1 (the server with a throw-away certificate from benches/tls_certs.sh, the
+# watchers over TLS: WSS, or TLS SSE / line with LOAD_EXTRA), SERVE_EXTRA (more `serve`
+# flags), LOAD_EXTRA (more `load` flags, e.g. `--protocol sse`), TAG (file-name prefix,
+# default 100k), SKIP_FLOOR=1, SKIP_IDLE=1, FLOOR_FILE, OUT.
 #
 # A scaled-down version runs in the tests: tests/harness.rs
 # (`the_real_server_delivers_a_replayed_match_to_every_watcher`).
@@ -33,6 +34,14 @@ cargo bench --bench floor --no-run 2>/dev/null
 
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
+SCHEME=http
+CLIENT_TLS=
+if [ -n "${TLS:-}" ]; then
+    bash benches/tls_certs.sh "$TMP/pki" >/dev/null
+    SERVE_EXTRA="$SERVE_EXTRA --tls-cert $TMP/pki/cert.pem --tls-key $TMP/pki/key.pem"
+    SCHEME=https
+    CLIENT_TLS="--tls --ca $TMP/pki/ca.pem"
+fi
 stop_server() {
     kill "$SPID"
     wait "$SPID" 2>/dev/null || true
@@ -46,7 +55,7 @@ stop_server() {
 IDLE_CMD="(skipped)"
 if [ -z "$SKIP_IDLE" ]; then
 start_server
-IDLE_CMD="$BIN load --server http://127.0.0.1:$PORT --idle --clients $CLIENTS --hold 5 --server-pid $SPID --report $OUT/idle-$TAG.json"
+IDLE_CMD="$BIN load --server $SCHEME://127.0.0.1:$PORT --idle --clients $CLIENTS --hold 5 --server-pid $SPID --report $OUT/idle-$TAG.json $CLIENT_TLS"
 echo "+ $IDLE_CMD"
 $IDLE_CMD >/dev/null 2>"$TMP/idle.err" || { echo "idle run failed:"; tail -5 "$TMP/idle.err"; }
 grep -E 'rss_bytes_per|slab' "$OUT/idle-$TAG.json" || true
@@ -56,7 +65,7 @@ fi
 # 2. The verified run, on a fresh server: every watcher must get the status, every event in
 #    order, then `stop`.
 start_server
-LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/$TAG.json --svg $OUT/$TAG.svg ${LOAD_EXTRA:-}"
+LOAD_CMD="$BIN load --server $SCHEME://127.0.0.1:$PORT --clients $CLIENTS --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/$TAG.json --svg $OUT/$TAG.svg $CLIENT_TLS ${LOAD_EXTRA:-}"
 echo "+ $LOAD_CMD"
 set +e
 $LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/$TAG.txt"
@@ -66,7 +75,7 @@ grep '^load:' "$TMP/load.err" | tee "$OUT/$TAG-plan.txt" || true
 echo "verified run exit status: $LOAD_RC"
 [ "$LOAD_RC" = 0 ] || tr '\r' '\n' <"$TMP/load.err" | tail -20 >"$OUT/$TAG-load-err.txt"
 # The plane's own counters: io_uring_enter calls per broadcast per worker.
-curl -s "http://127.0.0.1:$PORT/metrics" >"$OUT/$TAG-metrics.txt" || true
+curl -s ${TLS:+--cacert "$TMP/pki/ca.pem"} "$SCHEME://127.0.0.1:$PORT/metrics" >"$OUT/$TAG-metrics.txt" || true
 stop_server
 
 # 3. The floor, same box, same run.
