@@ -27,11 +27,12 @@ use std::sync::Mutex;
 use std::task::Poll;
 use std::time::Duration;
 
-use monoio::net::{TcpListener, TcpStream};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use super::admission::Refusal;
+use super::config::ServerConfig;
 use super::metrics::WorkerStats;
-use super::worker::{ConnKind, Worker};
+use super::worker::{BoundAddrs, ConnKind, Worker};
 use crate::os::{limits, reuseport, sys};
 
 /// Descriptors a worker keeps free beyond its connections: one for a connection accepted on a
@@ -235,7 +236,12 @@ impl Room {
         drop(reserve);
         let mut refused = 0;
         while let Ok(Some(fd)) = sys::accept_nonblocking(listener) {
-            refuse_now(fd.as_raw_fd(), kind, worker.shared.tls.is_some());
+            refuse(
+                fd.as_raw_fd(),
+                kind,
+                Refusal::ServerFull,
+                worker.shared.tls.is_some(),
+            );
             refused += 1;
         }
         *self.reserve.borrow_mut() = open_reserve();
@@ -244,17 +250,41 @@ impl Room {
     }
 }
 
-/// Tells a refused connection why (best effort; not under TLS, where plaintext before a
-/// handshake means nothing): reads what it already sent first, so that closing does not
-/// reset the answer away.
-pub fn refuse_now(fd: RawFd, kind: ConnKind, tls: bool) {
+/// Tells a connection over a limit why it is refused (best effort; not on a TLS listener,
+/// where plaintext before a handshake means nothing), before its descriptor is dropped:
+/// reads what it already sent first, so that closing does not reset the answer away.
+pub fn refuse(fd: RawFd, kind: ConnKind, why: Refusal, tls: bool) {
     let mut sink = [0u8; 2048];
     let _ = sys::recv_nonblocking(fd, &mut sink);
     if !tls {
-        let out = Refusal::ServerFull.message(kind == ConnKind::Line);
+        let out = why.message(kind == ConnKind::Line);
         let _ = sys::send_nonblocking(fd, &[&out]);
     }
     let _ = sys::shutdown_write(fd);
+}
+
+/// The worker's `SO_REUSEPORT` listeners (HTTP, line) and, on worker 0, `--admin-listen`.
+pub fn bind_listeners(
+    config: &ServerConfig,
+    addrs: BoundAddrs,
+    index: usize,
+) -> io::Result<(TcpListener, TcpListener, Option<TcpListener>)> {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(config.listen_backlog);
+    let http = TcpListener::bind_with_config(addrs.http, &opts)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.http)))?;
+    let tcp = TcpListener::bind_with_config(addrs.tcp, &opts)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.tcp)))?;
+    let admin = match addrs.admin.filter(|_| index == 0) {
+        Some(addr) => Some(
+            TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_addr(true))
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((http, tcp, admin))
 }
 
 fn table_full(e: &io::Error) -> bool {
@@ -321,7 +351,12 @@ pub async fn next(
                     return Some((stream, peer));
                 }
                 WorkerStats::add(&worker.stats().refused_worker_full, 1);
-                refuse_now(stream.as_raw_fd(), kind, worker.shared.tls.is_some());
+                refuse(
+                    stream.as_raw_fd(),
+                    kind,
+                    Refusal::ServerFull,
+                    worker.shared.tls.is_some(),
+                );
             }
             Err(e) if table_full(&e) => {
                 let system_wide = e.raw_os_error() == Some(libc::ENFILE);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
 use super::accept::Room;
@@ -225,7 +225,7 @@ pub fn run_worker(
         }
     };
     runtime.block_on(async move {
-        let listeners = match bind_listeners(&shared.config, addrs, index) {
+        let listeners = match super::accept::bind_listeners(&shared.config, addrs, index) {
             Ok(l) => l,
             Err(e) => {
                 let _ = bound.send(Err(e));
@@ -309,30 +309,6 @@ fn start_plane(index: usize, config: &ServerConfig) -> Option<(Plane, std::os::f
     }
 }
 
-/// The worker's `SO_REUSEPORT` listeners (HTTP, line) and, on worker 0, `--admin-listen`.
-fn bind_listeners(
-    config: &ServerConfig,
-    addrs: BoundAddrs,
-    index: usize,
-) -> io::Result<(TcpListener, TcpListener, Option<TcpListener>)> {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(config.listen_backlog);
-    let http = TcpListener::bind_with_config(addrs.http, &opts)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.http)))?;
-    let tcp = TcpListener::bind_with_config(addrs.tcp, &opts)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.tcp)))?;
-    let admin = match addrs.admin.filter(|_| index == 0) {
-        Some(addr) => Some(
-            TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_addr(true))
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?,
-        ),
-        None => None,
-    };
-    Ok((http, tcp, admin))
-}
-
 /// Handles inbox messages until a shutdown message arrives.
 async fn serve_inbox(worker: &Rc<Worker>, inbox: &mut InboxReceiver<WorkerMsg>) {
     let Some(reader) = inbox.take_reader() else {
@@ -410,7 +386,7 @@ async fn accept_loop(
         };
         let Some(ticket) = ticket else {
             WorkerStats::add(&worker.stats().refused_per_ip, 1);
-            refuse(&stream, kind, Refusal::TooManyFromAddress, tls);
+            super::accept::refuse(stream.as_raw_fd(), kind, Refusal::TooManyFromAddress, tls);
             continue;
         };
         if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections
@@ -418,7 +394,7 @@ async fn accept_loop(
         {
             shared.connections.fetch_sub(1, Ordering::AcqRel);
             WorkerStats::add(&worker.stats().refused, 1);
-            refuse(&stream, kind, Refusal::ServerFull, tls);
+            super::accept::refuse(stream.as_raw_fd(), kind, Refusal::ServerFull, tls);
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -441,16 +417,6 @@ async fn accept_loop(
         WorkerStats::add(&worker.stats().connections, 1);
         monoio::spawn(connection_task(worker.clone(), stream, id, state, kind));
     }
-}
-
-/// Tells a connection over a limit why it is refused (best effort; not on a TLS listener,
-/// where plaintext would mean nothing before a handshake) and drops it.
-fn refuse(stream: &TcpStream, kind: ConnKind, why: Refusal, tls: bool) {
-    if tls {
-        return;
-    }
-    let out = why.message(kind == ConnKind::Line);
-    let _ = sys::send_nonblocking(stream.as_raw_fd(), &[&out]);
 }
 
 /// A connection's first task: the HTTP phase (or the line protocol). An upgrade hands the
