@@ -88,6 +88,17 @@ impl Steering {
     }
 }
 
+/// Whether a worker holding `used` connections in `slots` changes state: `Some(true)` when an
+/// open one fills up, `Some(false)` when a full one has `resume` slots free again, `None`
+/// otherwise (the gap between the two is the hysteresis).
+pub fn next_state(full: bool, used: u64, slots: u64, resume: u64) -> Option<bool> {
+    match full {
+        false if used >= slots => Some(true),
+        true if used.saturating_add(resume) <= slots => Some(false),
+        _ => None,
+    }
+}
+
 /// One worker's descriptor room, shared by its accept loops.
 pub struct Room {
     index: usize,
@@ -172,11 +183,9 @@ impl Room {
     /// Leaves the distribution when the connections fill the room; comes back once
     /// `resume` slots are free.
     pub fn check(&self, worker: &Worker) {
-        let (used, slots) = (self.used(worker), self.slots());
-        if !self.full.get() && used >= slots {
-            self.set_full(worker, true, used);
-        } else if self.full.get() && used + self.resume <= slots {
-            self.set_full(worker, false, used);
+        let used = self.used(worker);
+        if let Some(full) = next_state(self.full.get(), used, self.slots(), self.resume) {
+            self.set_full(worker, full, used);
         }
     }
 
@@ -382,5 +391,28 @@ pub async fn next(
                 .await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_leaves_when_full_and_returns_only_below_the_low_water_mark() {
+        let (slots, resume) = (100, 10);
+        assert_eq!(next_state(false, 99, slots, resume), None);
+        assert_eq!(next_state(false, 100, slots, resume), Some(true));
+        // Full: a few closes are not enough to come back (no flapping at the edge).
+        assert_eq!(next_state(true, 99, slots, resume), None);
+        assert_eq!(next_state(true, 91, slots, resume), None);
+        assert_eq!(next_state(true, 90, slots, resume), Some(false));
+        assert_eq!(next_state(false, 90, slots, resume), None);
+    }
+
+    #[test]
+    fn a_worker_with_no_slots_is_full_at_once() {
+        assert_eq!(next_state(false, 0, 0, 1), Some(true));
+        assert_eq!(next_state(true, 0, 0, 1), None);
     }
 }
