@@ -262,27 +262,16 @@ pub fn run_worker(
         }
         let steered = vec![listeners.0.as_raw_fd(), listeners.1.as_raw_fd()];
         let room = Rc::new(Room::new(&worker, steered, listeners.2.is_some()));
-        monoio::spawn(accept_loop(
-            worker.clone(),
-            listeners.0,
-            ConnKind::Http,
-            room.clone(),
-            false,
-        ));
-        monoio::spawn(accept_loop(
-            worker.clone(),
-            listeners.1,
-            ConnKind::Line,
-            room.clone(),
-            false,
-        ));
-        if let Some(admin) = listeners.2 {
+        let (http, tcp, admin) = listeners;
+        let mut loops = vec![(http, ConnKind::Http, false), (tcp, ConnKind::Line, false)];
+        loops.extend(admin.map(|admin| (admin, ConnKind::Http, true)));
+        for (listener, kind, admin) in loops {
             monoio::spawn(accept_loop(
                 worker.clone(),
+                listener,
+                kind,
+                room.clone(),
                 admin,
-                ConnKind::Http,
-                room,
-                true,
             ));
         }
         monoio::spawn(keepalive_sweep(worker.clone()));
