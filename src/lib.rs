@@ -41,14 +41,15 @@
 //!   worker per batch, [`sequencer::wakeups`]) and acknowledges; [`sequencer::cluster`] holds
 //!   cluster mode's Redis stream reader and the node registry behind `/1/checkin`.
 //! * [`os`] — below both the server and the harness: the few direct system calls, open-file
-//!   limits and connection capacity, the io_uring runtime builder, whole-buffer socket reads
-//!   and writes.
+//!   limits and connection capacity, `SO_REUSEPORT` steering ([`os::reuseport`]), the
+//!   io_uring runtime builder, whole-buffer socket reads and writes.
 //! * [`server`] — the runtime shell (`matchstream serve`): one monoio io_uring event loop per
 //!   worker thread ([`server::worker`]), each pinned to a CPU, with a private fd table
 //!   (`unshare(CLONE_FILES)`), its own `SO_REUSEPORT` listeners, connection slab,
 //!   subscription tables and watcher plane. Start-up: [`server::ServeArgs`] →
-//!   [`server::config`], [`server::port_wait`]. At accept, [`server::admission`] (per-address
-//!   limit, socket options); then the HTTP phase ([`server::http`], [`server::router`],
+//!   [`server::config`], [`server::port_wait`]. At accept, [`server::accept`] (each worker's
+//!   descriptor room: a full worker is steered around, the last connections refused at once;
+//!   `--admin-listen`) and [`server::admission`] (per-address limit, socket options); then the HTTP phase ([`server::http`], [`server::router`],
 //!   [`server::api`], [`server::reads`], stored histories through [`server::history`]);
 //!   then the watcher it becomes — a WebSocket after an upgrade ([`server::ws`]), a
 //!   Server-Sent Events stream ([`server::sse`]) or a line-protocol connection

@@ -41,6 +41,13 @@ pub fn nofile_limit() -> io::Result<Limit> {
     })
 }
 
+/// Descriptors open in the calling thread's fd table (private to it after
+/// `unshare(CLONE_FILES)`), counted in `/proc/thread-self/fd` (the count includes the
+/// directory handle the count itself holds open).
+pub fn open_descriptors() -> io::Result<u64> {
+    Ok(std::fs::read_dir("/proc/thread-self/fd")?.count() as u64)
+}
+
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and returns the limits now in
 /// force. Call it before the workers start (and unshare their fd tables): every thread shares
 /// the process's rlimits, so each worker's table gets the raised limit.
@@ -188,6 +195,20 @@ mod tests {
         assert_eq!(workers_needed(100_000, 19_936), Some(6));
         assert_eq!(workers_needed(19_936, 19_936), Some(1));
         assert_eq!(workers_needed(1, 0), None);
+    }
+
+    #[test]
+    fn an_opened_file_is_counted() {
+        // A thread with its own fd table: other tests opening files cannot change the count.
+        std::thread::spawn(|| {
+            crate::os::sys::unshare_fd_table().expect("unshare");
+            let before = open_descriptors().expect("count");
+            let file = std::fs::File::open("/dev/null").expect("open");
+            assert_eq!(open_descriptors().expect("count"), before + 1);
+            drop(file);
+        })
+        .join()
+        .expect("the counting thread");
     }
 
     #[test]

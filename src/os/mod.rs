@@ -5,10 +5,12 @@
 //!   `unshare(CLONE_FILES)`, shutdown signals), each `unsafe` block audited.
 //! * [`limits`] — the open-files limit (`RLIMIT_NOFILE`) and the connection capacity it
 //!   allows threads with private fd tables.
+//! * [`reuseport`] — steering new connections among a `SO_REUSEPORT` group (classic BPF).
 //! * [`runtime`] — the io_uring event loop each worker and load thread builds.
 //! * [`stream`] — whole-buffer writes and reads on a socket, waiting for readiness.
 
 pub mod limits;
+pub mod reuseport;
 pub mod runtime;
 pub mod stream;
 pub mod sys;

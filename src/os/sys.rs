@@ -20,6 +20,52 @@ pub fn unshare_fd_table() -> io::Result<()> {
     }
 }
 
+/// Accepts one queued connection from the listening socket `fd` without blocking (`None`:
+/// none is queued), whether or not `fd` itself is non-blocking: it polls first, so it must
+/// be the only one accepting from `fd` at that moment. The new descriptor is non-blocking
+/// and close-on-exec.
+pub fn accept_nonblocking(fd: RawFd) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout: poll only writes `revents`.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if ready == 0 || pfd.revents & libc::POLLIN == 0 {
+            return Ok(None);
+        }
+        // SAFETY: null address arguments are allowed (the peer's address is not wanted).
+        let rc = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if rc >= 0 {
+            // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+            return Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc) }));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
 /// Outcome of one non-blocking transfer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Transfer {

@@ -27,6 +27,37 @@ pub struct ServeArgs {
         help_heading = "Listening"
     )]
     pub tcp_listen: SocketAddr,
+    /// A separate HTTP address for the operator (admin writes, `/healthz`, `/metrics`; the
+    /// whole API is served there): bound by worker 0, never refused for capacity
+    /// (`--max-connections`, `--max-connections-per-ip`, full fd tables) [default: none].
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADMIN_LISTEN",
+        value_name = "ADDR",
+        help_heading = "Listening"
+    )]
+    pub admin_listen: Option<SocketAddr>,
+    /// Descriptors worker 0 holds back for connections on `--admin-listen` (public
+    /// connections never take them).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_ADMIN_SLOTS",
+        value_name = "N",
+        default_value_t = 16,
+        help_heading = "Limits"
+    )]
+    pub admin_slots: usize,
+    /// A worker whose fd table is full leaves the accept distribution (new connections go to
+    /// the others) and comes back once this many of its connection slots are free (at most
+    /// half of them).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_FD_RESUME_SLOTS",
+        value_name = "N",
+        default_value_t = 64,
+        help_heading = "Limits"
+    )]
+    pub fd_resume_slots: usize,
     /// Worker threads, each an io_uring event loop with its own fd table [default: one per
     /// CPU; more is fine].
     #[arg(

@@ -85,6 +85,14 @@ pub struct ServerConfig {
     pub port_wait: Duration,
     /// `--tls-cert` / `--tls-key`: both listeners speak TLS (`None`: plain).
     pub tls: Option<super::tls::TlsFiles>,
+    /// `--admin-listen`: a separate address for the operator, served by worker 0 and never
+    /// refused for capacity (`None`: none).
+    pub admin_listen: Option<SocketAddr>,
+    /// `--admin-slots`: descriptors worker 0 holds back for connections on `admin_listen`.
+    pub admin_slots: usize,
+    /// `--fd-resume-slots`: a worker full of connections takes new ones again once this many
+    /// of its slots are free (at most half of them).
+    pub fd_resume_slots: usize,
 }
 
 /// TCP-level liveness settings applied to every accepted socket (`SO_KEEPALIVE`,
@@ -156,6 +164,9 @@ impl ServerConfig {
             max_failed_logins_per_minute: 10,
             port_wait: Duration::from_secs(5),
             tls: None,
+            admin_listen: None,
+            admin_slots: 16,
+            fd_resume_slots: 64,
         }
     }
 }

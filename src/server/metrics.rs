@@ -134,6 +134,15 @@ pub struct WorkerStats {
     pub tls_record_errors: AtomicU64,
     /// Failed TLS handshakes, by [`TlsHandshakeFailure`] (as its index).
     pub tls_handshake_failures: [AtomicU64; TlsHandshakeFailure::ALL.len()],
+    /// 1 while this worker's fd table is full and it is out of the accept distribution.
+    pub accept_paused: AtomicU64,
+    /// Times this worker left the accept distribution because its fd table was full.
+    pub accept_pauses: AtomicU64,
+    /// Connections refused at once because their worker's fd table was full.
+    pub refused_worker_full: AtomicU64,
+    /// Public connections this worker can hold (its open-files limit less its own
+    /// descriptors, the spare ones and the slots held back for `--admin-listen`).
+    pub connection_slots: AtomicU64,
     /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Sum of fan-out latencies, µs.
@@ -191,7 +200,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 26] = [
+    let per_worker: [CounterDef; 30] = [
         (
             "matchstream_connections",
             "gauge",
@@ -347,6 +356,30 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "counter",
             "TLS connections ended by a bad record or a seal error after the handshake",
             |s| &s.tls_record_errors,
+        ),
+        (
+            "matchstream_accept_paused",
+            "gauge",
+            "1 while the worker's fd table is full and it is out of the accept distribution",
+            |s| &s.accept_paused,
+        ),
+        (
+            "matchstream_accept_pauses_total",
+            "counter",
+            "Times the worker left the accept distribution with a full fd table",
+            |s| &s.accept_pauses,
+        ),
+        (
+            "matchstream_refused_worker_full_total",
+            "counter",
+            "Connections refused at once because their worker's fd table was full",
+            |s| &s.refused_worker_full,
+        ),
+        (
+            "matchstream_connection_slots",
+            "gauge",
+            "Public connections the worker can hold (open-files limit less its own descriptors)",
+            |s| &s.connection_slots,
         ),
     ];
     for (name, kind, help, get) in per_worker {

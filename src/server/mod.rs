@@ -6,6 +6,7 @@
 //! resolves to one port that the others then share. The main thread then waits for
 //! SIGINT/SIGTERM and asks every worker to shut down; SIGHUP reloads the TLS certificate.
 
+pub mod accept;
 pub mod admin_auth;
 pub mod admission;
 pub mod api;
@@ -91,6 +92,13 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     };
     config.max_failed_logins_per_minute = args.max_failed_logins_per_minute;
     config.port_wait = Duration::from_millis(args.port_wait_ms);
+    config.admin_listen = args.admin_listen;
+    config.admin_slots = if args.admin_listen.is_some() {
+        args.admin_slots.max(1)
+    } else {
+        0
+    };
+    config.fd_resume_slots = args.fd_resume_slots.max(1);
     config.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::TlsFiles {
             cert: cert.clone(),
@@ -352,6 +360,9 @@ fn start_registry(
 pub fn start(config: ServerConfig) -> io::Result<Running> {
     port_wait::wait_for_port(config.listen, config.port_wait)?;
     port_wait::wait_for_port(config.tcp_listen, config.port_wait)?;
+    if let Some(admin) = config.admin_listen {
+        port_wait::wait_for_port(admin, config.port_wait)?;
+    }
     let workers = config.workers;
     let mut senders = Vec::with_capacity(workers);
     let mut receivers = Vec::with_capacity(workers);
@@ -393,12 +404,14 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         published,
         history,
         bound: OnceLock::new(),
+        steering: accept::Steering::new(workers),
         tls,
         config,
     });
     let mut addrs = BoundAddrs {
         http: shared.config.listen,
         tcp: shared.config.tcp_listen,
+        admin: shared.config.admin_listen,
     };
     let mut threads = Vec::with_capacity(workers);
     for (index, rx) in receivers.into_iter().enumerate() {
@@ -418,11 +431,15 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         start_registry(cluster, &shared, &stop_cluster)?;
     }
     println!(
-        "matchstream listening http={} tcp={} workers={}{}",
+        "matchstream listening http={} tcp={} workers={}{}{}",
         addrs.http,
         addrs.tcp,
         workers,
-        if shared.tls.is_some() { " tls=on" } else { "" }
+        if shared.tls.is_some() { " tls=on" } else { "" },
+        addrs
+            .admin
+            .map(|a| format!(" admin={a}"))
+            .unwrap_or_default()
     );
     let _ = io::stdout().flush();
     Ok(Running {

@@ -2,20 +2,18 @@
 //! owns its listeners, its connection slab and its subscription tables.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
+use super::accept::Room;
 use super::admission::{apply_keepalive, PerIpCounts, Refusal};
 use super::config::ServerConfig;
 use super::conn_guard::ConnGuard;
@@ -62,6 +60,8 @@ pub struct Shared {
     pub logins: super::admin_auth::LoginLimiter,
     /// The TLS certificate of the moment (`None`: both listeners are plain).
     pub tls: Option<super::tls::Certs>,
+    /// Which workers take new connections (a full fd table takes a worker out).
+    pub steering: super::accept::Steering,
 }
 
 impl Shared {
@@ -70,6 +70,7 @@ impl Shared {
         self.bound.get().copied().unwrap_or(BoundAddrs {
             http: self.config.listen,
             tcp: self.config.tcp_listen,
+            admin: self.config.admin_listen,
         })
     }
 }
@@ -171,6 +172,8 @@ pub struct BoundAddrs {
     pub http: SocketAddr,
     /// TCP line protocol.
     pub tcp: SocketAddr,
+    /// `--admin-listen` (worker 0 only).
+    pub admin: Option<SocketAddr>,
 }
 
 /// Runs worker `index` on the current thread until shutdown: pins it, unshares its fd
@@ -200,7 +203,7 @@ pub fn run_worker(
         }
     };
     runtime.block_on(async move {
-        let listeners = match bind_listeners(&shared.config, addrs) {
+        let listeners = match super::accept::bind_listeners(&shared.config, addrs, index) {
             Ok(l) => l,
             Err(e) => {
                 let _ = bound.send(Err(e));
@@ -210,6 +213,10 @@ pub fn run_worker(
         let _ = bound.send(Ok(BoundAddrs {
             http: listeners.0.local_addr().unwrap_or(addrs.http),
             tcp: listeners.1.local_addr().unwrap_or(addrs.tcp),
+            admin: match &listeners.2 {
+                Some(admin) => admin.local_addr().ok(),
+                None => addrs.admin,
+            },
         }));
         let (plane, eventfd) = match Plane::new(&shared.config, 0) {
             Ok(started) => started,
@@ -233,8 +240,20 @@ pub fn run_worker(
             origin: Instant::now(),
         });
         monoio::spawn(driver::run(worker.clone(), eventfd));
-        monoio::spawn(accept_loop(worker.clone(), listeners.0, ConnKind::Http));
-        monoio::spawn(accept_loop(worker.clone(), listeners.1, ConnKind::Line));
+        let steered = vec![listeners.0.as_raw_fd(), listeners.1.as_raw_fd()];
+        let room = Rc::new(Room::new(&worker, steered, listeners.2.is_some()));
+        let (http, tcp, admin) = listeners;
+        let mut loops = vec![(http, ConnKind::Http, false), (tcp, ConnKind::Line, false)];
+        loops.extend(admin.map(|admin| (admin, ConnKind::Http, true)));
+        for (listener, kind, admin) in loops {
+            monoio::spawn(accept_loop(
+                worker.clone(),
+                listener,
+                kind,
+                room.clone(),
+                admin,
+            ));
+        }
         serve_inbox(&worker, &mut inbox).await;
         drain(&worker).await;
     });
@@ -250,21 +269,6 @@ fn plane_error(e: io::Error) -> io::Error {
              (ulimit -l) for --plane-ring-entries"
         ),
     )
-}
-
-fn bind_listeners(
-    config: &ServerConfig,
-    addrs: BoundAddrs,
-) -> io::Result<(TcpListener, TcpListener)> {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(config.listen_backlog);
-    let http = TcpListener::bind_with_config(addrs.http, &opts)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.http)))?;
-    let tcp = TcpListener::bind_with_config(addrs.tcp, &opts)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", addrs.tcp)))?;
-    Ok((http, tcp))
 }
 
 /// Handles inbox messages until a shutdown message arrives.
@@ -320,41 +324,39 @@ fn handle_message(worker: &Rc<Worker>, msg: WorkerMsg) -> bool {
     false
 }
 
-/// Accepts connections until shutdown, enforcing `max_connections`.
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) {
+/// Accepts connections until shutdown, enforcing the worker's fd room (see
+/// [`super::accept`]), `max_connections` and the per-address limit; on the `--admin-listen`
+/// listener (`admin`) only the fd room, held-back slots included.
+async fn accept_loop(
+    worker: Rc<Worker>,
+    listener: TcpListener,
+    kind: ConnKind,
+    room: Rc<Room>,
+    admin: bool,
+) {
     loop {
-        let accepted = {
-            let mut accept = pin!(listener.accept());
-            let mut stop = pin!(worker.shutdown.wait());
-            poll_fn(|cx| {
-                if stop.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                accept.as_mut().poll(cx).map(Some)
-            })
-            .await
-        };
-        let (stream, peer) = match accepted {
-            None => return,
-            Some(Ok(accepted)) => accepted,
-            Some(Err(e)) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                tracing::warn!(worker = worker.index, "accept failed: {e}");
-                monoio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        let Some((stream, peer)) =
+            super::accept::next(&worker, &listener, kind, &room, admin).await
+        else {
+            return;
         };
         let shared = &worker.shared;
         let tls = shared.tls.is_some();
-        let Some(ticket) = shared.per_ip.admit(peer.ip()) else {
+        let ticket = match admin {
+            true => Some(super::admission::IpTicket::uncounted(peer.ip())),
+            false => shared.per_ip.admit(peer.ip()),
+        };
+        let Some(ticket) = ticket else {
             WorkerStats::add(&worker.stats().refused_per_ip, 1);
-            refuse(&stream, kind, Refusal::TooManyFromAddress, tls);
+            super::accept::refuse(stream.as_raw_fd(), kind, Refusal::TooManyFromAddress, tls);
             continue;
         };
-        if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
+        if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections
+            && !admin
+        {
             shared.connections.fetch_sub(1, Ordering::AcqRel);
             WorkerStats::add(&worker.stats().refused, 1);
-            refuse(&stream, kind, Refusal::ServerFull, tls);
+            super::accept::refuse(stream.as_raw_fd(), kind, Refusal::ServerFull, tls);
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -374,16 +376,6 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: ConnKind) 
         WorkerStats::add(&worker.stats().connections, 1);
         monoio::spawn(connection_task(worker.clone(), stream, id, state, kind));
     }
-}
-
-/// Tells a connection over a limit why it is refused (best effort; not on a TLS listener,
-/// where plaintext would mean nothing before a handshake) and drops it.
-fn refuse(stream: &TcpStream, kind: ConnKind, why: Refusal, tls: bool) {
-    if tls {
-        return;
-    }
-    let out = why.message(kind == ConnKind::Line);
-    let _ = sys::send_nonblocking(stream.as_raw_fd(), &[&out]);
 }
 
 /// A connection's first task: the HTTP phase (or the line protocol). An upgrade hands the

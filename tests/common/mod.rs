@@ -57,6 +57,8 @@ pub struct Server {
     token: bool,
     /// Client TLS settings when the server speaks TLS (`start_tls`).
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The open-files limit (soft and hard) the server runs under (`start_with_nofile`).
+    nofile: Option<u64>,
 }
 
 impl Server {
@@ -71,11 +73,21 @@ impl Server {
         Self::start_with(extra, false)
     }
 
+    /// Starts a server (with `extra` flags) whose open-files limit, soft and hard, is
+    /// `nofile`: its fd tables fill up after a few hundred connections.
+    pub fn start_with_nofile(nofile: u64, extra: &[&str]) -> Server {
+        Self::spawn_with(extra, true, Some(nofile))
+    }
+
     fn start_with(extra: &[&str], token: bool) -> Server {
+        Self::spawn_with(extra, token, None)
+    }
+
+    fn spawn_with(extra: &[&str], token: bool, nofile: Option<u64>) -> Server {
         let root = tempfile::tempdir().expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let http: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (child, http, tcp) = try_spawn(root.path(), http, http, &extra, token)
+        let (child, http, tcp) = try_spawn(root.path(), http, http, &extra, token, nofile)
             .unwrap_or_else(|e| panic!("server start: {e}"));
         Server {
             child: Some(child),
@@ -85,6 +97,7 @@ impl Server {
             extra,
             token,
             tls: None,
+            nofile,
         }
     }
 
@@ -125,6 +138,7 @@ impl Server {
             self.tcp,
             &self.extra,
             self.token,
+            self.nofile,
         )?;
         assert_eq!((http, tcp), (self.http, self.tcp), "same ports");
         self.child = Some(child);
@@ -147,6 +161,23 @@ impl Server {
             None => format!("http://{}", self.http),
             Some(_) => format!("https://localhost:{}", self.http.port()),
         }
+    }
+
+    /// The `--admin-listen` address the server printed (`admin=`), if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let text = self.stdout_text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("matchstream listening"))?;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .and_then(|a| a.parse().ok())
+    }
+
+    /// An HTTP client with the admin token on the `--admin-listen` address.
+    pub fn admin_port(&self) -> HttpClient {
+        let addr = self.admin_addr().expect("the server has --admin-listen");
+        HttpClient::new(&format!("http://{addr}"), Some(TOKEN.to_string())).expect("http client")
     }
 
     /// An HTTP client with the admin token.
@@ -224,6 +255,7 @@ impl Server {
                 self.tcp,
                 &self.extra,
                 self.token,
+                self.nofile,
             ) {
                 Ok((child, http, tcp)) => {
                     assert_eq!((http, tcp), (self.http, self.tcp), "same ports");
@@ -300,6 +332,7 @@ fn try_spawn(
     tcp: SocketAddr,
     extra: &[String],
     token: bool,
+    nofile: Option<u64>,
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let log = OpenOptions::new()
         .create(true)
@@ -318,6 +351,24 @@ fn try_spawn(
     }
     if !extra.iter().any(|a| a == "--workers") {
         command.args(["--workers", "2"]);
+    }
+    if let Some(limit) = nofile {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: runs in the forked child before exec and only calls setrlimit, which is
+        // async-signal-safe; the rlimit value lives on this closure's stack.
+        unsafe {
+            command.pre_exec(move || {
+                let rl = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
     let mut child = command
         .args(extra)
