@@ -31,8 +31,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands of `matchstream`.
+/// The subcommands of `matchstream`. Parsed once at start, so the server's many settings
+/// stay inline rather than boxed.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server: HTTP API and WebSocket on --listen, the line protocol on --tcp-listen.
     Serve(crate::server::ServeArgs),
