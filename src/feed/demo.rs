@@ -66,7 +66,10 @@ fn play_once(sequencer: &SequencerHandle) -> Option<()> {
                     expect_seq: None,
                 };
                 if let Reply::Refused(
-                    Refused::Stopped | Refused::StoreFailed(_) | Refused::StoreUnreachable,
+                    Refused::Stopped
+                    | Refused::StoreFailed(_)
+                    | Refused::StoreUnreachable
+                    | Refused::NotReplicated { .. },
                 ) = ask(sequencer, request)?
                 {
                     return None;

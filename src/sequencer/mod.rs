@@ -283,6 +283,18 @@ pub enum Refused {
     /// The shared store (Redis) cannot be reached.
     #[error("redis unavailable")]
     StoreUnreachable,
+    /// Appended, but fewer than `--redis-min-replicas` replicas confirmed it in time: the
+    /// event may or may not survive a failover (watchers get it only if it does).
+    #[error(
+        "not confirmed by enough redis replicas ({acked} of {wanted}): the event may or may \
+         not survive a failover; read the history before posting it again"
+    )]
+    NotReplicated {
+        /// Replicas that confirmed in time.
+        acked: usize,
+        /// `--redis-min-replicas`.
+        wanted: usize,
+    },
     /// The store failed the write.
     #[error("store failure: {0}")]
     StoreFailed(String),
@@ -299,6 +311,10 @@ impl Refused {
         if let StoreError::Redis(why) = &e {
             tracing::warn!(error = %why, "redis unavailable; write refused");
             return Refused::StoreUnreachable;
+        }
+        if let StoreError::NotReplicated { acked, wanted } = e {
+            tracing::warn!(acked, wanted, "write not confirmed by enough replicas");
+            return Refused::NotReplicated { acked, wanted };
         }
         tracing::error!(error = %e, "store write failed; nothing acknowledged");
         Refused::StoreFailed(e.to_string())

@@ -8,6 +8,7 @@ use clap::Args;
 
 /// Flags of `matchstream serve`, grouped in `--help` by what they set.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("cluster").args(["redis", "redis_sentinel"])))]
 pub struct ServeArgs {
     /// HTTP + WebSocket listen address.
     #[arg(
@@ -273,12 +274,55 @@ pub struct ServeArgs {
         help_heading = "Cluster mode"
     )]
     pub redis: Option<String>,
+    /// Find the Redis primary through these Sentinels (`HOST:PORT,HOST:PORT…`) instead of a
+    /// fixed `--redis` URL, and follow a failover: on errors, timeouts, `READONLY` or
+    /// `+switch-master` the node asks them again and reconnects.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_SENTINEL",
+        value_name = "HOST:PORT,…",
+        value_parser = sentinel_list,
+        conflicts_with = "redis",
+        requires = "redis_master_name",
+        help_heading = "Cluster mode"
+    )]
+    pub redis_sentinel: Option<String>,
+    /// The master name the Sentinels monitor (with `--redis-sentinel`).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_MASTER_NAME",
+        value_name = "NAME",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        requires = "redis_sentinel",
+        help_heading = "Cluster mode"
+    )]
+    pub redis_master_name: Option<String>,
+    /// Acknowledge an event (201) only once this many Redis replicas confirm it (`WAIT`);
+    /// watchers get only confirmed events. 0: acknowledged once the primary has it.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_MIN_REPLICAS",
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Cluster mode"
+    )]
+    pub redis_min_replicas: usize,
+    /// How long a write waits for `--redis-min-replicas` confirmations before it is answered
+    /// 503 (the event may or may not survive a failover).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_WAIT_MS",
+        value_name = "MS",
+        default_value_t = 1_000,
+        help_heading = "Cluster mode"
+    )]
+    pub redis_wait_ms: u64,
     /// This node's name in the registry [default: its advertised address].
     #[arg(
         long,
         env = "MATCHSTREAM_NODE_ID",
         value_name = "ID",
-        requires = "redis",
+        requires = "cluster",
         help_heading = "Cluster mode"
     )]
     pub node_id: Option<String>,
@@ -288,7 +332,7 @@ pub struct ServeArgs {
         long,
         env = "MATCHSTREAM_ADVERTISE",
         value_name = "URL",
-        requires = "redis",
+        requires = "cluster",
         help_heading = "Cluster mode"
     )]
     pub advertise: Option<String>,
@@ -297,7 +341,7 @@ pub struct ServeArgs {
         long,
         env = "MATCHSTREAM_ADVERTISE_TCP_PORT",
         value_name = "PORT",
-        requires = "redis",
+        requires = "cluster",
         help_heading = "Cluster mode"
     )]
     pub advertise_tcp_port: Option<u16>,
@@ -331,4 +375,9 @@ pub struct ServeArgs {
         help_heading = "Limits"
     )]
     pub ended_history_matches: usize,
+}
+
+/// Checks `--redis-sentinel HOST:PORT[,HOST:PORT…]`.
+fn sentinel_list(list: &str) -> Result<String, String> {
+    crate::store::redis_link::RedisTarget::sentinel(list, "-").map(|_| list.to_owned())
 }

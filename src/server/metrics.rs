@@ -62,6 +62,9 @@ pub struct WorkerStats {
     pub watches_refused: AtomicU64,
     /// Admin requests answered 429 because their address failed to log in too often.
     pub logins_rate_limited: AtomicU64,
+    /// Event writes answered 503 because too few Redis replicas confirmed them
+    /// (`--redis-min-replicas`).
+    pub writes_unreplicated: AtomicU64,
     /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Sum of fan-out latencies, µs.
@@ -114,7 +117,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 24] = [
+    let per_worker: [CounterDef; 25] = [
         (
             "matchstream_connections",
             "gauge",
@@ -258,6 +261,12 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "counter",
             "Admin requests answered 429 after too many failed logins from their address",
             |s| &s.logins_rate_limited,
+        ),
+        (
+            "matchstream_writes_unreplicated_total",
+            "counter",
+            "Event writes answered 503: fewer than redis-min-replicas replicas confirmed them in time",
+            |s| &s.writes_unreplicated,
         ),
     ];
     for (name, kind, help, get) in per_worker {
