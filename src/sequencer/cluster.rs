@@ -6,7 +6,10 @@
 //!   channel as the workers' requests, so events written by other nodes are broadcast in
 //!   sequencer order (the watch invariant holds) and each event crosses the network once
 //!   per node, whatever the number of watchers. When Redis goes away it retries with a
-//!   backoff and resumes from the last ids it read: no gap.
+//!   backoff and resumes from the last ids it read: no gap (with Sentinel, on whichever
+//!   primary they name then). With `--redis-min-replicas N` it hands entries on only after
+//!   the fence ([`RedisLink::confirm`]) says `N` replicas hold them: a watcher never sees an
+//!   event a fail-over could take back.
 //! * The **registry** ([`spawn_registry`]) announces the node (`SET ms:node:{id} … PX ttl`,
 //!   refreshed every third of the TTL) with its WebSocket URL, TCP port and connection
 //!   count, and reads the other live nodes into [`Peers`], from which `/1/checkin` picks

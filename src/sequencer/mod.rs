@@ -38,7 +38,10 @@
 //! the same apply-and-broadcast step, so they too are broadcast in sequencer order and the
 //! watch invariant below holds for them; an event this node already has (its own, or one
 //! fetched on a conflict) is skipped by seq. A store that cannot be reached answers
-//! [`Refused::StoreUnreachable`] and changes nothing.
+//! [`Refused::StoreUnreachable`] and changes nothing. An append that too few replicas
+//! confirmed (`--redis-min-replicas`) answers [`Refused::NotReplicated`] and is not
+//! broadcast: it reaches watchers later through the stream reader if, and only if, it is
+//! replicated after all.
 //! The threads that run beside the sequencer in a cluster (that stream reader and the node
 //! registry behind `/1/checkin`) are in [`cluster`].
 //!

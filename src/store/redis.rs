@@ -20,9 +20,15 @@
 //! order per match across nodes, the fold in Rust as the only judge); behind the node,
 //! [`StoreError::Behind`] (the sequencer reloads the match, [`Store::load_match`]).
 //!
-//! The connection is opened lazily and dropped on any error; every call has a timeout, so a
-//! Redis outage turns into [`StoreError::Redis`] (HTTP 503) quickly instead of a stuck
-//! sequencer.
+//! The connection ([`RedisLink`]: a fixed URL, or the primary the Sentinels name) is opened
+//! lazily and dropped on any error; every call has a timeout, so a Redis outage turns into
+//! [`StoreError::Redis`] (HTTP 503) quickly instead of a stuck sequencer.
+//!
+//! With [`Replication::min_replicas`] `N ≥ 1` (`--redis-min-replicas`) the group commit's
+//! pipeline ends with `WAIT N ms`: fewer confirmations make every appended event of the
+//! batch [`StoreError::NotReplicated`] (in the primary, not acknowledged, not broadcast).
+//! What this store reads from other nodes ([`Store::events_after`], [`Store::load_match`])
+//! is fenced the same way ([`RedisLink::confirm`]) before the node shows it to anyone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -121,8 +127,8 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'team', 'team', A
 return 1
 "#;
 
-/// How long one call may take: [`CALL_TIMEOUT`], plus the `WAIT` when there is one.
-pub fn call_timeout(replication: Replication) -> Duration {
+/// How long one call may take: 2 s, plus the `WAIT` when there is one.
+fn call_timeout(replication: Replication) -> Duration {
     if replication.min_replicas == 0 {
         CALL_TIMEOUT
     } else {
