@@ -286,11 +286,11 @@ pub enum Refused {
     /// The shared store (Redis) cannot be reached.
     #[error("redis unavailable")]
     StoreUnreachable,
-    /// Appended, but fewer than `--redis-min-replicas` replicas confirmed it in time: the
-    /// event may or may not survive a failover (watchers get it only if it does).
+    /// Written, but fewer than `--redis-min-replicas` replicas confirmed it in time: the
+    /// write may or may not survive a failover (watchers get it only if it does).
     #[error(
-        "not confirmed by enough redis replicas ({acked} of {wanted}): the event may or may \
-         not survive a failover; read the history before posting it again"
+        "not confirmed by enough redis replicas ({acked} of {wanted}): the write may or may \
+         not survive a failover; read it back before posting it again"
     )]
     NotReplicated {
         /// Replicas that confirmed in time.

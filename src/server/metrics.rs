@@ -62,8 +62,8 @@ pub struct WorkerStats {
     pub watches_refused: AtomicU64,
     /// Admin requests answered 429 because their address failed to log in too often.
     pub logins_rate_limited: AtomicU64,
-    /// Event writes answered 503 because too few Redis replicas confirmed them
-    /// (`--redis-min-replicas`).
+    /// Writes (events, teams, matches) answered 503 because too few Redis replicas
+    /// confirmed them (`--redis-min-replicas`).
     pub writes_unreplicated: AtomicU64,
     /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
@@ -265,7 +265,7 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
         (
             "matchstream_writes_unreplicated_total",
             "counter",
-            "Event writes answered 503: fewer than redis-min-replicas replicas confirmed them in time",
+            "Writes answered 503: fewer than redis-min-replicas replicas confirmed them in time",
             |s| &s.writes_unreplicated,
         ),
     ];

@@ -261,6 +261,10 @@ impl Store for RedisStore {
             positions.push((mid, stored.state.seq));
             matches.push(stored);
         }
+        if let Err(e) = self.link.confirm(self.replication) {
+            // Starting matters more: serve what the primary has, and say so.
+            tracing::warn!(error = %e, "loaded what the primary has; not all of it is confirmed");
+        }
         *self.cursor.lock().expect("cursor lock") = Some(ReadCursor {
             control,
             matches: positions,
@@ -277,7 +281,7 @@ impl Store for RedisStore {
             control_args(&mut call);
             call.invoke::<i64>(c)
         })?;
-        Ok(())
+        self.link.confirm(self.replication)
     }
 
     fn create_match(&mut self, m: &Match) -> Result<()> {
@@ -294,7 +298,7 @@ impl Store for RedisStore {
             call.invoke(c)
         })?;
         if created == 1 {
-            Ok(())
+            self.link.confirm(self.replication)
         } else {
             Err(StoreError::Conflict(format!("match exists: {}", m.id)))
         }
@@ -406,7 +410,7 @@ impl Store for RedisStore {
             control_args(&mut call);
             call.invoke::<i64>(c)
         })?;
-        Ok(())
+        self.link.confirm(self.replication)
     }
 
     fn events_after(&mut self, mid: &str, seq: u64) -> Result<Vec<Event>> {

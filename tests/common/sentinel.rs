@@ -32,58 +32,103 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl Proc {
-    fn start(port: u16, dir: PathBuf, args: Vec<String>) -> Proc {
-        std::fs::create_dir_all(&dir).expect("dir");
-        let mut p = Proc {
-            port,
-            args,
-            dir,
-            child: None,
-        };
-        p.spawn();
-        p
+/// The command line of a data instance on `port` (`appendonly yes`; a full sync starts at
+/// once instead of after the default 5 s wait for more replicas), a replica of `primary`.
+fn data_args(port: u16, primary: Option<u16>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "0",
+        "--dir",
+        ".",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(p) = primary {
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), p.to_string()]);
     }
+    args
+}
 
-    fn spawn(&mut self) {
+impl Proc {
+    /// Starts `redis-server make_args(port)` in `dir` on a free port; tries another port
+    /// when the one picked turns out to be taken (tests run in parallel).
+    fn start(dir: PathBuf, make_args: impl Fn(u16) -> Vec<String>) -> Proc {
+        std::fs::create_dir_all(&dir).expect("dir");
         let deadline = Instant::now() + WAIT;
         loop {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("redis.log"))
-                .expect("log");
-            let child = Command::new("redis-server")
-                .args(&self.args)
-                .current_dir(&self.dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect(
-                    "redis-server not found: run tests/install.sh (apt-get install redis-server)",
-                );
-            self.child = Some(child);
-            while Instant::now() < deadline && !self.exited() {
-                if self.query::<String>(&["PING"]).is_ok() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let port = free_port();
+            let mut p = Proc {
+                port,
+                args: make_args(port),
+                dir: dir.clone(),
+                child: None,
+            };
+            if p.try_spawn(Instant::now() + Duration::from_secs(3)) {
+                return p;
             }
-            self.kill9();
-            assert!(
-                Instant::now() < deadline,
-                "redis-server {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            assert!(Instant::now() < deadline, "redis-server did not start");
         }
+    }
+
+    /// Spawns the process; `true` once it answers on its port (and it is this process
+    /// answering, not another test's), `false` (killed again) when not by `until`.
+    fn try_spawn(&mut self, until: Instant) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("redis.log"))
+            .expect("log");
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run tests/install.sh (apt-get install redis-server)");
+        let me = format!("process_id:{}", child.id());
+        self.child = Some(child);
+        while Instant::now() < until && !self.exited() {
+            if self
+                .query::<String>(&["INFO", "server"])
+                .is_ok_and(|i| i.lines().any(|l| l.trim() == me))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        false
     }
 
     fn exited(&mut self) -> bool {
         self.child
             .as_mut()
             .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// A replica of the instance on `primary` (`appendonly yes`), kept in `dir`.
+    pub fn replica_of(primary: u16, dir: PathBuf) -> Proc {
+        let replica = Proc::start(dir, |port| data_args(port, Some(primary)));
+        replica.wait_in_sync();
+        replica
+    }
+
+    /// Waits (≤ 10 s) until this replica is in sync with its primary.
+    pub fn wait_in_sync(&self) {
+        super::wait_until(WAIT, "replica in sync", || {
+            self.query::<String>(&["INFO", "replication"])
+                .is_ok_and(|i| i.contains("master_link_status:up"))
+        });
     }
 
     /// `HOST:PORT`.
@@ -111,10 +156,18 @@ impl Proc {
         }
     }
 
-    /// Starts it again with the same arguments, port and directory.
+    /// Starts it again with the same arguments, port and directory (≤ 10 s).
     pub fn start_again(&mut self) {
         self.kill9();
-        self.spawn();
+        let deadline = Instant::now() + WAIT;
+        while !self.try_spawn(deadline) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server {} did not start again",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -140,51 +193,31 @@ impl RedisHa {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut data: Vec<Proc> = Vec::new();
         for i in 0..=replicas {
-            let port = free_port();
-            let mut args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--dir",
-                ".",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            if i > 0 {
-                args.extend([
-                    "--replicaof".into(),
-                    "127.0.0.1".into(),
-                    data[0].port.to_string(),
-                ]);
-            }
-            data.push(Proc::start(port, dir.path().join(format!("data{i}")), args));
+            let primary = data.first().map(|p: &Proc| p.port);
+            let ddir = dir.path().join(format!("data{i}"));
+            data.push(Proc::start(ddir, |port| data_args(port, primary)));
         }
         let mut sentinels = Vec::new();
         for i in 0..3 {
-            let port = free_port();
             let sdir = dir.path().join(format!("sentinel{i}"));
-            std::fs::create_dir_all(&sdir).expect("dir");
             let conf = sdir.join("sentinel.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir .\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 4000\n\
-                     sentinel parallel-syncs {MASTER} 1\n",
-                    data[0].port
-                ),
-            )
-            .expect("sentinel.conf");
-            let args = vec![conf.display().to_string(), "--sentinel".into()];
-            sentinels.push(Proc::start(port, sdir, args));
+            let primary = data[0].port;
+            let make_args = |port: u16| {
+                // Written afresh per attempt: Sentinel rewrites its file as it learns.
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir .\n\
+                         sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
+                         sentinel down-after-milliseconds {MASTER} 1000\n\
+                         sentinel failover-timeout {MASTER} 4000\n\
+                         sentinel parallel-syncs {MASTER} 1\n"
+                    ),
+                )
+                .expect("sentinel.conf");
+                vec![conf.display().to_string(), "--sentinel".into()]
+            };
+            sentinels.push(Proc::start(sdir.clone(), make_args));
         }
         let ha = RedisHa {
             data,
