@@ -381,3 +381,81 @@ pub struct ServeArgs {
 fn sentinel_list(list: &str) -> Result<String, String> {
     crate::store::redis_link::RedisTarget::sentinel(list, "-").map(|_| list.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redis::{RedisTarget, Replication};
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).map(|s| s.args)
+    }
+
+    #[test]
+    fn sentinel_flags_make_a_sentinel_cluster_with_replication() {
+        let args = parse(&[
+            "--redis-sentinel",
+            "127.0.0.1:26379,h2:26380",
+            "--redis-master-name",
+            "ms",
+            "--redis-min-replicas",
+            "1",
+            "--redis-wait-ms",
+            "250",
+            "--node-id",
+            "a",
+        ])
+        .unwrap();
+        let cluster = crate::server::config_from_args(&args).cluster.unwrap();
+        assert_eq!(
+            cluster.redis,
+            RedisTarget::Sentinel {
+                sentinels: vec!["127.0.0.1:26379".into(), "h2:26380".into()],
+                master: "ms".into()
+            }
+        );
+        assert_eq!(
+            cluster.replication,
+            Replication {
+                min_replicas: 1,
+                wait: Duration::from_millis(250)
+            }
+        );
+        let url = parse(&["--redis", "redis://r:6379/0"]).unwrap();
+        let cluster = crate::server::config_from_args(&url).cluster.unwrap();
+        assert_eq!(cluster.redis, RedisTarget::Url("redis://r:6379/0".into()));
+        assert_eq!(
+            cluster.replication.min_replicas, 0,
+            "default: today's behaviour"
+        );
+    }
+
+    #[test]
+    fn sentinel_flags_are_checked() {
+        for bad in [
+            &["--redis-sentinel", "h:1"][..],
+            &["--redis-master-name", "ms"],
+            &["--redis-sentinel", "h", "--redis-master-name", "ms"],
+            &["--redis-sentinel", "h:1", "--redis-master-name", ""],
+            &[
+                "--redis",
+                "redis://r",
+                "--redis-sentinel",
+                "h:1",
+                "--redis-master-name",
+                "ms",
+            ],
+            &["--node-id", "a"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
