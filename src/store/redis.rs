@@ -9,7 +9,9 @@
 //! * `ms:{MID}:events` — the match's event log, a Stream whose entry ids are `SEQ-0` and
 //!   whose fields are `ts`, `kind`, `data` (JSON);
 //! * `ms:control` — a Stream of `team`, `create` and `delete` notices, so that every node
-//!   learns of teams and matches made elsewhere.
+//!   learns of teams and matches made elsewhere;
+//! * `ms:fence` — a counter written only to fence reads with `WAIT`
+//!   ([`RedisLink::confirm`], with `--redis-min-replicas`).
 //!
 //! Each write is one Lua script, atomic in Redis. A group commit is one pipeline (one round
 //! trip) of one [`APPEND_RUN`] call per match: the call carries the seq the node's replica

@@ -195,16 +195,6 @@ impl RedisLink {
         }
     }
 
-    /// Parses `url` (`redis://HOST:PORT/DB`); connects on first use.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisLink> {
-        Client::open(url).map_err(redis_error)?;
-        Ok(RedisLink::to(
-            RedisTarget::Url(url.to_owned()),
-            timeout,
-            SwitchWatch::default(),
-        ))
-    }
-
     /// Runs `f` on the connection (opening it first when needed); drops the connection when
     /// `f` fails, so the next call starts on a fresh one (and finds the primary again).
     pub fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T> {
