@@ -1,9 +1,11 @@
 //! Redis high availability with real processes (a primary with `appendonly yes`, two
-//! replicas, three Sentinels, quorum 2): with `--redis-min-replicas 1` a SIGKILL of the primary in the
-//! middle of a write storm loses no acknowledged event (both nodes' histories, and a node
-//! started afterwards, hold every 201), every watcher sees 1..N without a gap, a duplicate or
-//! an event the new primary lacks, and writes are accepted again within 10 s; an event that
-//! no replica confirms is answered 503, counted in `/metrics` and shown to no watcher on any
+//! replicas, three Sentinels, quorum 2): with `--redis-min-replicas 1` a SIGKILL of the
+//! primary in the middle of a write storm loses no acknowledged event (both nodes'
+//! histories, and a node started afterwards, hold every 201), every watcher sees 1..N
+//! without a gap, a duplicate or an event the new primary lacks, and writes are accepted
+//! again within 10 s (also with a Sentinel and a node killed); a `SENTINEL FAILOVER` with
+//! the old primary alive keeps every 201 when every replica must confirm; an event that no
+//! replica confirms is answered 503, counted in `/metrics` and shown to no watcher on any
 //! node until a replica holds it.
 
 mod common;
@@ -14,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
-use common::sentinel::{Proc, RedisHa};
+use common::sentinel::{Proc, RedisHa, MASTER};
 use common::*;
 use matchstream::feed::http_client::HttpClient;
 use serde_json::{json, Value};
@@ -140,23 +142,22 @@ fn assert_watcher_saw(w: &mut Watcher, from: u64, last: u64, truth: &[Value], wh
     }
 }
 
-/// Starts a storm through `clients`, SIGKILLs the primary once 30 writes are acknowledged
-/// (it stays dead), and stops after 30 writes acknowledged after the kill. Returns the
-/// writes and the kill time.
+/// Starts a storm through `clients`, calls `fail` with the primary's port once 30 writes
+/// are acknowledged, waits for the Sentinels to name another primary, and stops after 30
+/// writes acknowledged after that. Returns the writes and the time of the failure.
 fn storm_through_failover(
     ha: &mut RedisHa,
     clients: Vec<HttpClient>,
-    mid_storm: impl FnOnce(&mut RedisHa),
+    fail: impl FnOnce(&mut RedisHa, u16),
 ) -> (Vec<Posted>, Instant) {
     let publisher = Publisher::start(clients);
     wait_until(Duration::from_secs(20), "30 writes before the kill", || {
         publisher.acked() >= 30
     });
     let old = ha.primary_port().expect("a primary");
-    ha.data_on(old).kill9();
     let killed = Instant::now();
     let before = publisher.acked();
-    mid_storm(ha);
+    fail(ha, old);
     wait_until(Duration::from_secs(30), "the sentinels to promote", || {
         ha.primary_port().is_some_and(|p| p != old)
     });
@@ -204,7 +205,10 @@ fn a_primary_killed_mid_storm_loses_no_acknowledged_event() {
     b.wait_for_seq(SAMPLE_MID, 1);
     let mut watchers = [watch_from_start(&a), watch_from_start(&b)];
 
-    let (posted, killed) = storm_through_failover(&mut ha, vec![a.admin(), b.admin()], |_| {});
+    let (posted, killed) =
+        storm_through_failover(&mut ha, vec![a.admin(), b.admin()], |ha, old| {
+            ha.data_on(old).kill9()
+        });
 
     let last = post_last(&a);
     let truth = history(&a);
@@ -234,7 +238,10 @@ fn failover_with_a_sentinel_and_a_node_killed_too() {
 
     // Node b dies with the primary; the storm goes on through a.
     let (posted, killed) =
-        storm_through_failover(&mut ha, vec![a.admin(), a.admin()], |_| b.kill9());
+        storm_through_failover(&mut ha, vec![a.admin(), a.admin()], |ha, old| {
+            ha.data_on(old).kill9();
+            b.kill9();
+        });
     b.restart();
 
     let last = post_last(&a);
@@ -245,6 +252,41 @@ fn failover_with_a_sentinel_and_a_node_killed_too() {
     b.wait_for_seq(SAMPLE_MID, last);
     assert_eq!(history(&b), truth, "node b, restarted, loads it all");
     assert_writes_back(&posted, killed);
+}
+
+/// A switch with the old primary alive (`SENTINEL FAILOVER`): until Sentinel reconfigures
+/// the other replica, the old primary and that replica still confirm `WAIT 1`, so only
+/// `--redis-min-replicas` = every replica (here 2) keeps every 201 (docs/cluster.md).
+#[test]
+fn a_manual_failover_keeps_every_ack_with_every_replica_confirming() {
+    let mut ha = RedisHa::start(2);
+    let a = Server::start_ha_node(&ha, "a", 2);
+    let b = Server::start_ha_node(&ha, "b", 2);
+    post_sample(&a, 1);
+    b.wait_for_seq(SAMPLE_MID, 1);
+    let mut watchers = [watch_from_start(&a), watch_from_start(&b)];
+
+    let (posted, switched) =
+        storm_through_failover(&mut ha, vec![a.admin(), b.admin()], |ha, _| {
+            let ok: String = ha.sentinels[1]
+                .query(&["SENTINEL", "FAILOVER", MASTER])
+                .expect("SENTINEL FAILOVER");
+            assert_eq!(ok, "OK");
+        });
+
+    let last = post_last(&a);
+    let truth = history(&a);
+    b.wait_for_seq(SAMPLE_MID, last);
+    assert_eq!(history(&b), truth, "both nodes hold the same log");
+    assert_holds_every_ack(&truth, &posted, "node a");
+    for (i, w) in watchers.iter_mut().enumerate() {
+        assert_watcher_saw(w, 1, last, &truth, &format!("watcher {i}"));
+    }
+    let back = posted
+        .iter()
+        .find(|p| p.status == 201 && p.at > switched)
+        .map(|p| p.at - switched);
+    eprintln!("first 201 {back:?} after the switch");
 }
 
 #[test]

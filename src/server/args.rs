@@ -308,7 +308,7 @@ pub struct ServeArgs {
     )]
     pub redis_min_replicas: usize,
     /// How long a write waits for `--redis-min-replicas` confirmations before it is answered
-    /// 503 (the event may or may not survive a failover).
+    /// 503 (the write may or may not survive a failover).
     #[arg(
         long,
         env = "MATCHSTREAM_REDIS_WAIT_MS",

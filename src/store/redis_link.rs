@@ -2,9 +2,12 @@
 //!
 //! A [`RedisTarget`] is either a fixed URL (`--redis`) or a set of Sentinels and a master
 //! name (`--redis-sentinel HOST:PORT,… --redis-master-name NAME`). With Sentinels, every
-//! (re)connection asks them in turn `SENTINEL get-master-addr-by-name`, connects to the
-//! address named and checks with `ROLE` that it really is a primary; the first that is wins.
-//! Every step has a timeout, so a dead or frozen Sentinel or primary costs at most that.
+//! (re)connection asks each of them `SENTINEL MASTER NAME`, skips the answers that call the
+//! master down or in a fail-over, tries the addresses newest configuration epoch first (a
+//! Sentinel that has not heard of the last fail-over yet still names the old primary, which
+//! may still be up and believe it is one) and checks with `ROLE` that the instance really
+//! is a primary. Every step has a timeout, so a dead or frozen Sentinel or primary costs at
+//! most that.
 //!
 //! A [`RedisLink`] opens its connection lazily and drops it after any error (a refused or
 //! lost connection, a timeout, `READONLY` from a demoted primary…), so the next call
@@ -115,18 +118,86 @@ impl RedisTarget {
             RedisTarget::Url(url) => open(url, timeout),
             RedisTarget::Sentinel { sentinels, master } => {
                 let mut last = None;
+                let mut views = Vec::with_capacity(sentinels.len());
                 for sentinel in sentinels {
-                    match primary_via(sentinel, master, timeout) {
-                        Ok(conn) => return Ok(conn),
+                    match master_view(sentinel, master, timeout) {
+                        Ok(view) => views.push(view),
                         Err(e) => {
                             tracing::debug!(sentinel, error = %e, "no primary from this sentinel");
                             last = Some(e);
                         }
                     }
                 }
+                for (host, port) in newest_first(views) {
+                    match primary_at(&host, port, master, timeout) {
+                        Ok(conn) => return Ok(conn),
+                        Err(e) => last = Some(e),
+                    }
+                }
                 Err(last.unwrap_or_else(|| no_primary(master, "no sentinel given")))
             }
         }
+    }
+}
+
+/// What one Sentinel says of the master: its configuration epoch and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MasterView {
+    epoch: u64,
+    host: String,
+    port: u16,
+}
+
+/// The addresses named, newest configuration first (a Sentinel that saw the last fail-over
+/// has a higher epoch than one still naming the old primary), each once.
+fn newest_first(mut views: Vec<MasterView>) -> Vec<(String, u16)> {
+    views.sort_by_key(|v| std::cmp::Reverse(v.epoch));
+    let mut out: Vec<(String, u16)> = Vec::with_capacity(views.len());
+    for v in views {
+        if !out.iter().any(|(h, p)| *h == v.host && *p == v.port) {
+            out.push((v.host, v.port));
+        }
+    }
+    out
+}
+
+/// Asks one Sentinel `SENTINEL MASTER name`; refuses a master it sees down or in the middle
+/// of a fail-over (no write should start on an instance about to be demoted).
+fn master_view(sentinel: &str, master: &str, timeout: Duration) -> RedisResult<MasterView> {
+    let mut s = open(&format!("redis://{sentinel}"), timeout)?;
+    let info: std::collections::HashMap<String, String> = redis::cmd("SENTINEL")
+        .arg("MASTER")
+        .arg(master)
+        .query(&mut s)?;
+    let flags = info.get("flags").map_or("", String::as_str);
+    if ["s_down", "o_down", "failover_in_progress"]
+        .iter()
+        .any(|f| flags.contains(f))
+    {
+        return Err(no_primary(master, &format!("the sentinel says {flags}")));
+    }
+    let host = info.get("ip").cloned();
+    let port = info.get("port").and_then(|p| p.parse().ok());
+    let (Some(host), Some(port)) = (host, port) else {
+        return Err(no_primary(master, "no address from the sentinel"));
+    };
+    let epoch = info
+        .get("config-epoch")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    Ok(MasterView { epoch, host, port })
+}
+
+/// Connects to `host:port` and checks with `ROLE` that it is a primary.
+fn primary_at(host: &str, port: u16, master: &str, timeout: Duration) -> RedisResult<Connection> {
+    let mut conn = open(&format!("redis://{host}:{port}/0"), timeout)?;
+    let role: Vec<Value> = redis::cmd("ROLE").query(&mut conn)?;
+    match role.first() {
+        Some(Value::BulkString(r)) if r == b"master" => Ok(conn),
+        _ => Err(no_primary(
+            master,
+            &format!("{host}:{port} is not a primary"),
+        )),
     }
 }
 
@@ -143,25 +214,6 @@ fn no_primary(master: &str, why: &str) -> redis::RedisError {
         "no live primary",
         format!("{master}: {why}"),
     ))
-}
-
-/// Asks one Sentinel for `master`'s address, connects there and checks `ROLE`.
-fn primary_via(sentinel: &str, master: &str, timeout: Duration) -> RedisResult<Connection> {
-    let mut s = open(&format!("redis://{sentinel}"), timeout)?;
-    let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
-        .arg("get-master-addr-by-name")
-        .arg(master)
-        .query(&mut s)?;
-    let (host, port) = addr.ok_or_else(|| no_primary(master, "unknown to the sentinel"))?;
-    let mut conn = open(&format!("redis://{host}:{port}/0"), timeout)?;
-    let role: Vec<Value> = redis::cmd("ROLE").query(&mut conn)?;
-    match role.first() {
-        Some(Value::BulkString(r)) if r == b"master" => Ok(conn),
-        _ => Err(no_primary(
-            master,
-            &format!("{host}:{port} is not a primary"),
-        )),
-    }
 }
 
 /// A Redis connection that reconnects on demand and forgets itself after any error or an
@@ -272,6 +324,25 @@ mod tests {
             .contains("h1"));
         assert!(RedisTarget::sentinel("h1:x", "ms").is_err());
         assert!(RedisTarget::sentinel("h1:1", "").is_err());
+    }
+
+    #[test]
+    fn the_newest_configuration_is_tried_first_each_address_once() {
+        let view = |epoch, port| MasterView {
+            epoch,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert_eq!(
+            newest_first(vec![
+                view(1, 6379),
+                view(2, 6380),
+                view(1, 6379),
+                view(2, 6380)
+            ]),
+            vec![("127.0.0.1".into(), 6380), ("127.0.0.1".into(), 6379)]
+        );
+        assert!(newest_first(Vec::new()).is_empty());
     }
 
     #[test]
