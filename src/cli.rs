@@ -31,13 +31,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands of `matchstream`. Parsed once at start, so the server's many settings
-/// stay inline rather than boxed.
+/// The subcommands of `matchstream`.
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server: HTTP API and WebSocket on --listen, the line protocol on --tcp-listen.
-    Serve(crate::server::ServeArgs),
+    Serve(Box<crate::server::ServeArgs>),
     /// Play a match script through the admin API.
     Replay(crate::feed::replay::ReplayArgs),
     /// Load generator and blackbox tester: connect watchers, drive a match, verify, report.
@@ -57,7 +55,7 @@ where
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => crate::server::serve(args).map(|()| 0),
+        Command::Serve(args) => crate::server::serve(*args).map(|()| 0),
         Command::Replay(args) => crate::feed::replay::run(args),
         Command::Load(args) => crate::load::run(args),
     };

@@ -92,7 +92,10 @@ fn play_once(sequencer: &SequencerHandle, speed: f64) -> Option<()> {
                     expect_seq: None,
                 };
                 if let Reply::Refused(
-                    Refused::Stopped | Refused::StoreFailed(_) | Refused::StoreUnreachable,
+                    Refused::Stopped
+                    | Refused::StoreFailed(_)
+                    | Refused::StoreUnreachable
+                    | Refused::NotReplicated { .. },
                 ) = ask(sequencer, request)?
                 {
                     return None;

@@ -175,6 +175,9 @@ impl Core {
         for (s, e) in retries {
             let answer = match e {
                 StoreError::NoSuchMatch(mid) => Err(Refused::UnknownMatch(mid)),
+                // In the store but not confirmed: not this node's to broadcast; the stream
+                // reader delivers it once (and only if) it is replicated.
+                e @ StoreError::NotReplicated { .. } => Err(Refused::from_store(e)),
                 StoreError::Behind { mid, .. } => self
                     .resync(&mid)
                     .map_err(Refused::from_store)

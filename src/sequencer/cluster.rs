@@ -6,7 +6,10 @@
 //!   channel as the workers' requests, so events written by other nodes are broadcast in
 //!   sequencer order (the watch invariant holds) and each event crosses the network once
 //!   per node, whatever the number of watchers. When Redis goes away it retries with a
-//!   backoff and resumes from the last ids it read: no gap.
+//!   backoff and resumes from the last ids it read: no gap (with Sentinel, on whichever
+//!   primary they name then). With `--redis-min-replicas N` it hands entries on only after
+//!   the fence ([`RedisLink::confirm`]) says `N` replicas hold them: a watcher never sees an
+//!   event a fail-over could take back.
 //! * The **registry** ([`spawn_registry`]) announces the node (`SET ms:node:{id} … PX ttl`,
 //!   refreshed every third of the TTL) with its WebSocket URL, TCP port and connection
 //!   count, and reads the other live nodes into [`Peers`], from which `/1/checkin` picks
@@ -28,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Match, Team};
 use crate::sequencer::{Remote, Request, SequencerHandle};
 use crate::store::redis::{
-    decode_event, events_key, mid_of_events_key, ReadCursor, RedisLink, CONTROL_KEY,
+    decode_event, events_key, mid_of_events_key, ReadCursor, RedisLink, RedisTarget, Replication,
+    SwitchWatch, CONTROL_KEY,
 };
 use crate::store::StoreError;
 
@@ -49,8 +53,11 @@ pub fn node_key(id: &str) -> String {
 /// The cluster settings of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://HOST:PORT/DB`.
-    pub redis_url: String,
+    /// Where the Redis primary is: `--redis URL`, or `--redis-sentinel` and
+    /// `--redis-master-name`.
+    pub redis: RedisTarget,
+    /// `--redis-min-replicas` and `--redis-wait-ms`.
+    pub replication: Replication,
     /// This node's name in the registry.
     pub node_id: String,
     /// `ws://HOST:PORT` where watchers reach this node (`/1/ws` is appended); derived from
@@ -113,16 +120,21 @@ impl Peers {
 /// Stops the cluster threads (at shutdown).
 pub type StopFlag = Arc<AtomicBool>;
 
-/// Starts the stream reader at `cursor` (see the module doc).
+/// Starts the stream reader at `cursor` (see the module doc). With `replication`, entries
+/// are handed on only once the fence ([`RedisLink::confirm`]) says they are on enough
+/// replicas; until then the reader reads them again from the same ids.
 pub fn spawn_reader(
-    url: &str,
+    target: &RedisTarget,
+    replication: Replication,
+    switches: SwitchWatch,
     cursor: ReadCursor,
     sequencer: SequencerHandle,
     stop: StopFlag,
 ) -> io::Result<()> {
-    let mut link = RedisLink::new(url, Duration::from_millis(BLOCK_MS as u64 + 2_000))
-        .map_err(io::Error::other)?;
+    let timeout = Duration::from_millis(BLOCK_MS as u64 + 2_000) + replication.wait;
+    let mut link = RedisLink::to(target.clone(), timeout, switches);
     let mut reader = Reader {
+        replication,
         control: cursor.control,
         streams: cursor
             .matches
@@ -161,6 +173,7 @@ pub fn spawn_reader(
 
 /// The reader's position: the control stream's last id and each match stream's.
 struct Reader {
+    replication: Replication,
     control: String,
     streams: BTreeMap<String, String>,
     sequencer: SequencerHandle,
@@ -184,6 +197,9 @@ impl Reader {
         let Some(reply) = reply else {
             return Ok(());
         };
+        if reply.keys.iter().any(|k| !k.ids.is_empty()) {
+            link.confirm(self.replication)?;
+        }
         // Redis answers the streams in the order asked: the control stream first.
         for key in reply.keys {
             if key.key == CONTROL_KEY {
@@ -254,14 +270,15 @@ impl Reader {
 /// Starts the registry thread: announces `me` (with the live connection count) every third
 /// of the TTL and keeps `peers` up to date.
 pub fn spawn_registry(
-    url: &str,
+    target: &RedisTarget,
+    switches: SwitchWatch,
     me: NodeInfo,
     ttl: Duration,
     connections: Box<dyn Fn() -> usize + Send>,
     peers: Arc<Peers>,
     stop: StopFlag,
 ) -> io::Result<()> {
-    let mut link = RedisLink::new(url, Duration::from_secs(1)).map_err(io::Error::other)?;
+    let mut link = RedisLink::to(target.clone(), Duration::from_secs(1), switches);
     peers.set(vec![me.clone()]);
     std::thread::Builder::new()
         .name("redis-registry".into())

@@ -38,7 +38,10 @@
 //! the same apply-and-broadcast step, so they too are broadcast in sequencer order and the
 //! watch invariant below holds for them; an event this node already has (its own, or one
 //! fetched on a conflict) is skipped by seq. A store that cannot be reached answers
-//! [`Refused::StoreUnreachable`] and changes nothing.
+//! [`Refused::StoreUnreachable`] and changes nothing. An append that too few replicas
+//! confirmed (`--redis-min-replicas`) answers [`Refused::NotReplicated`] and is not
+//! broadcast: it reaches watchers later through the stream reader if, and only if, it is
+//! replicated after all.
 //! The threads that run beside the sequencer in a cluster (that stream reader and the node
 //! registry behind `/1/checkin`) are in [`cluster`].
 //!
@@ -285,6 +288,18 @@ pub enum Refused {
     /// The shared store (Redis) cannot be reached.
     #[error("redis unavailable")]
     StoreUnreachable,
+    /// Written, but fewer than `--redis-min-replicas` replicas confirmed it in time: the
+    /// write may or may not survive a failover (watchers get it only if it does).
+    #[error(
+        "not confirmed by enough redis replicas ({acked} of {wanted}): the write may or may \
+         not survive a failover; read it back before posting it again"
+    )]
+    NotReplicated {
+        /// Replicas that confirmed in time.
+        acked: usize,
+        /// `--redis-min-replicas`.
+        wanted: usize,
+    },
     /// The store failed the write.
     #[error("store failure: {0}")]
     StoreFailed(String),
@@ -301,6 +316,10 @@ impl Refused {
         if let StoreError::Redis(why) = &e {
             tracing::warn!(error = %why, "redis unavailable; write refused");
             return Refused::StoreUnreachable;
+        }
+        if let StoreError::NotReplicated { acked, wanted } = e {
+            tracing::warn!(acked, wanted, "write not confirmed by enough replicas");
+            return Refused::NotReplicated { acked, wanted };
         }
         tracing::error!(error = %e, "store write failed; nothing acknowledged");
         Refused::StoreFailed(e.to_string())

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::metrics::WorkerStats;
 use super::reads;
 use super::router::{error, json, Routed};
 use super::worker::{Worker, WorkerMsg};
@@ -57,7 +58,11 @@ pub fn refused_status(refused: &Refused) -> u16 {
         Refused::UnknownMatch(_) => 404,
         Refused::MatchExists(_) | Refused::Conflict { .. } | Refused::NotNext { .. } => 409,
         Refused::StoreFailed(_) => 500,
-        Refused::Contention | Refused::StoreUnreachable | Refused::Busy | Refused::Stopped => 503,
+        Refused::Contention
+        | Refused::StoreUnreachable
+        | Refused::NotReplicated { .. }
+        | Refused::Busy
+        | Refused::Stopped => 503,
     }
 }
 
@@ -104,7 +109,11 @@ pub fn reply_response(reply: &Reply, keep_alive: bool) -> Routed {
 }
 
 async fn answer(worker: &Rc<Worker>, request: Request, keep_alive: bool) -> Routed {
-    reply_response(&ask(worker, request).await, keep_alive)
+    let reply = ask(worker, request).await;
+    if let Reply::Refused(Refused::NotReplicated { .. }) = reply {
+        WorkerStats::add(&worker.stats().writes_unreplicated, 1);
+    }
+    reply_response(&reply, keep_alive)
 }
 
 #[derive(Deserialize)]

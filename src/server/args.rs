@@ -8,6 +8,7 @@ use clap::Args;
 
 /// Flags of `matchstream serve`, grouped in `--help` by what they set.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("cluster").args(["redis", "redis_sentinel"])))]
 pub struct ServeArgs {
     /// HTTP + WebSocket listen address.
     #[arg(
@@ -311,12 +312,55 @@ pub struct ServeArgs {
         help_heading = "Cluster mode"
     )]
     pub redis: Option<String>,
+    /// Find the Redis primary through these Sentinels (`HOST:PORT,HOST:PORT…`) instead of a
+    /// fixed `--redis` URL, and follow a failover: on errors, timeouts, `READONLY` or
+    /// `+switch-master` the node asks them again and reconnects.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_SENTINEL",
+        value_name = "HOST:PORT,…",
+        value_parser = sentinel_list,
+        conflicts_with = "redis",
+        requires = "redis_master_name",
+        help_heading = "Cluster mode"
+    )]
+    pub redis_sentinel: Option<String>,
+    /// The master name the Sentinels monitor (with `--redis-sentinel`).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_MASTER_NAME",
+        value_name = "NAME",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        requires = "redis_sentinel",
+        help_heading = "Cluster mode"
+    )]
+    pub redis_master_name: Option<String>,
+    /// Acknowledge an event (201) only once this many Redis replicas confirm it (`WAIT`);
+    /// watchers get only confirmed events. 0: acknowledged once the primary has it.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_MIN_REPLICAS",
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Cluster mode"
+    )]
+    pub redis_min_replicas: usize,
+    /// How long a write waits for `--redis-min-replicas` confirmations before it is answered
+    /// 503 (the write may or may not survive a failover).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS_WAIT_MS",
+        value_name = "MS",
+        default_value_t = 1_000,
+        help_heading = "Cluster mode"
+    )]
+    pub redis_wait_ms: u64,
     /// This node's name in the registry [default: its advertised address].
     #[arg(
         long,
         env = "MATCHSTREAM_NODE_ID",
         value_name = "ID",
-        requires = "redis",
+        requires = "cluster",
         help_heading = "Cluster mode"
     )]
     pub node_id: Option<String>,
@@ -326,7 +370,7 @@ pub struct ServeArgs {
         long,
         env = "MATCHSTREAM_ADVERTISE",
         value_name = "URL",
-        requires = "redis",
+        requires = "cluster",
         help_heading = "Cluster mode"
     )]
     pub advertise: Option<String>,
@@ -335,7 +379,7 @@ pub struct ServeArgs {
         long,
         env = "MATCHSTREAM_ADVERTISE_TCP_PORT",
         value_name = "PORT",
-        requires = "redis",
+        requires = "cluster",
         help_heading = "Cluster mode"
     )]
     pub advertise_tcp_port: Option<u16>,
@@ -369,4 +413,87 @@ pub struct ServeArgs {
         help_heading = "Limits"
     )]
     pub ended_history_matches: usize,
+}
+
+/// Checks `--redis-sentinel HOST:PORT[,HOST:PORT…]`.
+fn sentinel_list(list: &str) -> Result<String, String> {
+    crate::store::redis_link::RedisTarget::sentinel(list, "-").map(|_| list.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redis::{RedisTarget, Replication};
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).map(|s| s.args)
+    }
+
+    #[test]
+    fn sentinel_flags_make_a_sentinel_cluster_with_replication() {
+        let args = parse(&[
+            "--redis-sentinel",
+            "127.0.0.1:26379,h2:26380",
+            "--redis-master-name",
+            "ms",
+            "--redis-min-replicas",
+            "1",
+            "--redis-wait-ms",
+            "250",
+            "--node-id",
+            "a",
+        ])
+        .unwrap();
+        let cluster = crate::server::config_from_args(&args).cluster.unwrap();
+        assert_eq!(
+            cluster.redis,
+            RedisTarget::Sentinel {
+                sentinels: vec!["127.0.0.1:26379".into(), "h2:26380".into()],
+                master: "ms".into()
+            }
+        );
+        assert_eq!(
+            cluster.replication,
+            Replication {
+                min_replicas: 1,
+                wait: Duration::from_millis(250)
+            }
+        );
+        let url = parse(&["--redis", "redis://r:6379/0"]).unwrap();
+        let cluster = crate::server::config_from_args(&url).cluster.unwrap();
+        assert_eq!(cluster.redis, RedisTarget::Url("redis://r:6379/0".into()));
+        assert_eq!(
+            cluster.replication.min_replicas, 0,
+            "default: today's behaviour"
+        );
+    }
+
+    #[test]
+    fn sentinel_flags_are_checked() {
+        for bad in [
+            &["--redis-sentinel", "h:1"][..],
+            &["--redis-master-name", "ms"],
+            &["--redis-sentinel", "h", "--redis-master-name", "ms"],
+            &["--redis-sentinel", "h:1", "--redis-master-name", ""],
+            &[
+                "--redis",
+                "redis://r",
+                "--redis-sentinel",
+                "h:1",
+                "--redis-master-name",
+                "ms",
+            ],
+            &["--node-id", "a"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -143,6 +143,9 @@ pub struct WorkerStats {
     /// Public connections this worker can hold (its open-files limit less its own
     /// descriptors, the spare ones and the slots held back for `--admin-listen`).
     pub connection_slots: AtomicU64,
+    /// Writes (events, teams, matches) answered 503 because too few Redis replicas
+    /// confirmed them (`--redis-min-replicas`).
+    pub writes_unreplicated: AtomicU64,
     /// Fan-out latency histogram (sequencer → queued on every local watcher), per bucket.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Sum of fan-out latencies, µs.
@@ -200,7 +203,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 30] = [
+    let per_worker: [CounterDef; 31] = [
         (
             "matchstream_connections",
             "gauge",
@@ -380,6 +383,12 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "gauge",
             "Public connections the worker can hold (open-files limit less its own descriptors)",
             |s| &s.connection_slots,
+        ),
+        (
+            "matchstream_writes_unreplicated_total",
+            "counter",
+            "Writes answered 503: fewer than redis-min-replicas replicas confirmed them in time",
+            |s| &s.writes_unreplicated,
         ),
     ];
     for (name, kind, help, get) in per_worker {

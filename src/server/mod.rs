@@ -48,7 +48,8 @@ use crate::sequencer::cluster::{
     spawn_reader, spawn_registry, ClusterConfig, NodeInfo, Peers, StopFlag,
 };
 use crate::sequencer::{system_clock_ms, Broadcast, Sequencer, SequencerHandle};
-use crate::store::redis::ReadCursor;
+use crate::store::redis::{ReadCursor, RedisTarget, Replication, SwitchWatch};
+use crate::store::sentinel_watch::spawn_switch_watch;
 use crate::store::{RedisStore, SqliteStore, Store};
 use config::ServerConfig;
 use inbox::{inbox, InboxSender};
@@ -106,8 +107,19 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
         }),
         _ => None,
     };
-    config.cluster = args.redis.as_ref().map(|url| ClusterConfig {
-        redis_url: url.clone(),
+    let target = match (&args.redis, &args.redis_sentinel, &args.redis_master_name) {
+        (Some(url), _, _) => Some(RedisTarget::Url(url.clone())),
+        (None, Some(list), Some(master)) => {
+            Some(RedisTarget::sentinel(list, master).expect("checked by the flag parser"))
+        }
+        _ => None,
+    };
+    config.cluster = target.map(|redis| ClusterConfig {
+        redis,
+        replication: Replication {
+            min_replicas: args.redis_min_replicas,
+            wait: Duration::from_millis(args.redis_wait_ms.max(1)),
+        },
         node_id: args.node_id.clone().unwrap_or_default(),
         advertise: args.advertise.clone(),
         advertise_tcp_port: args.advertise_tcp_port,
@@ -268,11 +280,12 @@ fn start_sequencer(
     config: &ServerConfig,
     inboxes: Vec<InboxSender<WorkerMsg>>,
     published: reads::Published,
+    switches: &SwitchWatch,
 ) -> io::Result<Started> {
     let (store, cursor): (Box<dyn Store>, _) = match &config.cluster {
         Some(cluster) => {
-            let store = RedisStore::open(&cluster.redis_url)
-                .map_err(|e| io::Error::other(format!("--redis {}: {e}", cluster.redis_url)))?;
+            let store =
+                RedisStore::on(cluster.redis.clone(), cluster.replication, switches.clone());
             let cursor = store.cursor();
             (Box::new(store), Some(cursor))
         }
@@ -313,6 +326,7 @@ fn start_registry(
     cluster: &ClusterConfig,
     shared: &Arc<Shared>,
     stop: &StopFlag,
+    switches: &SwitchWatch,
 ) -> io::Result<()> {
     let (Some(peers), addrs) = (shared.peers.clone(), shared.addrs()) else {
         return Ok(());
@@ -337,7 +351,8 @@ fn start_registry(
     };
     let counter = Arc::clone(shared);
     spawn_registry(
-        &cluster.redis_url,
+        &cluster.redis,
+        switches.clone(),
         me,
         cluster.node_ttl,
         Box::new(move || {
@@ -350,7 +365,7 @@ fn start_registry(
     )?;
     tracing::info!(
         node = id,
-        redis = cluster.redis_url,
+        redis = %cluster.redis,
         "cluster node registered"
     );
     Ok(())
@@ -379,15 +394,19 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         None => None,
     };
     let published = reads::Published::default();
+    let switches = SwitchWatch::default();
+    let stop_cluster = StopFlag::default();
     let Started {
         sequencer,
         cursor,
         history,
-    } = start_sequencer(&config, senders.clone(), Arc::clone(&published))?;
-    let stop_cluster = StopFlag::default();
+    } = start_sequencer(&config, senders.clone(), Arc::clone(&published), &switches)?;
     if let (Some(cluster), Some(cursor)) = (&config.cluster, cursor) {
+        spawn_switch_watch(&cluster.redis, switches.clone(), Arc::clone(&stop_cluster))?;
         spawn_reader(
-            &cluster.redis_url,
+            &cluster.redis,
+            cluster.replication,
+            switches.clone(),
             cursor,
             sequencer.clone(),
             Arc::clone(&stop_cluster),
@@ -428,7 +447,7 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
     }
     let _ = shared.bound.set(addrs);
     if let Some(cluster) = &shared.config.cluster {
-        start_registry(cluster, &shared, &stop_cluster)?;
+        start_registry(cluster, &shared, &stop_cluster, &switches)?;
     }
     println!(
         "matchstream listening http={} tcp={} workers={}{}{}",

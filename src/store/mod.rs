@@ -11,6 +11,8 @@
 
 mod memory;
 pub mod redis;
+pub mod redis_link;
+pub mod sentinel_watch;
 mod sqlite;
 
 pub use memory::MemoryStore;
@@ -57,6 +59,16 @@ pub enum StoreError {
         mid: String,
         /// The seq the store holds.
         stored: u64,
+    },
+    /// The events were appended but fewer than `--redis-min-replicas` replicas confirmed
+    /// them within `--redis-wait-ms` (cluster store; HTTP 503): they may or may not survive
+    /// a failover.
+    #[error("written but confirmed by {acked} of {wanted} replicas")]
+    NotReplicated {
+        /// Replicas that confirmed in time.
+        acked: usize,
+        /// `--redis-min-replicas`.
+        wanted: usize,
     },
     /// Redis could not be reached or failed the call (cluster store; HTTP 503).
     #[error("redis: {0}")]

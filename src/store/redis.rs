@@ -9,7 +9,9 @@
 //! * `ms:{MID}:events` — the match's event log, a Stream whose entry ids are `SEQ-0` and
 //!   whose fields are `ts`, `kind`, `data` (JSON);
 //! * `ms:control` — a Stream of `team`, `create` and `delete` notices, so that every node
-//!   learns of teams and matches made elsewhere.
+//!   learns of teams and matches made elsewhere;
+//! * `ms:fence` — a counter written only to fence reads with `WAIT`
+//!   ([`RedisLink::confirm`], with `--redis-min-replicas`).
 //!
 //! Each write is one Lua script, atomic in Redis. A group commit is one pipeline (one round
 //! trip) of one [`APPEND_RUN`] call per match: the call carries the seq the node's replica
@@ -20,17 +22,25 @@
 //! order per match across nodes, the fold in Rust as the only judge); behind the node,
 //! [`StoreError::Behind`] (the sequencer reloads the match, [`Store::load_match`]).
 //!
-//! The connection is opened lazily and dropped on any error; every call has a timeout, so a
-//! Redis outage turns into [`StoreError::Redis`] (HTTP 503) quickly instead of a stuck
-//! sequencer.
+//! The connection ([`RedisLink`]: a fixed URL, or the primary the Sentinels name) is opened
+//! lazily and dropped on any error; every call has a timeout, so a Redis outage turns into
+//! [`StoreError::Redis`] (HTTP 503) quickly instead of a stuck sequencer.
+//!
+//! With [`Replication::min_replicas`] `N ≥ 1` (`--redis-min-replicas`) the group commit's
+//! pipeline ends with `WAIT N ms`: fewer confirmations make every appended event of the
+//! batch [`StoreError::NotReplicated`] (in the primary, not acknowledged, not broadcast).
+//! What this store reads from other nodes ([`Store::events_after`], [`Store::load_match`])
+//! is fenced the same way ([`RedisLink::confirm`]) before the node shows it to anyone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::streams::{StreamId, StreamRangeReply};
-use redis::{Client, Connection, RedisResult, Script};
+use redis::{Script, Value};
 
+use super::redis_link::{check_acked, redis_error};
+pub use super::redis_link::{RedisLink, RedisTarget, Replication, SwitchWatch};
 use super::{
     Append, BatchOutcome, HistorySource, Result, Snapshot, Store, StoreError, StoredMatch,
 };
@@ -124,57 +134,13 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'team', 'team', A
 return 1
 "#;
 
-/// A Redis connection that reconnects on demand and forgets itself after any error.
-pub struct RedisLink {
-    client: Client,
-    conn: Option<Connection>,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for RedisLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLink")
-            .field("connected", &self.conn.is_some())
-            .finish()
+/// How long one call may take: 2 s, plus the `WAIT` when there is one.
+fn call_timeout(replication: Replication) -> Duration {
+    if replication.min_replicas == 0 {
+        CALL_TIMEOUT
+    } else {
+        CALL_TIMEOUT + replication.wait
     }
-}
-
-impl RedisLink {
-    /// Parses `url` (`redis://HOST:PORT/DB`); connects on first use.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisLink> {
-        let client = Client::open(url).map_err(redis_error)?;
-        Ok(RedisLink {
-            client,
-            conn: None,
-            timeout,
-        })
-    }
-
-    /// Runs `f` on the connection (opening it first when needed); drops the connection when
-    /// `f` fails, so the next call starts on a fresh one.
-    pub fn with<T>(&mut self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T> {
-        if self.conn.is_none() {
-            let conn = self
-                .client
-                .get_connection_with_timeout(self.timeout)
-                .map_err(redis_error)?;
-            conn.set_read_timeout(Some(self.timeout))
-                .map_err(redis_error)?;
-            conn.set_write_timeout(Some(self.timeout))
-                .map_err(redis_error)?;
-            self.conn = Some(conn);
-        }
-        let conn = self.conn.as_mut().expect("connected above");
-        let result = f(conn);
-        if result.is_err() {
-            self.conn = None;
-        }
-        result.map_err(redis_error)
-    }
-}
-
-fn redis_error(e: redis::RedisError) -> StoreError {
-    StoreError::Redis(e.to_string())
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -184,7 +150,9 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// The Redis-backed [`Store`] of a cluster node.
 #[derive(Debug)]
 pub struct RedisStore {
-    url: String,
+    target: RedisTarget,
+    replication: Replication,
+    switches: SwitchWatch,
     link: RedisLink,
     cursor: Arc<Mutex<Option<ReadCursor>>>,
     append_run: Script,
@@ -193,12 +161,26 @@ pub struct RedisStore {
 impl RedisStore {
     /// A store on `url`; nothing is contacted until [`Store::load_all`].
     pub fn open(url: &str) -> Result<RedisStore> {
-        Ok(RedisStore {
-            url: url.to_owned(),
-            link: RedisLink::new(url, CALL_TIMEOUT)?,
+        redis::Client::open(url).map_err(redis_error)?;
+        Ok(RedisStore::on(
+            RedisTarget::Url(url.to_owned()),
+            Replication::default(),
+            SwitchWatch::default(),
+        ))
+    }
+
+    /// A store on whatever primary `target` names, acknowledging an append only once
+    /// `replication` is met; its links drop their connections on each failover `switches`
+    /// counts. Nothing is contacted until [`Store::load_all`].
+    pub fn on(target: RedisTarget, replication: Replication, switches: SwitchWatch) -> RedisStore {
+        RedisStore {
+            link: RedisLink::to(target.clone(), call_timeout(replication), switches.clone()),
+            target,
+            replication,
+            switches,
             cursor: Arc::default(),
             append_run: Script::new(APPEND_RUN),
-        })
+        }
     }
 
     /// Filled by [`Store::load_all`]: where the node's stream reader must start so that it
@@ -292,6 +274,10 @@ impl Store for RedisStore {
             positions.push((mid, stored.state.seq));
             matches.push(stored);
         }
+        if let Err(e) = self.link.confirm(self.replication) {
+            // Starting matters more: serve what the primary has, and say so.
+            tracing::warn!(error = %e, "loaded what the primary has; not all of it is confirmed");
+        }
         *self.cursor.lock().expect("cursor lock") = Some(ReadCursor {
             control,
             matches: positions,
@@ -308,7 +294,7 @@ impl Store for RedisStore {
             control_args(&mut call);
             call.invoke::<i64>(c)
         })?;
-        Ok(())
+        self.link.confirm(self.replication)
     }
 
     fn create_match(&mut self, m: &Match) -> Result<()> {
@@ -325,7 +311,7 @@ impl Store for RedisStore {
             call.invoke(c)
         })?;
         if created == 1 {
-            Ok(())
+            self.link.confirm(self.replication)
         } else {
             Err(StoreError::Conflict(format!("match exists: {}", m.id)))
         }
@@ -359,21 +345,47 @@ impl Store for RedisStore {
             cmd.arg(serde_json::to_string(last).map_err(|e| corrupt("match", e))?);
             pipe.add_command(cmd);
         }
+        let replication = self.replication;
+        if replication.min_replicas > 0 {
+            // Acknowledged = on N replicas: WAIT right behind the appends, same round trip.
+            pipe.cmd("WAIT")
+                .arg(replication.min_replicas)
+                .arg(replication.wait.as_millis() as u64);
+        }
         let script = &self.append_run;
-        let answers: Vec<(String, i64)> = self.link.with(|c| match pipe.query(c) {
+        let mut values: Vec<Value> = self.link.with(|c| match pipe.query(c) {
             Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                 script.load(c)?;
                 pipe.query(c)
             }
             other => other,
         })?;
+        let mut unconfirmed = None;
+        if replication.min_replicas > 0 {
+            let acked = values.pop().map_or(Ok(0), |v| redis::from_redis_value(&v));
+            match check_acked(acked.map_err(redis_error)?, replication) {
+                Ok(()) => {}
+                Err(StoreError::NotReplicated { acked, wanted }) => {
+                    unconfirmed = Some((acked, wanted));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let answers = values
+            .iter()
+            .map(redis::from_redis_value::<(String, i64)>)
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(redis_error)?;
         let mut out: Vec<Option<Result<()>>> = batch.iter().map(|_| None).collect();
         for (run, (code, stored)) in runs.iter().zip(answers) {
             let a = &batch[run[0]];
             let expected = a.event.seq - 1;
             for (k, &i) in run.iter().enumerate() {
                 out[i] = Some(match code.as_str() {
-                    "ok" => Ok(()),
+                    "ok" => match unconfirmed {
+                        None => Ok(()),
+                        Some((acked, wanted)) => Err(StoreError::NotReplicated { acked, wanted }),
+                    },
                     "missing" => Err(StoreError::NoSuchMatch(a.mid.to_owned())),
                     _ if k > 0 => Err(StoreError::Conflict(format!(
                         "an earlier event of {} failed",
@@ -387,7 +399,9 @@ impl Store for RedisStore {
     }
 
     fn load_match(&mut self, mid: &str) -> Result<Option<StoredMatch>> {
-        load_match(&mut self.link, mid)
+        let stored = load_match(&mut self.link, mid)?;
+        self.link.confirm(self.replication)?;
+        Ok(stored)
     }
 
     fn is_shared(&self) -> bool {
@@ -395,7 +409,7 @@ impl Store for RedisStore {
     }
 
     fn history_source(&self) -> Option<Box<dyn HistorySource>> {
-        let link = RedisLink::new(&self.url, CALL_TIMEOUT).ok()?;
+        let link = RedisLink::to(self.target.clone(), CALL_TIMEOUT, self.switches.clone());
         Some(Box::new(RedisHistory { link }))
     }
 
@@ -410,7 +424,7 @@ impl Store for RedisStore {
             control_args(&mut call);
             call.invoke::<i64>(c)
         })?;
-        Ok(())
+        self.link.confirm(self.replication)
     }
 
     fn events_after(&mut self, mid: &str, seq: u64) -> Result<Vec<Event>> {
@@ -421,6 +435,10 @@ impl Store for RedisStore {
                 .arg("+")
                 .query(c)
         })?;
+        if !log.ids.is_empty() {
+            // Only what survives a failover may reach this node's watchers.
+            self.link.confirm(self.replication)?;
+        }
         log.ids.iter().map(decode_event).collect()
     }
 }

@@ -8,6 +8,7 @@ pub mod line;
 pub mod raw_http;
 pub mod raw_ws;
 pub mod redis;
+pub mod sentinel;
 pub mod tls;
 pub mod watcher;
 
