@@ -4,45 +4,13 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
 use matchstream::server::footprint::{PLAIN_WATCHER_BYTES, TLS_WATCHER_BYTES};
-use serde_json::Value;
 
 /// Watchers per measurement: enough that a worker's fixed costs spread thin.
 const CLIENTS: &str = "10000";
-
-/// Runs `matchstream load ARGS` (killed after `limit`) and returns its output and report.
-fn run_load(args: &[&str], limit: Duration) -> (Output, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_matchstream"))
-        .arg("load")
-        .args(args)
-        .arg("--quiet")
-        .arg("--report")
-        .arg(&report)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let output = match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("matchstream load did not finish within {limit:?}");
-        }
-    };
-    let text = std::fs::read(&report).unwrap_or_default();
-    let report = serde_json::from_slice(&text).unwrap_or(Value::Null);
-    (output, report)
-}
 
 /// The server's RSS growth per watcher while `CLIENTS` watchers wait for the sample match.
 fn measured_bytes_per_watcher(server: &Server, extra: &[&str]) -> f64 {
@@ -66,7 +34,8 @@ fn measured_bytes_per_watcher(server: &Server, extra: &[&str]) -> f64 {
         "10",
     ];
     let args: Vec<&str> = args.iter().chain(extra).copied().collect();
-    let (out, report) = run_load(&args, Duration::from_secs(240));
+    let run = load::run_load(&args, Duration::from_secs(240));
+    let (out, report) = (run.output, run.report);
     assert!(
         out.status.success(),
         "{}\n{}",

@@ -32,38 +32,12 @@ impl Drop for Guard {
     }
 }
 
-/// Runs the binary with `args`, killed after `limit`.
+/// Runs `matchstream load` with `args`, killed after `limit`.
 fn run_load(args: &[&str], limit: Duration) -> (Output, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let child = Command::new(BIN)
-        .arg("load")
-        .args(args)
-        .arg("--quiet")
-        .arg("--report")
-        .arg(&report)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let output = match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // The child is hung: kill it by pid (its handle is in the waiting thread).
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("matchstream load did not finish within {limit:?}");
-        }
-    };
-    let report = std::fs::read(&report)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+    let run = common::load::run_load(args, limit);
     // Every run with a report writes its chart beside it (idle mode has no chart).
-    assert!(dir.path().join("report.svg").exists() || report.is_null() || report["mode"] == "idle");
-    (output, report)
+    assert!(run.chart || run.report.is_null() || run.report["mode"] == "idle");
+    (run.output, run.report)
 }
 
 /// A `/1/ws` server that, to every watcher, sends a status with `seq` 0, then events with the

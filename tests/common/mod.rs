@@ -5,6 +5,7 @@
 
 pub mod hostile;
 pub mod line;
+pub mod load;
 pub mod raw_http;
 pub mod raw_ws;
 pub mod redis;

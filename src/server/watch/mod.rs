@@ -182,12 +182,18 @@ fn queue(worker: &Worker, conn: ConnRef, bytes: Bytes) {
 /// Ends a connection whose last subscription ended (1000 and `reason` for a WebSocket; a
 /// line or SSE stream ends after what is queued).
 fn end_connection(worker: &Worker, conn: ConnRef, reason: &str) {
+    close_with(worker, conn, close::NORMAL, reason);
+}
+
+/// Closes `conn`: a WebSocket with `code` and `reason`, a line or SSE stream after what is
+/// queued.
+fn close_with(worker: &Worker, conn: ConnRef, code: u16, reason: &str) {
     let now = worker.now_ms();
     worker
         .plane
         .borrow_mut()
         .core
-        .close(conn, close::NORMAL, reason, now);
+        .close(conn, code, reason, now);
 }
 
 /// Sends final bytes (a line-protocol `ERROR:`) and ends the connection after them.
@@ -308,18 +314,13 @@ fn refuse_watch(worker: &Worker, conn: ConnRef, reason: &str) {
         u32::from(s.refused)
     });
     if refused >= Some(worker.shared.config.watch_refusals_before_close) {
-        close_policy(worker, conn, "too many refused watch requests");
+        close_with(
+            worker,
+            conn,
+            close::POLICY,
+            "too many refused watch requests",
+        );
     }
-}
-
-/// Closes a WebSocket watcher with 1008 (policy violation) and `reason`.
-fn close_policy(worker: &Worker, conn: ConnRef, reason: &str) {
-    let now = worker.now_ms();
-    worker
-        .plane
-        .borrow_mut()
-        .core
-        .close(conn, close::POLICY, reason, now);
 }
 
 /// The start of `text`, at most `max` characters, for an error message.
