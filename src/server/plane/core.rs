@@ -265,6 +265,15 @@ impl<T: Default> PlaneCore<T> {
             .filter(|r| r.serial == id.serial)
     }
 
+    /// The id of the record at `key`, unless it is gone or dying.
+    pub(super) fn id_unless_dying(&self, key: u32) -> Option<RecordId> {
+        let rec = self.records.get(key as usize)?;
+        (rec.phase != Phase::Dying).then_some(RecordId {
+            key,
+            serial: rec.serial,
+        })
+    }
+
     /// The record `id`, unless it is gone.
     pub fn record(&self, id: RecordId) -> Option<&Record<T>> {
         self.live(id)

@@ -20,16 +20,10 @@ impl<T: Default> PlaneCore<T> {
     /// The record's plaintext (bytes read from a plain record, opened from a TLS one, or
     /// that came with the handshake): through its WebSocket session, or the line protocol.
     pub fn on_plain(&mut self, key: u32, data: &[u8], now: u64) {
-        let Some(rec) = self.records.get_mut(key as usize) else {
+        let Some(id) = self.id_unless_dying(key) else {
             return;
         };
-        if rec.phase == Phase::Dying {
-            return;
-        }
-        let id = RecordId {
-            key,
-            serial: rec.serial,
-        };
+        let rec = &mut self.records[key as usize];
         rec.keepalive.on_activity(now);
         if rec.flavour == Flavour::Sse {
             return; // an SSE client has nothing to say: ignored

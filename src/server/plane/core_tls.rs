@@ -84,16 +84,10 @@ impl<T: Default> PlaneCore<T> {
     /// Ends TLS record `key` after a TLS error: its fatal alert (if it has one to send) goes
     /// out after what is queued, then the lingering close; nothing else is sealed for it.
     fn fail_tls(&mut self, key: u32, alert: Vec<u8>, now: u64) {
-        let Some(rec) = self.records.get_mut(key as usize) else {
+        let Some(id) = self.id_unless_dying(key) else {
             return;
         };
-        if rec.phase == Phase::Dying {
-            return;
-        }
-        let id = RecordId {
-            key,
-            serial: rec.serial,
-        };
+        let rec = &mut self.records[key as usize];
         // No close frame or close_notify can follow a fatal alert.
         rec.set(SESSION_CLOSED, true);
         rec.set(TLS_NOTIFIED, true);
