@@ -448,3 +448,41 @@ fn a_reconnecting_client_resumes_even_after_a_restart() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&keys).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "{}", keys.display());
 }
+
+/// Client settings that speak TLS 1.2 only, trusting the test CA.
+fn tls12_client(pki: &TestPki) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(&pki.ca_pem).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+#[test]
+fn a_tls_1_2_watcher_is_a_plane_record_too_and_gets_every_event() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &[]);
+    post_sample(&server, 0);
+    let tls12 = tls12_client(&pki);
+    let mut ws = Watcher::connect_tls(server.http, &tls12);
+    ws.watch(SAMPLE_MID, None);
+    assert_eq!(ws.expect_status(SAMPLE_MID)["seq"], 0);
+    assert_eq!(server.metric_sum("matchstream_tls_watchers"), 1);
+    let events = sample_events();
+    post_events(&mut server.admin(), 1..=events.len());
+    for (i, (kind, _)) in events.iter().enumerate() {
+        let v = ws.expect_event(SAMPLE_MID, i as u64 + 1);
+        assert_eq!(v["kind"], kind.as_str(), "{v}");
+    }
+    assert_eq!(ws.expect_close().0, 1000, "close after stop");
+    wait_until(WAIT, "the TLS 1.2 record is gone", || {
+        server.metric_sum("matchstream_tls_watchers") == 0
+    });
+}
