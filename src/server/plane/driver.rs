@@ -31,6 +31,8 @@ use crate::server::worker::Worker;
 const MAX_PUMP_ROUNDS: usize = 16;
 /// Longest the driver sleeps without a deadline or a completion.
 const MAX_SLEEP_MS: u64 = 1_000;
+/// Least time between two returns of free pages to the kernel.
+const COLLECT_EVERY_MS: u64 = 1_000;
 
 /// A worker's watcher plane: the sans-I/O core and its ring.
 pub struct Plane {
@@ -41,6 +43,11 @@ pub struct Plane {
     waker: Option<Waker>,
     sleeping_until: u64,
     kicked: bool,
+    /// Records came or went since the allocator last returned free pages (a handshake's
+    /// garbage, a closed record's memory).
+    churned: bool,
+    /// When the allocator last returned free pages (worker ms).
+    collected_at: u64,
 }
 
 /// The plane's settings, from the server's.
@@ -81,6 +88,8 @@ impl Plane {
             waker: None,
             sleeping_until: u64::MAX,
             kicked: false,
+            churned: false,
+            collected_at: now,
         };
         Ok((plane, eventfd))
     }
@@ -103,6 +112,7 @@ pub fn adopt(
     let stats = worker.stats();
     let id = {
         let mut plane = worker.plane.borrow_mut();
+        plane.churned = true;
         let id = match tls {
             Some(session) => {
                 WorkerStats::add(&stats.tls_watchers, 1);
@@ -266,6 +276,7 @@ fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
             tls,
             app,
         } => {
+            worker.plane.borrow_mut().churned = true;
             watch::forget_subscriptions(worker, &app);
             watch::forget_deferred(worker, id);
             if let Some(ip) = app.peer {
@@ -352,7 +363,24 @@ pub async fn run(worker: Rc<Worker>, eventfd: OwnedFd) {
         }
         PlaneRing::reset_eventfd(eventfd.as_raw_fd());
         pump(&worker);
+        return_free_pages_after_churn(&worker);
     }
+}
+
+/// At most once a second, after records came or went: the pages their handshakes and
+/// closes freed go back to the kernel (mimalloc would keep them until this thread allocates
+/// again, and an idle worker does not).
+fn return_free_pages_after_churn(worker: &Worker) {
+    let now = worker.now_ms();
+    {
+        let mut plane = worker.plane.borrow_mut();
+        if !plane.churned || now < plane.collected_at + COLLECT_EVERY_MS {
+            return;
+        }
+        plane.churned = false;
+        plane.collected_at = now;
+    }
+    crate::os::alloc::return_free_pages();
 }
 
 /// Shutdown: WebSocket records get a 1001 close, line records are closed.
