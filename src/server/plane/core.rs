@@ -560,6 +560,21 @@ impl<T: Default> PlaneCore<T> {
         std::mem::take(&mut self.events)
     }
 
+    /// Gives back the working memory a burst left behind: a broadcast's queue of operations
+    /// (one per record) and the frames of a wave of statuses. Capacities shrink to a small
+    /// floor once empty, so between events the plane holds what its records need; the next
+    /// burst grows them again.
+    pub fn trim_buffers(&mut self) {
+        const FLOOR: usize = 1024;
+        if self.io.is_empty() && self.io.capacity() > FLOOR {
+            self.io.shrink_to(FLOOR);
+        }
+        if self.fired.is_empty() && self.fired.capacity() > FLOOR {
+            self.fired.shrink_to(FLOOR);
+        }
+        self.frames.shrink();
+    }
+
     /// Takes the counters (the shell adds them to the worker's metrics).
     pub fn take_counters(&mut self) -> PlaneCounters {
         std::mem::take(&mut self.counters)

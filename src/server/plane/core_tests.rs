@@ -623,3 +623,28 @@ fn a_record_torn_down_while_holding_forgets_what_it_held() {
     assert!(sends(&out).is_empty(), "{out:?}");
     assert_eq!(core.frames_alive(), 0);
 }
+
+#[test]
+fn a_burst_leaves_no_working_memory_behind_once_trimmed() {
+    let mut core = plane();
+    let ids: Vec<RecordId> = (0..5_000)
+        .map(|fd| core.adopt(fd, Flavour::Ws, 0))
+        .collect();
+    ops(&mut core);
+    // A wave of statuses (a private frame each) and a broadcast (one shared frame).
+    for &id in &ids {
+        core.send(id, Bytes::from_static(b"status"), 1).unwrap();
+    }
+    let frame = core.share(Bytes::from_static(b"event"));
+    for &id in &ids {
+        core.push(id, frame, 1).unwrap();
+    }
+    core.unshare(frame);
+    let out = written(&mut core, 2).1;
+    assert!(sends(&out).len() >= 5_000);
+    assert!(core.io.capacity() >= 5_000, "the burst grew the queue");
+    core.trim_buffers();
+    assert!(core.io.capacity() <= 1_024, "{}", core.io.capacity());
+    assert_eq!(core.frames_alive(), 0);
+    assert_eq!(core.len(), 5_000, "the records themselves stay");
+}

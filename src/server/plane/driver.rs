@@ -183,6 +183,7 @@ pub fn pump_broadcast(worker: &Rc<Worker>) {
         }
         ring.enters() - before
     };
+    worker.plane.borrow_mut().churned = true;
     let stats = worker.stats();
     WorkerStats::add(&stats.plane_enters, enters);
     WorkerStats::add(&stats.plane_broadcasts, 1);
@@ -367,9 +368,10 @@ pub async fn run(worker: Rc<Worker>, eventfd: OwnedFd) {
     }
 }
 
-/// At most once a second, after records came or went: the pages their handshakes and
-/// closes freed go back to the kernel (mimalloc would keep them until this thread allocates
-/// again, and an idle worker does not).
+/// At most once a second, after records came or went or a broadcast went out: the plane's
+/// working buffers shrink back ([`PlaneCore::trim_buffers`]) and the pages freed go back to
+/// the kernel (mimalloc would keep them until this thread allocates again, and an idle
+/// worker does not).
 fn return_free_pages_after_churn(worker: &Worker) {
     let now = worker.now_ms();
     {
@@ -379,6 +381,7 @@ fn return_free_pages_after_churn(worker: &Worker) {
         }
         plane.churned = false;
         plane.collected_at = now;
+        plane.core.trim_buffers();
     }
     crate::os::alloc::return_free_pages();
 }

@@ -55,6 +55,12 @@ impl FrameTable {
         &self.slots[id.0 as usize].bytes
     }
 
+    /// Gives back the room of frames freed since a burst (as far as the live ones allow:
+    /// their ids cannot move).
+    pub fn shrink(&mut self) {
+        self.slots.shrink_to_fit();
+    }
+
     /// Frames alive (queued, in flight or held by a caller).
     pub fn len(&self) -> usize {
         self.slots.len()

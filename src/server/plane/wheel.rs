@@ -52,7 +52,10 @@ impl DeadlineWheel {
             let slot = &mut self.slots[(self.current % n) as usize];
             self.len -= slot.len();
             let tick = self.current;
-            out.extend(slot.drain(..).map(|e| (tick, e)));
+            // Taken, not drained: a burst (a broadcast's send deadlines, a wave of pings)
+            // must not pin its room in a slot for good; 1,024 slots each keeping the room of
+            // the largest burst they ever held would cost far more than the records.
+            out.extend(std::mem::take(slot).into_iter().map(|e| (tick, e)));
             self.current += 1;
         }
         self.current = self.current.max(until + 1);
