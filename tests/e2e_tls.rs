@@ -64,11 +64,7 @@ fn https_wss_tls_line_and_sse_all_get_every_event() {
 
     let events = sample_events();
     post_events(&mut server.admin(), 1..=events.len());
-    for (i, (kind, _)) in events.iter().enumerate() {
-        let v = ws.expect_event(SAMPLE_MID, i as u64 + 1);
-        assert_eq!(v["kind"], kind.as_str(), "{v}");
-    }
-    assert_eq!(ws.expect_close().0, 1000, "close after stop");
+    expect_whole_match(&mut ws, &events);
     for (i, (kind, _)) in events.iter().enumerate() {
         let block = line.next_block().expect("event block");
         assert_eq!(&block.kind, kind, "line block {}", i + 1);
@@ -477,12 +473,17 @@ fn a_tls_1_2_watcher_is_a_plane_record_too_and_gets_every_event() {
     assert_eq!(server.metric_sum("matchstream_tls_watchers"), 1);
     let events = sample_events();
     post_events(&mut server.admin(), 1..=events.len());
+    expect_whole_match(&mut ws, &events);
+    wait_until(WAIT, "the TLS 1.2 record is gone", || {
+        server.metric_sum("matchstream_tls_watchers") == 0
+    });
+}
+
+/// Every event of the sample match in order on `ws`, then its close with 1000 after `stop`.
+fn expect_whole_match<S: Wire>(ws: &mut Watcher<S>, events: &[(String, Value)]) {
     for (i, (kind, _)) in events.iter().enumerate() {
         let v = ws.expect_event(SAMPLE_MID, i as u64 + 1);
         assert_eq!(v["kind"], kind.as_str(), "{v}");
     }
     assert_eq!(ws.expect_close().0, 1000, "close after stop");
-    wait_until(WAIT, "the TLS 1.2 record is gone", || {
-        server.metric_sum("matchstream_tls_watchers") == 0
-    });
 }

@@ -75,22 +75,8 @@ pub fn attach(fd: RawFd, prog: &[libc::sock_filter]) -> io::Result<()> {
         len: prog.len() as u16,
         filter: prog.as_ptr().cast_mut(),
     };
-    // SAFETY: `fprog` points at `prog`, alive and unmodified for the whole call; the kernel
-    // copies the program and only reads it. A bad fd or program yields an error, not UB.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // `fprog` points at `prog`, alive and unmodified for the call; the kernel copies it.
+    super::sys::set_socket_option(fd, libc::SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog)
 }
 
 #[cfg(test)]

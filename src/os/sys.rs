@@ -190,6 +190,32 @@ fn shutdown_sigset() -> libc::sigset_t {
     }
 }
 
+/// `setsockopt(fd, level, name, value)` for a value passed by reference (an `int`, a
+/// `sock_fprog`, …); the error is the OS's.
+pub fn set_socket_option<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` for the whole call and its exact size is passed; the
+    // kernel only reads (or copies) it. A bad fd or option yields an error, not UB.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

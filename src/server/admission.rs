@@ -166,22 +166,7 @@ impl Refusal {
 
 fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: u64) -> io::Result<()> {
     let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `value` is a live c_int for the whole call and its exact size is passed;
-    // setsockopt only reads it. A bad fd or option yields an error, not UB.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::os::sys::set_socket_option(fd, level, name, &value)
 }
 
 /// Applies the keepalive settings to an accepted socket: `SO_KEEPALIVE` with idle time,
