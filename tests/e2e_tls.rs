@@ -479,6 +479,45 @@ fn a_tls_1_2_watcher_is_a_plane_record_too_and_gets_every_event() {
     });
 }
 
+#[test]
+fn a_watcher_that_updates_its_keys_keeps_receiving_and_sending() {
+    let pki = TestPki::new();
+    let server = Server::start_tls(&pki, &[]);
+    post_sample(&server, 0);
+    let mut ws = Watcher::connect_tls(server.http, &server.tls_client());
+    ws.watch(SAMPLE_MID, None);
+    assert_eq!(ws.expect_status(SAMPLE_MID)["seq"], 0);
+    let events = sample_events();
+    let mut next = 1;
+    for round in 0..3 {
+        // A KeyUpdate asking for the server's (rustls's `update_requested`), sent with the
+        // next command: the server must follow it to read the command, and answer with
+        // its own before the events that follow.
+        ws.stream_mut().conn.refresh_traffic_keys().unwrap();
+        ws.watch(SAMPLE_MID, Some(next - 1));
+        let reply = ws.next_json();
+        assert_eq!(reply["type"], "error", "round {round}: {reply}");
+        assert!(reply.to_string().contains("already watching"), "{reply}");
+        let upto = next + 5;
+        post_events(&mut server.admin(), next as usize..=upto as usize);
+        for seq in next..=upto {
+            let v = ws.expect_event(SAMPLE_MID, seq);
+            assert_eq!(
+                v["kind"],
+                events[seq as usize - 1].0.as_str(),
+                "round {round}"
+            );
+        }
+        next = upto + 1;
+    }
+    post_events(&mut server.admin(), next as usize..=events.len());
+    for seq in next..=events.len() as u64 {
+        ws.expect_event(SAMPLE_MID, seq);
+    }
+    assert_eq!(ws.expect_close().0, 1000, "close after stop");
+    assert_eq!(server.metric_sum("matchstream_tls_record_errors_total"), 0);
+}
+
 /// Every event of the sample match in order on `ws`, then its close with 1000 after `stop`.
 fn expect_whole_match<S: Wire>(ws: &mut Watcher<S>, events: &[(String, Value)]) {
     for (i, (kind, _)) in events.iter().enumerate() {

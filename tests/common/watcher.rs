@@ -51,6 +51,11 @@ impl Watcher<matchstream::feed::tls::TlsStream> {
 }
 
 impl<S: Wire> Watcher<S> {
+    /// The socket underneath (to drive TLS by hand).
+    pub fn stream_mut(&mut self) -> &mut S {
+        self.ws.get_mut()
+    }
+
     /// Sends a JSON command.
     pub fn send(&mut self, command: &Value) {
         self.ws

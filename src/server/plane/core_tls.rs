@@ -24,11 +24,16 @@ impl<T: Default> PlaneCore<T> {
         self.records[id.key as usize].set(TLS, true);
         self.tls.insert(id.key, Box::new(session));
         if !pending.is_empty() {
-            let frame = self.share(Bytes::from(pending));
-            self.enqueue_wire(id.key, frame, now);
-            self.unshare(frame);
+            self.enqueue_cipher(id.key, pending, now);
         }
         id
+    }
+
+    /// Queues ciphertext made for record `key` alone (it is never shared with another).
+    fn enqueue_cipher(&mut self, key: u32, cipher: Vec<u8>, now: u64) {
+        let frame = self.share(Bytes::from(cipher));
+        self.enqueue_wire(key, frame, now);
+        self.unshare(frame);
     }
 
     /// TLS records alive (a leak check for tests).
@@ -48,9 +53,7 @@ impl<T: Default> PlaneCore<T> {
         };
         match sealed {
             Ok(cipher) => {
-                let frame = self.share(Bytes::from(cipher));
-                self.enqueue_wire(key, frame, now);
-                self.unshare(frame);
+                self.enqueue_cipher(key, cipher, now);
             }
             Err(e) => {
                 tracing::debug!(key, "TLS seal failed: {e}");
@@ -75,9 +78,7 @@ impl<T: Default> PlaneCore<T> {
         if alert.is_empty() {
             return false;
         }
-        let frame = self.share(Bytes::from(alert));
-        self.enqueue_wire(key, frame, now);
-        self.unshare(frame);
+        self.enqueue_cipher(key, alert, now);
         true
     }
 
@@ -92,9 +93,7 @@ impl<T: Default> PlaneCore<T> {
         rec.set(SESSION_CLOSED, true);
         rec.set(TLS_NOTIFIED, true);
         if !alert.is_empty() {
-            let frame = self.share(Bytes::from(alert));
-            self.enqueue_wire(key, frame, now);
-            self.unshare(frame);
+            self.enqueue_cipher(key, alert, now);
         }
         self.finish(id, now);
     }
@@ -119,6 +118,15 @@ impl<T: Default> PlaneCore<T> {
             Err(_) => session.take_fatal_alert(),
             Ok(()) => Vec::new(),
         };
+        // What opening answered (our KeyUpdate when the peer asked for one) goes out
+        // before anything sealed after it.
+        let answer = match received {
+            Ok(()) => session.take_pending(),
+            Err(_) => Vec::new(),
+        };
+        if !answer.is_empty() {
+            self.enqueue_cipher(key, answer, now);
+        }
         if !plain.is_empty() {
             self.on_plain(key, &plain, now);
         }

@@ -19,7 +19,9 @@
 //! After its handshake a TLS watcher is a record of the watcher plane like any other: its
 //! session moves there (`Socket::into_parts`) and seals each frame the record queues.
 
+pub mod key_schedule;
 pub mod records;
+pub mod secret_capture;
 pub mod session;
 pub mod sniff;
 pub mod socket;
@@ -121,8 +123,10 @@ pub fn server_config(
     if let Some(tickets) = tickets {
         config.ticketer = tickets;
     }
-    // TLS 1.3 connections continue on `records::Records` after the handshake.
+    // TLS 1.3 connections continue on `records::Records` after the handshake, which needs
+    // the traffic secrets for `KeyUpdate`s as well as the keys.
     config.enable_secret_extraction = true;
+    config.key_log = Arc::new(secret_capture::CaptureTrafficSecrets);
     Ok(Arc::new(config))
 }
 

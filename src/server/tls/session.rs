@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use super::records::Records;
+use super::secret_capture::{self, Captured};
 
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
@@ -29,11 +30,17 @@ const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 /// Who runs the record layer now.
 enum Layer {
     /// rustls: the handshake, and TLS 1.2 connections for their whole life.
-    Rustls(Box<UnbufferedServerConnection>),
+    Rustls(Box<Handshake>),
     /// A TLS 1.3 connection after its handshake.
     Records(Records),
     /// After an error while switching from one to the other.
     Failed,
+}
+
+/// rustls's connection, and the traffic secrets its handshake logged (for [`Records`]).
+struct Handshake {
+    conn: UnbufferedServerConnection,
+    secrets: Option<Captured>,
 }
 
 /// A byte buffer that costs one pointer while empty (an idle session holds two): boxed, an
@@ -97,7 +104,10 @@ impl TlsSession {
         Ok(TlsSession {
             may_hand_over: config.enable_secret_extraction,
             sent_close: false,
-            layer: Layer::Rustls(Box::new(UnbufferedServerConnection::new(config)?)),
+            layer: Layer::Rustls(Box::new(Handshake {
+                conn: UnbufferedServerConnection::new(config)?,
+                secrets: None,
+            })),
             incoming: Spill::default(),
             outgoing: Spill::default(),
             sent: 0,
@@ -126,16 +136,21 @@ impl TlsSession {
             ..
         } = self;
         let (incoming, outgoing) = (incoming.buf(), outgoing.buf());
-        let conn = match layer {
-            Layer::Rustls(conn) => conn,
+        let handshake = match layer {
+            Layer::Rustls(handshake) => handshake,
             Layer::Records(records) => {
-                *peer_closed |= records.open(incoming, plain)?.peer_closed;
+                *peer_closed |= records.open(incoming, plain, outgoing)?.peer_closed;
                 return Ok(());
             }
             Layer::Failed => return Err(closed()),
         };
         loop {
-            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
+            secret_capture::clear();
+            let UnbufferedStatus { mut discard, state } =
+                handshake.conn.process_tls_records(incoming);
+            if let Some(secrets) = secret_capture::take() {
+                handshake.secrets = Some(secrets);
+            }
             let again = match state? {
                 ConnectionState::ReadTraffic(mut read) => {
                     while let Some(record) = read.next_record() {
@@ -174,10 +189,10 @@ impl TlsSession {
     /// (`WriteTraffic` was reached) continues on [`Records`], and rustls's state is freed.
     fn hand_over_to_records(&mut self) -> Result<(), Error> {
         let ready = match &self.layer {
-            Layer::Rustls(conn) => {
+            Layer::Rustls(handshake) => {
                 self.may_hand_over
-                    && !conn.is_handshaking()
-                    && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+                    && !handshake.conn.is_handshaking()
+                    && handshake.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
                     && !self.peer_closed
             }
             _ => false,
@@ -185,12 +200,17 @@ impl TlsSession {
         if !ready {
             return Ok(());
         }
-        let Layer::Rustls(conn) = std::mem::replace(&mut self.layer, Layer::Failed) else {
+        let Layer::Rustls(handshake) = std::mem::replace(&mut self.layer, Layer::Failed) else {
             return Ok(());
         };
-        // The kernel-connection half (rekeying on KeyUpdate) is dropped: see `records`.
-        let (secrets, _kernel) = conn.dangerous_into_kernel_connection()?;
-        self.layer = Layer::Records(Records::new(secrets)?);
+        let Handshake { conn, secrets } = *handshake;
+        let captured = secrets.ok_or_else(|| {
+            Error::General("the handshake's traffic secrets were not logged".into())
+        })?;
+        // The kernel-connection half (~0.5 KB of key schedule) is dropped: `Records` keeps
+        // the two traffic secrets it needs for KeyUpdates itself.
+        let (extracted, _kernel) = conn.dangerous_into_kernel_connection()?;
+        self.layer = Layer::Records(Records::from_handshake(extracted, captured)?);
         Ok(())
     }
 
@@ -214,7 +234,7 @@ impl TlsSession {
         } = self;
         let (incoming, outgoing) = (incoming.buf(), outgoing.buf());
         let conn = match layer {
-            Layer::Rustls(conn) => conn,
+            Layer::Rustls(handshake) => &mut handshake.conn,
             Layer::Records(records) => return records.seal(slices, max, outgoing),
             Layer::Failed => return Err(closed()),
         };
@@ -287,7 +307,7 @@ impl TlsSession {
         } = self;
         let (incoming, outgoing) = (incoming.buf(), outgoing.buf());
         let conn = match layer {
-            Layer::Rustls(conn) => conn,
+            Layer::Rustls(handshake) => &mut handshake.conn,
             Layer::Records(records) => {
                 let _ = records.close_notify(outgoing);
                 return;
@@ -367,7 +387,7 @@ impl TlsSession {
     /// Whether the handshake is still under way.
     pub fn is_handshaking(&self) -> bool {
         match &self.layer {
-            Layer::Rustls(conn) => conn.is_handshaking(),
+            Layer::Rustls(handshake) => handshake.conn.is_handshaking(),
             Layer::Records(_) | Layer::Failed => false,
         }
     }
@@ -438,183 +458,5 @@ fn append(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use rustls::{ClientConfig, ClientConnection, RootCertStore};
-    use std::io::{Read, Write};
-
-    thread_local! {
-        static TLS12: std::cell::RefCell<Option<Arc<ClientConfig>>> = const { std::cell::RefCell::new(None) };
-    }
-
-    /// A TLS 1.2-only client trusting the CA of the last [`configs`] call.
-    fn tls12_client() -> Arc<ClientConfig> {
-        TLS12.with(|c| c.borrow().clone().expect("configs() first"))
-    }
-
-    /// A CA, and a server certificate for `localhost` signed by it.
-    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
-        server.enable_secret_extraction = true;
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
-        let tls12 = ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
-        TLS12.with(|c| *c.borrow_mut() = Some(Arc::new(tls12)));
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        (Arc::new(server), Arc::new(client))
-    }
-
-    /// Moves bytes both ways until neither side has anything to say; returns the server's
-    /// plaintext.
-    fn pump(server: &mut TlsSession, client: &mut ClientConnection) -> Vec<u8> {
-        let mut plain = Vec::new();
-        for _ in 0..20 {
-            let mut wire = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut wire).unwrap();
-            }
-            // In small pieces: records split across reads must join up.
-            for piece in wire.chunks(7) {
-                server.receive(piece, &mut plain).unwrap();
-            }
-            let out = server.pending().to_vec();
-            server.consume(out.len());
-            if wire.is_empty() && out.is_empty() {
-                break;
-            }
-            let mut cursor = &out[..];
-            while !cursor.is_empty() {
-                client.read_tls(&mut cursor).unwrap();
-                client.process_new_packets().unwrap();
-            }
-        }
-        plain
-    }
-
-    #[test]
-    fn handshake_then_data_both_ways_and_an_idle_session_holds_no_buffer() {
-        let (server_config, client_config) = configs();
-        let mut server = TlsSession::new(server_config).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut client = ClientConnection::new(client_config, name).unwrap();
-        assert!(server.encrypt(&[b"too early"], 100).is_err());
-        client
-            .writer()
-            .write_all(b"GET / HTTP/1.1\r\n\r\n")
-            .unwrap();
-        let plain = pump(&mut server, &mut client);
-        assert!(!server.is_handshaking());
-        assert!(!client.is_handshaking());
-        assert!(
-            server.on_records(),
-            "TLS 1.3 continues on the small record layer"
-        );
-        assert_eq!(plain, b"GET / HTTP/1.1\r\n\r\n");
-        // More from the client, after the switch, in pieces.
-        client.writer().write_all(b"second request").unwrap();
-        assert_eq!(pump(&mut server, &mut client), b"second request");
-
-        let big = vec![b'x'; 40_000];
-        let taken = server
-            .encrypt(&[b"hello ", b"world", &big], 30_000)
-            .unwrap();
-        assert_eq!(taken, 30_000, "at most `max` plaintext bytes");
-        let cursor = server.pending().to_vec();
-        server.consume(cursor.len());
-        let mut wire = &cursor[..];
-        let mut got = Vec::new();
-        while !wire.is_empty() {
-            client.read_tls(&mut wire).unwrap();
-            client.process_new_packets().unwrap();
-            let _ = client.reader().read_to_end(&mut got);
-        }
-        assert_eq!(got.len(), 30_000);
-        assert_eq!(&got[..11], b"hello world");
-        assert!(got[11..].iter().all(|&b| b == b'x'));
-        assert_eq!(server.buffered_capacity(), 0, "idle: no buffer held");
-        eprintln!(
-            "TlsSession: {} bytes inline",
-            std::mem::size_of::<TlsSession>()
-        );
-    }
-
-    #[test]
-    fn tls12_and_settings_without_secret_extraction_stay_on_rustls() {
-        let (server_config, client_config) = configs();
-        let tls12 = tls12_client();
-        let mut no_extraction = (*server_config).clone();
-        no_extraction.enable_secret_extraction = false;
-        for (server_config, client_config) in [
-            (server_config.clone(), tls12),
-            (Arc::new(no_extraction), client_config.clone()),
-        ] {
-            let mut server = TlsSession::new(server_config).unwrap();
-            let name = ServerName::try_from("localhost").unwrap();
-            let mut client = ClientConnection::new(client_config, name).unwrap();
-            client.writer().write_all(b"ping").unwrap();
-            assert_eq!(pump(&mut server, &mut client), b"ping");
-            assert!(!server.is_handshaking() && !server.on_records());
-            server.encrypt(&[b"pong"], 100).unwrap();
-            let out = server.pending().to_vec();
-            server.consume(out.len());
-            let mut wire = &out[..];
-            client.read_tls(&mut wire).unwrap();
-            client.process_new_packets().unwrap();
-            let mut got = Vec::new();
-            let _ = client.reader().read_to_end(&mut got);
-            assert_eq!(got, b"pong");
-        }
-    }
-
-    #[test]
-    fn a_client_that_does_not_speak_tls_is_an_error() {
-        let (server_config, _) = configs();
-        let mut server = TlsSession::new(server_config).unwrap();
-        let mut plain = Vec::new();
-        assert!(server
-            .receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut plain)
-            .is_err());
-        assert!(plain.is_empty());
-    }
-
-    #[test]
-    fn close_notify_from_the_client_is_seen_and_answered() {
-        let (server_config, client_config) = configs();
-        let mut server = TlsSession::new(server_config).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut client = ClientConnection::new(client_config, name).unwrap();
-        pump(&mut server, &mut client);
-        client.send_close_notify();
-        pump(&mut server, &mut client);
-        assert!(server.peer_closed());
-        server.close_notify();
-        assert!(!server.pending().is_empty(), "our close_notify is queued");
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;
