@@ -2,7 +2,10 @@
 # TLS figures, each compared with its baselines measured in the same run:
 #  1. idle memory: IDLE idle WebSocket clients held against a plain server and a TLS server
 #     (both watcher-plane records; a TLS one keeps its session beside its record): server
-#     RSS delta / connections (the harness's server_rss_bytes_per_connection);
+#     RSS delta / connections (the harness's server_rss_bytes_per_connection), taken while
+#     WARM connections are already held — the slope of RSS over connections, without what
+#     the first connections of a fresh process cost once (allocator arenas, the ring's and
+#     the handshake's working memory: 2-25 MB that varies from start to start);
 #  2. CPU per delivery: the sample match replayed to CLIENTS verified WebSocket watchers on
 #     the plain server, the same with --deflate, over TLS, and over TLS with --deflate;
 #     ROUNDS rounds, modes alternating so that noise on a shared box hits all of them;
@@ -11,6 +14,7 @@
 # Writes $OUT/*.json and $OUT/table.md.
 #
 #   bash benches/tls.sh [IDLE=10000] [CLIENTS=2000] [SPEED=50] [WORKERS=2] [ROUNDS=2]
+#   (WARM=2000 in the environment: the connections held before the idle measurement)
 #
 # Not run by CI.
 set -euo pipefail
@@ -20,6 +24,7 @@ CLIENTS=${2:-2000}
 SPEED=${3:-50}
 WORKERS=${4:-2}
 ROUNDS=${5:-2}
+WARM=${WARM:-2000}
 OUT=${OUT:-benches/results/$(date +%F)-tls}
 mkdir -p "$OUT"
 BIN=${MATCHSTREAM_BIN:-target/release/matchstream}
@@ -43,7 +48,7 @@ start() {
     local port tport
     port=$(free_port)
     tport=$(free_port)
-    local cmd="$BIN serve --workers $WORKERS --listen 127.0.0.1:$port --tcp-listen 127.0.0.1:$tport --data-dir $TMP/data-$name --admin-token $TOKEN $*"
+    local cmd="$BIN serve --workers $WORKERS --listen 127.0.0.1:$port --tcp-listen 127.0.0.1:$tport --data-dir $TMP/data-$name --admin-token $TOKEN --max-connections-per-ip 1000000 $*"
     echo "+ $cmd"
     $cmd >"$TMP/$name.log" 2>&1 &
     local pid=$!
@@ -62,9 +67,16 @@ TLSARGS="--tls --ca $TMP/pki/ca.pem"
 
 extra_for() { case $1 in tls) echo "$TLSARGS" ;; *) echo "" ;; esac; }
 
-printf '## Idle WebSocket connections (%s each)\n\n| server | connected | server RSS delta | per connection |\n|---|---|---|---|\n' "$IDLE" >"$TMP/idle"
+printf '## Idle WebSocket connections (%s each, after %s already held)\n\n| server | connected | server RSS delta | per connection |\n|---|---|---|---|\n' "$IDLE" "$WARM" >"$TMP/idle"
 for name in plain tls; do
     url=URL_$name pid=PID_$name
+    warm_pid=
+    if [ "$WARM" -gt 0 ]; then
+        $BIN load --server ${!url} --idle --clients "$WARM" --hold 120 $(extra_for $name) --quiet >/dev/null 2>&1 &
+        warm_pid=$!
+        PIDS+=("$warm_pid")
+        sleep $((WARM / 400 + 4))
+    fi
     CMD="$BIN load --server ${!url} --idle --clients $IDLE --hold 5 --server-pid ${!pid} $(extra_for $name) --report $OUT/idle-$name.json --quiet"
     echo "+ $CMD"
     $CMD >/dev/null 2>"$TMP/load.err" || { echo "idle load failed:"; tail -5 "$TMP/load.err"; exit 1; }
@@ -74,6 +86,7 @@ r = json.load(open(sys.argv[1]))
 delta = r["server_rss_after_bytes"] - r["server_rss_before_bytes"]
 print(f"| {sys.argv[2]} | {r['connected']} | {delta / 1e6:.1f} MB | {r['server_rss_bytes_per_connection']:.0f} B |")
 PY
+    [ -n "$warm_pid" ] && kill "$warm_pid" 2>/dev/null
     sleep 6 # the clients close; let the server settle before the next
 done
 

@@ -1,9 +1,9 @@
 //! The `matchstream` binary: parses the command line and hands over to the library.
 
-use mimalloc::MiMalloc;
-
+/// mimalloc, unless the `system-alloc` feature asks for the system's (for heaptrack).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     // No transparent huge pages for this process: mimalloc asks for them on its arenas, and
