@@ -138,6 +138,15 @@ async fn catalog_ready(worker: &Rc<Worker>) {
 /// `GET /1/matches`.
 pub async fn list_matches(worker: &Rc<Worker>, keep_alive: bool) -> Routed {
     catalog_ready(worker).await;
+    list_answer(worker, keep_alive)
+}
+
+/// `GET /1/matches` answered at once, or `None` when the worker must first catch up.
+pub fn list_matches_now(worker: &Worker, keep_alive: bool) -> Option<Routed> {
+    is_caught_up(worker).then(|| list_answer(worker, keep_alive))
+}
+
+fn list_answer(worker: &Worker, keep_alive: bool) -> Routed {
     let list = worker.reads.catalog.borrow_mut().list();
     ok_json(&list, keep_alive)
 }
@@ -169,6 +178,15 @@ fn match_answer(worker: &Worker, mid: &str, keep_alive: bool) -> Routed {
 /// `GET /1/team/{id}`.
 pub async fn get_team(worker: &Rc<Worker>, id: &str, keep_alive: bool) -> Routed {
     catalog_ready(worker).await;
+    team_answer(worker, id, keep_alive)
+}
+
+/// `GET /1/team/{id}` answered at once, or `None` when the worker must first catch up.
+pub fn get_team_now(worker: &Worker, id: &str, keep_alive: bool) -> Option<Routed> {
+    is_caught_up(worker).then(|| team_answer(worker, id, keep_alive))
+}
+
+fn team_answer(worker: &Worker, id: &str, keep_alive: bool) -> Routed {
     let team: Option<Bytes> = worker.reads.catalog.borrow().team(id).cloned();
     match team {
         Some(json) => ok_json(&json, keep_alive),

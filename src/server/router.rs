@@ -96,15 +96,18 @@ fn upgrade(request: &Request, mode: WsMode) -> Routed {
     }
 }
 
-/// Answers `request` at once when it is a read the worker can answer without waiting
-/// (`GET /1/match/{id}` with the catalog up to date): the keep-alive hot path, which then
-/// allocates no routing future. `None`: route it with [`route`]. Same answers as [`route`].
+/// Answers `request` at once when it is a snapshot read the worker can answer without
+/// waiting (`GET /1/match/{id}`, `/1/matches`, `/1/team/{id}` with the catalog up to date):
+/// the keep-alive hot path, which then allocates no routing future. `None`: route it with
+/// [`route`]. Same answers as [`route`].
 pub fn route_now(worker: &Worker, request: &Request) -> Option<Routed> {
     if request.method != "GET" {
         return None;
     }
     match request.path_segments().as_slice() {
         ["1", "match", mid] => super::reads::get_match_now(worker, mid, request.keep_alive),
+        ["1", "matches"] => super::reads::list_matches_now(worker, request.keep_alive),
+        ["1", "team", id] => super::reads::get_team_now(worker, id, request.keep_alive),
         _ => None,
     }
 }
