@@ -2,7 +2,7 @@
 # Durable writes and snapshot reads, side by side in one run (issue 11's figures):
 #
 #   1. GET /1/match/{id}, idle server, wrk keep-alive — next to nginx serving the same bytes
-#      as a static file (same wrk flags, same box);
+#      as a static file (same wrk flags, same box): benches/get_vs_nginx.sh, GET_ROUNDS rounds;
 #   2. the storm: PUBLISHERS keep-alive publishers (wrk, POST comments) over MATCHES matches,
 #      SQLite synchronous=FULL: acknowledged events/s and ack latency; during it, the same
 #      GET as in 1;
@@ -23,6 +23,7 @@ MATCHES=${MATCHES:-8}
 STORM_S=${STORM_S:-15}
 GET_S=${GET_S:-10}
 GET_CONNS=${GET_CONNS:-32}
+GET_ROUNDS=${GET_ROUNDS:-3}
 WORKERS=${WORKERS:-2}
 CLUSTER=${CLUSTER:-1}
 FREEZE_S=${FREEZE_S:-4}
@@ -124,36 +125,18 @@ rate() { awk '/^Requests\/sec/ {print $2}' "$1"; }
 val() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
 
 # ------------------------------------------------------------------ 1. idle GET vs nginx
+# benches/get_vs_nginx.sh: its own matchstream and nginx (same bytes, same wrk flags), before
+# anything else runs.
+log "idle GET: matchstream ($WORKERS workers) vs nginx static ($WORKERS workers), $GET_CONNS connections, ${GET_S}s each, $GET_ROUNDS rounds (benches/get_vs_nginx.sh)"
+SKIP_BUILD=1 BIN=$BIN GET_S=$GET_S GET_CONNS=$GET_CONNS WORKERS=$WORKERS ROUNDS=$GET_ROUNDS \
+    BASE_PORT=$((BASE + 40)) bash "$ROOT/benches/get_vs_nginx.sh" "$OUT/get" >/dev/null
+grep '^median' "$OUT/get/run.log" | sed 's/^/  /' | tee -a "$OUT/run.log"
+
 DATA=$TMP/data
 start_node single "$BASE" $((BASE + 1)) --data-dir "$DATA"
 P1=$LAST_PID
 setup "$BASE"
 MID=$(mid_of 1)
-curl -sf "http://127.0.0.1:$BASE/1/match/$MID" >"$TMP/match.json"
-mkdir -p "$TMP/www/1/match"
-cp "$TMP/match.json" "$TMP/www/1/match/$MID"
-cat >"$TMP/nginx.conf" <<EOF
-worker_processes $WORKERS;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type application/json;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$((BASE + 2)); root $TMP/www; }
-}
-EOF
-nginx -c "$TMP/nginx.conf" -p "$TMP"
-sleep 0.3
-NGINX_PID=$(cat "$TMP/nginx.pid")
-PIDS+=("$NGINX_PID")
-
-log "idle GET: matchstream ($WORKERS workers) vs nginx static ($WORKERS workers), $GET_CONNS connections, ${GET_S}s each"
-wrk -t2 -c"$GET_CONNS" -d"${GET_S}s" --latency -s "$TMP/get.lua" "http://127.0.0.1:$BASE/1/match/$MID" >"$OUT/get_idle.txt"
-wrk -t2 -c"$GET_CONNS" -d"${GET_S}s" --latency -s "$TMP/get.lua" "http://127.0.0.1:$((BASE + 2))/1/match/$MID" >"$OUT/get_nginx.txt"
-kill "$NGINX_PID"
-log "  matchstream $(rate "$OUT/get_idle.txt") req/s p99 $(val "$OUT/get_idle.txt" P99_MS) ms; nginx $(rate "$OUT/get_nginx.txt") req/s p99 $(val "$OUT/get_nginx.txt" P99_MS) ms"
 
 # ------------------------------------------------------------------ 2. the storm (+ GET during it)
 log "storm: $PUBLISHERS publishers over $MATCHES matches for ${STORM_S}s, SQLite synchronous=FULL; GET from the 3rd second"

@@ -2,7 +2,8 @@
 //! N, then exactly N+1, N+2…) holds for watchers and resumes started in the middle of a
 //! storm of concurrent posts; a read that follows an acknowledged write sees it, on any
 //! connection; and an ended match whose history was let go from memory is served from the
-//! store, before and after a restart.
+//! store, before and after a restart. A keep-alive `GET /1/match/{id}` (answered from a
+//! response prebuilt per snapshot) follows every acknowledged write and the match's deletion.
 
 mod common;
 
@@ -209,4 +210,45 @@ fn resuming_an_ended_match_whose_history_left_memory_replays_from_the_store() {
     let block = line.next_block().expect("a status block");
     assert_eq!(block.field("seq"), Some("31"));
     line.expect_eof();
+}
+
+#[test]
+fn a_keep_alive_reader_sees_each_acknowledged_write_and_the_deletion() {
+    // The keep-alive answer is built once per snapshot and reused: each answer must still
+    // be the match as of the last acknowledged write, on the same connection.
+    let server = Server::start(&[]);
+    post_sample(&server, 1);
+    let mut admin = server.admin();
+    let mut reader = RawHttp::connect(server.http);
+    let get = format!("GET /1/match/{SAMPLE_MID} HTTP/1.1\r\nHost: e2e\r\n\r\n");
+    for n in 2..=6u64 {
+        let before = reader.exchange(get.as_bytes());
+        let again = reader.exchange(get.as_bytes());
+        assert_eq!(before.status, 200, "{before:?}");
+        assert_eq!(before.body, again.body);
+        assert_eq!(before.json()["seq"], n - 1);
+        let r = post_event(&mut admin, SAMPLE_MID, "comment", &json!({ "n": n }));
+        assert_eq!(r.status, 201, "{r:?}");
+        let after = reader.exchange(get.as_bytes());
+        assert_eq!(
+            after.json()["seq"],
+            n,
+            "the read after the 201 of event {n}"
+        );
+        assert_eq!(after.header("connection"), None);
+    }
+    // A closing request gets the same match, and says it closes.
+    let mut once = RawHttp::connect(server.http);
+    let closing = once.exchange(
+        format!("GET /1/match/{SAMPLE_MID} HTTP/1.1\r\nHost: e2e\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(closing.header("connection"), Some("close"));
+    assert_eq!(closing.body, reader.exchange(get.as_bytes()).body);
+    let r = admin
+        .request("DELETE", &format!("/1/match/{SAMPLE_MID}"), None)
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let gone = reader.exchange(get.as_bytes());
+    assert_eq!(gone.status, 404, "{gone:?}");
 }

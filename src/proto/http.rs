@@ -87,7 +87,7 @@ impl HttpError {
 }
 
 /// One parsed request, with its complete body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// The method, e.g. `GET`.
     pub method: String,
@@ -110,6 +110,12 @@ impl Request {
         self.target
             .split_once('?')
             .map_or(&self.target, |(path, _)| path)
+    }
+
+    /// The path's `/`-separated segments (leading slashes skipped), without allocating: what
+    /// the API routes match on.
+    pub fn path_segments(&self) -> PathSegments<'_> {
+        PathSegments::of(self.path())
     }
 
     /// The raw (not percent-decoded) value of the first query parameter `name`; a parameter
@@ -154,6 +160,39 @@ impl Request {
     }
 }
 
+/// The most path segments [`PathSegments`] tells apart.
+pub const MAX_PATH_SEGMENTS: usize = 6;
+
+/// A path split at `/` (leading slashes skipped) into at most [`MAX_PATH_SEGMENTS`] segments,
+/// on the stack; a longer path's last segment holds the rest, slashes included. Every route
+/// has fewer segments than that, so a longer path matches none, as it should.
+#[derive(Debug, Clone, Copy)]
+pub struct PathSegments<'a> {
+    parts: [&'a str; MAX_PATH_SEGMENTS],
+    len: usize,
+}
+
+impl<'a> PathSegments<'a> {
+    /// Splits `path`.
+    pub fn of(path: &'a str) -> PathSegments<'a> {
+        let mut parts = [""; MAX_PATH_SEGMENTS];
+        let mut len = 0;
+        for (slot, part) in parts
+            .iter_mut()
+            .zip(path.trim_start_matches('/').splitn(MAX_PATH_SEGMENTS, '/'))
+        {
+            *slot = part;
+            len += 1;
+        }
+        PathSegments { parts, len }
+    }
+
+    /// The segments, in order.
+    pub fn as_slice(&self) -> &[&'a str] {
+        &self.parts[..self.len]
+    }
+}
+
 /// Header slots kept on the stack; more are allocated only if `max_headers` asks for more.
 const STACK_HEADERS: usize = 64;
 
@@ -168,7 +207,7 @@ pub fn parse_request(
 ) -> Result<Option<(Request, usize)>, HttpError> {
     check_request_line(buf, limits.max_request_line)?;
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
-    let Some(head) = parse_head(window, limits)? else {
+    let Some(head) = parse_head(window, limits, Request::default())? else {
         return Ok(None);
     };
     let end = head.head_len + head.body_len;
@@ -190,7 +229,13 @@ struct Head {
 
 /// Parses a request head from `window` (at most `max_head_bytes` long); `Ok(None)` while
 /// it is incomplete.
-fn parse_head(window: &[u8], limits: &HttpLimits) -> Result<Option<Head>, HttpError> {
+/// The request's text is written into `spare`'s allocations (a recycled request; see
+/// [`RequestReader::recycle`]) where they are large enough.
+fn parse_head(
+    window: &[u8],
+    limits: &HttpLimits,
+    spare: Request,
+) -> Result<Option<Head>, HttpError> {
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap = Vec::new();
     let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
@@ -215,18 +260,26 @@ fn parse_head(window: &[u8], limits: &HttpLimits) -> Result<Option<Head>, HttpEr
     };
     let body_len = body_length(method, parsed.headers, limits)?;
     let keep_alive = keep_alive(version, parsed.headers);
-    let request = Request {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        version,
-        headers: parsed
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), h.value.to_vec()))
-            .collect(),
-        body: Vec::new(),
-        keep_alive,
-    };
+    let mut request = spare;
+    request.method.clear();
+    request.method.push_str(method);
+    request.target.clear();
+    request.target.push_str(target);
+    request.version = version;
+    request.headers.truncate(parsed.headers.len());
+    for (i, h) in parsed.headers.iter().enumerate() {
+        match request.headers.get_mut(i) {
+            Some((name, value)) => {
+                name.clear();
+                name.push_str(h.name);
+                value.clear();
+                value.extend_from_slice(h.value);
+            }
+            None => request.headers.push((h.name.to_owned(), h.value.to_vec())),
+        }
+    }
+    request.body.clear();
+    request.keep_alive = keep_alive;
     Ok(Some(Head {
         request,
         head_len,
@@ -254,7 +307,13 @@ pub struct RequestReader {
     line_checked: bool,
     /// The current request's head, parsed, while its body arrives.
     head: Option<Head>,
+    /// A served request given back ([`recycle`](Self::recycle)): the next one is parsed into
+    /// its allocations, so a keep-alive connection's requests allocate nothing once warm.
+    spare: Option<Request>,
 }
+
+/// The most bytes a recycled request may hold on to (a larger one is dropped instead).
+const MAX_SPARE_BYTES: usize = 2048;
 
 impl RequestReader {
     /// An empty reader.
@@ -294,6 +353,23 @@ impl RequestReader {
         self.buf
     }
 
+    /// Gives a served request back: the next request is parsed into its allocations (unless
+    /// it holds more than [`MAX_SPARE_BYTES`], which would stay pinned to the connection).
+    pub fn recycle(&mut self, request: Request) {
+        let held = request.headers.capacity() * std::mem::size_of::<(String, Vec<u8>)>()
+            + request.method.capacity()
+            + request.target.capacity()
+            + request.body.capacity()
+            + request
+                .headers
+                .iter()
+                .map(|(name, value)| name.capacity() + value.capacity())
+                .sum::<usize>();
+        if held <= MAX_SPARE_BYTES {
+            self.spare = Some(request);
+        }
+    }
+
     /// The next complete request, `Ok(None)` when more bytes are needed, or the rule the
     /// client broke (answer [`HttpError::status`] and close).
     pub fn next_request(&mut self, limits: &HttpLimits) -> Result<Option<Request>, HttpError> {
@@ -305,7 +381,9 @@ impl RequestReader {
                 }
                 let head = self.head.take().expect("checked above");
                 let mut request = head.request;
-                request.body = self.buf[self.start + head.head_len..end].to_vec();
+                request
+                    .body
+                    .extend_from_slice(&self.buf[self.start + head.head_len..end]);
                 self.start = end;
                 self.scanned = end;
                 self.line_checked = false;
@@ -319,7 +397,8 @@ impl RequestReader {
             let Some(end) = self.find_head_end(limits)? else {
                 return Ok(None);
             };
-            match parse_head(&self.buf[self.start..end], limits)? {
+            let spare = self.spare.take().unwrap_or_default();
+            match parse_head(&self.buf[self.start..end], limits, spare)? {
                 Some(head) => self.head = Some(head),
                 // Blank lines before the request line; the head ends further on.
                 None => continue,

@@ -138,6 +138,8 @@ proptest! {
 // ------------------------------------------------------------------ RequestReader
 
 /// Feeds `raw` to a reader in `chunks`-byte pieces, collecting requests until an error.
+/// Each request is given back to the reader as the server does ([`RequestReader::recycle`]),
+/// so the next one is parsed into its allocations.
 fn read_all(raw: &[u8], chunk: usize, limits: &HttpLimits) -> (Vec<Request>, Option<HttpError>) {
     let mut reader = RequestReader::new();
     let mut out = Vec::new();
@@ -145,7 +147,10 @@ fn read_all(raw: &[u8], chunk: usize, limits: &HttpLimits) -> (Vec<Request>, Opt
         reader.extend(piece);
         loop {
             match reader.next_request(limits) {
-                Ok(Some(r)) => out.push(r),
+                Ok(Some(r)) => {
+                    reader.recycle(r.clone());
+                    out.push(r);
+                }
                 Ok(None) => break,
                 Err(e) => return (out, Some(e)),
             }
@@ -182,6 +187,28 @@ fn reader_gives_the_same_requests_whatever_the_reads() {
         assert_eq!(err, None, "chunk {chunk}");
         assert_eq!(got, expected, "chunk {chunk}");
     }
+}
+
+#[test]
+fn a_recycled_request_leaves_nothing_behind_in_the_next() {
+    let limits = HttpLimits::default();
+    let mut reader = RequestReader::new();
+    reader.extend(b"POST /long/target HTTP/1.1\r\nA: 1\r\nB: 2\r\nContent-Length: 3\r\n\r\nxyz");
+    let first = reader.next_request(&limits).unwrap().unwrap();
+    reader.recycle(first);
+    reader.extend(b"GET / HTTP/1.0\r\nH: v\r\n\r\n");
+    let second = reader.next_request(&limits).unwrap().unwrap();
+    let fresh = parse_request(b"GET / HTTP/1.0\r\nH: v\r\n\r\n", &limits)
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(second, fresh);
+    // A request holding much memory is not kept for the next one.
+    let mut big = second.clone();
+    big.headers
+        .push(("X".into(), vec![b'x'; 4 * MAX_SPARE_BYTES]));
+    reader.recycle(big);
+    assert!(reader.spare.is_none());
 }
 
 #[test]
@@ -286,6 +313,7 @@ proptest! {
             Just(b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz".to_vec()),
             Just(b"\r\n".to_vec()),
             Just(b"HEAD / HTTP/1.0\nConnection: keep-alive\n\n".to_vec()),
+            Just(b"GET /c?q=1 HTTP/1.1\r\nA: 1\r\nBb: 22\r\nC: 333\r\n\r\n".to_vec()),
             prop::collection::vec(any::<u8>(), 0..8),
         ], 0..12).prop_map(|v| v.concat()),
         chunk in 1usize..40,
@@ -301,5 +329,29 @@ proptest! {
         } else if expected_err.is_none() {
             prop_assert_eq!(got.len(), expected.len());
         }
+    }
+}
+
+#[test]
+fn path_segments_split_like_the_routes_expect() {
+    let split = |p: &str| {
+        super::PathSegments::of(p)
+            .as_slice()
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(split("/1/match/x"), ["1", "match", "x"]);
+    assert_eq!(split("//1/match/x/"), ["1", "match", "x", ""]);
+    assert_eq!(split("/"), [""]);
+    assert_eq!(split(""), [""]);
+    // A path longer than any route keeps its rest in the last segment: it matches no route.
+    assert_eq!(
+        split("/a/b/c/d/e/f/g/h"),
+        ["a", "b", "c", "d", "e", "f/g/h"]
+    );
+    for p in ["/1/match/x/history", "/a/b/c/d/e", "/1//2"] {
+        let all: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+        assert_eq!(split(p), all, "{p}");
     }
 }

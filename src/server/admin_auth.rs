@@ -74,7 +74,7 @@ pub fn write_generated_token(data_dir: &Path, token: &str) -> io::Result<PathBuf
 
 /// Whether `request` is one of the admin writes (the routes that need the bearer token).
 pub fn is_admin_request(request: &Request) -> bool {
-    let segments: Vec<&str> = request.path().trim_start_matches('/').split('/').collect();
+    let segments = request.path_segments();
     matches!(
         (request.method.as_str(), segments.as_slice()),
         ("PUT", ["1", "team", _])

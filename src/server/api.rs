@@ -102,7 +102,10 @@ pub fn reply_response(reply: &Reply, keep_alive: bool) -> Routed {
             &[("Retry-After", &retry)],
             keep_alive,
         );
-        return Routed::Response { bytes, keep_alive };
+        return Routed::Response {
+            bytes: bytes.into(),
+            keep_alive,
+        };
     }
     let (status, body) = reply_status_body(reply);
     json(status, &body, keep_alive)
@@ -159,10 +162,10 @@ fn unauthorized(keep_alive: bool) -> Routed {
 /// Routes `/1/...` API paths; `None` when the path is not an API path.
 pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed> {
     let keep_alive = request.keep_alive;
-    let path = request.path();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let segments = request.path_segments();
+    let segments = segments.as_slice();
     let method = request.method.as_str();
-    let routed = match (method, segments.as_slice()) {
+    let routed = match (method, segments) {
         ("GET", ["1", "checkin"]) => checkin(worker, request),
         ("GET", ["1", "matches"]) => reads::list_matches(worker, keep_alive).await,
         ("GET", ["1", "match", mid]) => reads::get_match(worker, mid, keep_alive).await,
@@ -177,7 +180,7 @@ pub async fn route(worker: &Rc<Worker>, request: &HttpRequest) -> Option<Routed>
         ("POST", ["1", "matches"])
         | ("DELETE", ["1", "match", _])
         | ("POST", ["1", "match", _, "events"])
-        | ("PUT", ["1", "team", _]) => write(worker, request, &segments).await,
+        | ("PUT", ["1", "team", _]) => write(worker, request, segments).await,
         (_, ["1", "checkin"])
         | (_, ["1", "matches"])
         | (_, ["1", "match", _])
@@ -288,7 +291,7 @@ mod tests {
 
     fn text(routed: Routed) -> String {
         match routed {
-            Routed::Response { bytes, .. } => String::from_utf8(bytes).unwrap(),
+            Routed::Response { bytes, .. } => String::from_utf8(bytes.to_vec()).unwrap(),
             Routed::Upgrade { .. } | Routed::EventStream { .. } => panic!("not a response"),
         }
     }

@@ -10,10 +10,12 @@ use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::metrics::WorkerStats;
-use super::router::{route, Routed};
+use super::router::{route, route_now, Routed};
 use super::sse::SseStart;
-use super::stream::{linger, read_more, ReadMore};
+use super::stream::{linger, read_more_timed, ReadMore, ReadTimer};
 use super::tls::socket::Socket;
 use super::worker::{ConnState, Worker};
 use super::ws::WsMode;
@@ -48,18 +50,25 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
     let config = &worker.shared.config;
     let mut reader = RequestReader::new();
     let mut request_started = Instant::now();
+    let mut timer = ReadTimer::new(request_started + config.handshake_timeout);
     let mut served_one = false;
     loop {
+        let mut served_now = false;
         loop {
             match reader.next_request(&config.http) {
                 Ok(Some(mut request)) => {
                     WorkerStats::add(&worker.stats().http_requests, 1);
                     let head = request.method == "HEAD";
                     if head {
-                        request.method = "GET".to_owned();
+                        request.method.clear();
+                        request.method.push_str("GET");
                     }
-                    // Boxed: an idle keep-alive connection holds no routing state.
-                    let routed = Box::pin(route(worker, &request, state.guard.peer())).await;
+                    let routed = match route_now(worker, &request) {
+                        Some(routed) => routed,
+                        // Boxed: an idle keep-alive connection holds no routing state.
+                        None => Box::pin(route(worker, &request, state.guard.peer())).await,
+                    };
+                    reader.recycle(request);
                     if head {
                         let (bytes, keep_alive) = head_answer(routed);
                         if !answer(worker, &stream, state, &bytes, keep_alive).await {
@@ -96,7 +105,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
                         }
                     }
                     served_one = true;
-                    request_started = Instant::now();
+                    served_now = true;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -108,7 +117,8 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
                 }
             }
         }
-        if reader.is_empty() && served_one {
+        // The next request's time (or the idle time) counts from now: one clock read.
+        if served_now || (reader.is_empty() && served_one) {
             request_started = Instant::now();
         }
         let budget = if reader.is_empty() && served_one {
@@ -117,7 +127,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: Socket, state: &Rc<ConnState>) -
             config.handshake_timeout
         };
         let deadline = request_started + budget;
-        if !read_or_time_out(worker, &stream, state, deadline, &mut reader).await {
+        if !read_or_time_out(worker, &stream, state, &mut timer, deadline, &mut reader).await {
             return None;
         }
     }
@@ -148,10 +158,12 @@ async fn read_or_time_out(
     worker: &Rc<Worker>,
     stream: &Socket,
     state: &Rc<ConnState>,
+    timer: &mut ReadTimer,
     deadline: Instant,
     reader: &mut RequestReader,
 ) -> bool {
-    match read_more(worker, stream, state, deadline, reader.buffer_for_read()).await {
+    let buf = reader.buffer_for_read();
+    match read_more_timed(worker, stream, state, timer, deadline, buf).await {
         ReadMore::Data(_) => true,
         ReadMore::Closed => false,
         ReadMore::TimedOut => {
@@ -167,25 +179,25 @@ async fn read_or_time_out(
 
 /// What a `HEAD` request gets (RFC 9110): the head the `GET` would get and no body, and
 /// whether the connection stays open. A stream or an upgrade is not started.
-fn head_answer(routed: Routed) -> (Vec<u8>, bool) {
-    let (mut bytes, keep_alive) = match routed {
+fn head_answer(routed: Routed) -> (Bytes, bool) {
+    let (bytes, keep_alive) = match routed {
         Routed::Response { bytes, keep_alive } => (bytes, keep_alive),
-        Routed::EventStream { head, .. } => (head, false),
+        Routed::EventStream { head, .. } => (head.into(), false),
         Routed::Upgrade { .. } => {
             let mut out = Vec::new();
             write_json_error(&mut out, 400, "a WebSocket handshake is a GET", false);
-            (out, false)
+            (out.into(), false)
         }
     };
-    strip_body(&mut bytes);
-    (bytes, keep_alive)
+    (strip_body(&bytes), keep_alive)
 }
 
-/// Cuts a response down to its head (the answer to `HEAD`): everything after the blank
+/// A response cut down to its head (the answer to `HEAD`): everything after the blank
 /// line goes, the header fields (`Content-Length` included) stay.
-pub fn strip_body(response: &mut Vec<u8>) {
-    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-        response.truncate(end + 4);
+pub fn strip_body(response: &Bytes) -> Bytes {
+    match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => response.slice(..end + 4),
+        None => response.clone(),
     }
 }
 
@@ -229,7 +241,7 @@ mod tests {
         let mut out = Vec::new();
         write_response(&mut out, 200, "application/json", &[], b"{\"a\":1}", true);
         let full = out.clone();
-        strip_body(&mut out);
+        let out = strip_body(&Bytes::from(out)).to_vec();
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.ends_with("\r\n\r\n"), "{text}");
         assert!(text.contains("Content-Length: 7\r\n"), "{text}");

@@ -10,10 +10,11 @@
 //! memory is read from the store by the history reader thread ([`super::history`]).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
@@ -36,6 +37,46 @@ pub struct Reads {
     catalog: RefCell<Catalog>,
     waiting: RefCell<Vec<Waker>>,
     stored: ReplyTable<StoredHistory>,
+    responses: RefCell<ResponseCache>,
+}
+
+/// Each match's keep-alive `200` to `GET /1/match/{id}` (status line, headers and body),
+/// built once per snapshot and then shared by every answer of this worker: an idle `GET`
+/// copies no body and formats nothing.
+///
+/// An entry names its snapshot by a [`Weak`] pointer: it is current while the catalog holds
+/// that very snapshot (the `Weak` keeps the address from being reused). Entries of replaced
+/// or deleted matches are swept whenever the table doubles, so it holds at most about twice
+/// the matches read.
+#[derive(Default)]
+struct ResponseCache {
+    entries: HashMap<Arc<str>, (Weak<MatchSnapshot>, Bytes)>,
+    sweep_at: usize,
+}
+
+/// The table size below which [`ResponseCache`] never sweeps.
+const RESPONSE_CACHE_MIN_SWEEP: usize = 64;
+
+impl ResponseCache {
+    /// The keep-alive response for snapshot `m`, built on first use.
+    fn get(&mut self, m: &Arc<MatchSnapshot>) -> Bytes {
+        if let Some((snapshot, bytes)) = self.entries.get(&m.mid) {
+            if std::ptr::eq(snapshot.as_ptr(), Arc::as_ptr(m)) {
+                return bytes.clone();
+            }
+        }
+        let mut out = Vec::with_capacity(128 + m.json().len());
+        write_response(&mut out, 200, "application/json", &[], m.json(), true);
+        let bytes = Bytes::from(out);
+        if self.entries.len() >= self.sweep_at.max(RESPONSE_CACHE_MIN_SWEEP) {
+            self.entries
+                .retain(|_, (snapshot, _)| snapshot.strong_count() > 0);
+            self.sweep_at = 2 * self.entries.len();
+        }
+        self.entries
+            .insert(m.mid.clone(), (Arc::downgrade(m), bytes.clone()));
+        bytes
+    }
 }
 
 impl Reads {
@@ -78,7 +119,16 @@ impl Reads {
 fn ok_json(body: &[u8], keep_alive: bool) -> Routed {
     let mut bytes = Vec::with_capacity(128 + body.len());
     write_response(&mut bytes, 200, "application/json", &[], body, keep_alive);
-    Routed::Response { bytes, keep_alive }
+    Routed::Response {
+        bytes: bytes.into(),
+        keep_alive,
+    }
+}
+
+/// Whether this worker has applied every broadcast handed out so far (a read may be
+/// answered at once).
+fn is_caught_up(worker: &Worker) -> bool {
+    worker.reads.catalog.borrow().applied() >= worker.shared.published.load(Ordering::Acquire)
 }
 
 async fn catalog_ready(worker: &Rc<Worker>) {
@@ -88,6 +138,15 @@ async fn catalog_ready(worker: &Rc<Worker>) {
 /// `GET /1/matches`.
 pub async fn list_matches(worker: &Rc<Worker>, keep_alive: bool) -> Routed {
     catalog_ready(worker).await;
+    list_answer(worker, keep_alive)
+}
+
+/// `GET /1/matches` answered at once, or `None` when the worker must first catch up.
+pub fn list_matches_now(worker: &Worker, keep_alive: bool) -> Option<Routed> {
+    is_caught_up(worker).then(|| list_answer(worker, keep_alive))
+}
+
+fn list_answer(worker: &Worker, keep_alive: bool) -> Routed {
     let list = worker.reads.catalog.borrow_mut().list();
     ok_json(&list, keep_alive)
 }
@@ -95,7 +154,22 @@ pub async fn list_matches(worker: &Rc<Worker>, keep_alive: bool) -> Routed {
 /// `GET /1/match/{id}`.
 pub async fn get_match(worker: &Rc<Worker>, mid: &str, keep_alive: bool) -> Routed {
     catalog_ready(worker).await;
+    match_answer(worker, mid, keep_alive)
+}
+
+/// `GET /1/match/{id}` answered at once, or `None` when the worker must first catch up
+/// with the broadcasts (then [`get_match`] waits for that).
+pub fn get_match_now(worker: &Worker, mid: &str, keep_alive: bool) -> Option<Routed> {
+    is_caught_up(worker).then(|| match_answer(worker, mid, keep_alive))
+}
+
+/// `GET /1/match/{id}` from the catalog as it is now.
+fn match_answer(worker: &Worker, mid: &str, keep_alive: bool) -> Routed {
     match worker.reads.snapshot(mid) {
+        Some(m) if keep_alive => Routed::Response {
+            bytes: worker.reads.responses.borrow_mut().get(&m),
+            keep_alive,
+        },
         Some(m) => ok_json(m.json(), keep_alive),
         None => match_not_found(mid, keep_alive),
     }
@@ -104,6 +178,15 @@ pub async fn get_match(worker: &Rc<Worker>, mid: &str, keep_alive: bool) -> Rout
 /// `GET /1/team/{id}`.
 pub async fn get_team(worker: &Rc<Worker>, id: &str, keep_alive: bool) -> Routed {
     catalog_ready(worker).await;
+    team_answer(worker, id, keep_alive)
+}
+
+/// `GET /1/team/{id}` answered at once, or `None` when the worker must first catch up.
+pub fn get_team_now(worker: &Worker, id: &str, keep_alive: bool) -> Option<Routed> {
+    is_caught_up(worker).then(|| team_answer(worker, id, keep_alive))
+}
+
+fn team_answer(worker: &Worker, id: &str, keep_alive: bool) -> Routed {
     let team: Option<Bytes> = worker.reads.catalog.borrow().team(id).cloned();
     match team {
         Some(json) => ok_json(&json, keep_alive),
@@ -142,9 +225,7 @@ pub fn answer_watch(
     since: Option<u64>,
     deliver: impl FnOnce(&Rc<Worker>, WatchReply) + 'static,
 ) {
-    let up_to_date =
-        worker.reads.catalog.borrow().applied() >= worker.shared.published.load(Ordering::Acquire);
-    if up_to_date {
+    if is_caught_up(worker) {
         if let Some(answer) = watch_start(worker, &mid, since) {
             deliver(worker, into_watch_reply(answer));
             return;
@@ -242,4 +323,63 @@ const BUSY: &str = "too many history reads: try again";
 
 fn match_not_found(mid: &str, keep_alive: bool) -> Routed {
     error(404, &format!("match not found: {mid}"), keep_alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Match, Team};
+
+    fn snapshot(date: &str, stadium: &str) -> Arc<MatchSnapshot> {
+        let home = Team::new("elp", "Estudiantes", "A").unwrap();
+        let visit = Team::new("tig", "Tigre", "A").unwrap();
+        let state = Match::new(&home, &visit, date, stadium).unwrap();
+        Arc::new(MatchSnapshot::new(
+            Arc::from(state.id.as_str()),
+            Arc::new(state),
+            None,
+        ))
+    }
+
+    fn expected(m: &MatchSnapshot) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_response(&mut out, 200, "application/json", &[], m.json(), true);
+        out
+    }
+
+    #[test]
+    fn a_snapshot_answer_is_built_once_and_rebuilt_for_the_next_snapshot() {
+        let mut cache = ResponseCache::default();
+        let first = snapshot("2011-10-01", "old");
+        let a = cache.get(&first);
+        assert_eq!(a, expected(&first));
+        let again = cache.get(&first);
+        assert_eq!(again.as_ptr(), a.as_ptr(), "the same bytes, shared");
+        // The match changes: the next snapshot gets its own answer, never the old one.
+        let second = snapshot("2011-10-01", "new");
+        let b = cache.get(&second);
+        assert_eq!(b, expected(&second));
+        assert_ne!(a, b);
+        assert_eq!(cache.entries.len(), 1);
+    }
+
+    #[test]
+    fn answers_of_gone_snapshots_are_swept() {
+        let mut cache = ResponseCache::default();
+        let kept = snapshot("2011-01-01", "s");
+        cache.get(&kept);
+        for day in 1..=28 {
+            for month in 2..=12 {
+                // Each snapshot is dropped right away (a deleted or replaced match).
+                cache.get(&snapshot(&format!("2011-{month:02}-{day:02}"), "s"));
+            }
+        }
+        assert!(
+            cache.entries.len() <= 2 * RESPONSE_CACHE_MIN_SWEEP,
+            "{}",
+            cache.entries.len()
+        );
+        let a = cache.get(&kept);
+        assert_eq!(a, expected(&kept));
+    }
 }

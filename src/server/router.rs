@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::admin_auth::{self, Gate};
 use super::metrics::{self, WorkerStats};
 use super::worker::Worker;
@@ -17,8 +19,8 @@ use crate::proto::response::{write_json_error, write_response};
 pub enum Routed {
     /// Bytes of a complete HTTP response; close afterwards unless `keep_alive`.
     Response {
-        /// The response bytes.
-        bytes: Vec<u8>,
+        /// The response bytes (shared: a snapshot's prebuilt answer is not copied).
+        bytes: Bytes,
         /// Whether the connection stays open.
         keep_alive: bool,
     },
@@ -53,14 +55,20 @@ pub fn json(status: u16, body: &str, keep_alive: bool) -> Routed {
         body.as_bytes(),
         keep_alive,
     );
-    Routed::Response { bytes, keep_alive }
+    Routed::Response {
+        bytes: bytes.into(),
+        keep_alive,
+    }
 }
 
 /// A JSON error response `{"error": message}`.
 pub fn error(status: u16, message: &str, keep_alive: bool) -> Routed {
     let mut bytes = Vec::with_capacity(128);
     write_json_error(&mut bytes, status, message, keep_alive);
-    Routed::Response { bytes, keep_alive }
+    Routed::Response {
+        bytes: bytes.into(),
+        keep_alive,
+    }
 }
 
 fn upgrade(request: &Request, mode: WsMode) -> Routed {
@@ -81,10 +89,26 @@ fn upgrade(request: &Request, mode: WsMode) -> Routed {
             let mut bytes = Vec::new();
             e.write_response(&mut bytes);
             Routed::Response {
-                bytes,
+                bytes: bytes.into(),
                 keep_alive: false,
             }
         }
+    }
+}
+
+/// Answers `request` at once when it is a snapshot read the worker can answer without
+/// waiting (`GET /1/match/{id}`, `/1/matches`, `/1/team/{id}` with the catalog up to date):
+/// the keep-alive hot path, which then allocates no routing future. `None`: route it with
+/// [`route`]. Same answers as [`route`].
+pub fn route_now(worker: &Worker, request: &Request) -> Option<Routed> {
+    if request.method != "GET" {
+        return None;
+    }
+    match request.path_segments().as_slice() {
+        ["1", "match", mid] => super::reads::get_match_now(worker, mid, request.keep_alive),
+        ["1", "matches"] => super::reads::list_matches_now(worker, request.keep_alive),
+        ["1", "team", id] => super::reads::get_team_now(worker, id, request.keep_alive),
+        _ => None,
     }
 }
 
@@ -93,13 +117,17 @@ pub async fn route(worker: &Rc<Worker>, request: &Request, peer: IpAddr) -> Rout
     let keep_alive = request.keep_alive;
     let config = &worker.shared.config;
     let method = request.method.as_str();
-    let gate = admin_auth::check(
-        &worker.shared.logins,
-        request,
-        &config.admin_token,
-        peer,
-        Instant::now(),
-    );
+    // Only an admin request reads the clock (the login limiter's).
+    let gate = match admin_auth::is_admin_request(request) {
+        false => Gate::Pass,
+        true => admin_auth::check(
+            &worker.shared.logins,
+            request,
+            &config.admin_token,
+            peer,
+            Instant::now(),
+        ),
+    };
     match gate {
         Gate::Pass => {}
         Gate::Unauthorized => return error(401, "missing or wrong bearer token", keep_alive),
@@ -114,7 +142,10 @@ pub async fn route(worker: &Rc<Worker>, request: &Request, peer: IpAddr) -> Rout
                 &[("Retry-After", &retry)],
                 keep_alive,
             );
-            return Routed::Response { bytes, keep_alive };
+            return Routed::Response {
+                bytes: bytes.into(),
+                keep_alive,
+            };
         }
     }
     match request.path() {
@@ -134,7 +165,10 @@ pub async fn route(worker: &Rc<Worker>, request: &Request, peer: IpAddr) -> Rout
                     text.as_bytes(),
                     keep_alive,
                 );
-                Routed::Response { bytes, keep_alive }
+                Routed::Response {
+                    bytes: bytes.into(),
+                    keep_alive,
+                }
             }
             _ => error(405, "method not allowed", keep_alive),
         },
@@ -158,7 +192,10 @@ pub async fn route(worker: &Rc<Worker>, request: &Request, peer: IpAddr) -> Rout
                         body,
                         keep_alive,
                     );
-                    Routed::Response { bytes, keep_alive }
+                    Routed::Response {
+                        bytes: bytes.into(),
+                        keep_alive,
+                    }
                 }
                 Some(_) => error(405, "method not allowed", keep_alive),
                 None => error(404, "not found", keep_alive),

@@ -62,7 +62,10 @@ pub async fn route(worker: &Rc<Worker>, request: &Request, mid: &str) -> Routed 
     if snapshot.state.is_ended() && since.is_some_and(|s| s >= snapshot.state.seq) {
         let mut bytes = Vec::new();
         crate::proto::response::write_response(&mut bytes, 204, "", &[], b"", keep_alive);
-        return Routed::Response { bytes, keep_alive };
+        return Routed::Response {
+            bytes: bytes.into(),
+            keep_alive,
+        };
     }
     Routed::EventStream {
         head: response_head(),

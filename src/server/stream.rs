@@ -4,10 +4,12 @@
 //! ends such a connection after its last answer.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use monoio::time::Sleep;
 
 use super::metrics::TlsHandshakeFailure;
 use super::tls::socket::{Received, Socket};
@@ -53,6 +55,40 @@ pub async fn read_more(
     deadline: Instant,
     buf: &mut Vec<u8>,
 ) -> ReadMore {
+    let mut timer = ReadTimer::new(deadline);
+    read_more_timed(worker, socket, state, &mut timer, deadline, buf).await
+}
+
+/// A connection's read deadline, kept from one read to the next so that a keep-alive
+/// connection's requests do not each allocate and register a new timer.
+pub struct ReadTimer(Pin<Box<Sleep>>);
+
+impl ReadTimer {
+    /// A timer for `deadline`. Boxed: the timer entry is cache-line aligned (128 bytes) and
+    /// would inflate every connection future that waits for a request.
+    pub fn new(deadline: Instant) -> ReadTimer {
+        ReadTimer(Box::pin(monoio::time::sleep_until(deadline.into())))
+    }
+
+    /// The timer, set to fire at `deadline`.
+    fn at(&mut self, deadline: Instant) -> Pin<&mut Sleep> {
+        let deadline = monoio::time::Instant::from(deadline);
+        if self.0.deadline() != deadline {
+            self.0.as_mut().reset(deadline);
+        }
+        self.0.as_mut()
+    }
+}
+
+/// [`read_more`] with the connection's [`ReadTimer`].
+pub async fn read_more_timed(
+    worker: &Rc<Worker>,
+    socket: &Socket,
+    state: &ConnState,
+    timer: &mut ReadTimer,
+    deadline: Instant,
+    buf: &mut Vec<u8>,
+) -> ReadMore {
     let stream = socket.stream();
     if socket.has_pending() {
         // TLS handshake bytes the socket did not take at once.
@@ -62,9 +98,7 @@ pub async fn read_more(
         }
     }
     let mut readable = pin!(stream.readable(false));
-    // Boxed: the timer entry is cache-line aligned (128 bytes) and would inflate every
-    // connection future that waits for a request.
-    let mut sleep = Box::pin(monoio::time::sleep_until(deadline.into()));
+    let mut sleep = timer.at(deadline);
     let ready = poll_fn(|cx| {
         if state.signal.take_kick() && state.signal.is_closing() {
             return Poll::Ready(Err(ReadMore::Closed));

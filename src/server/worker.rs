@@ -195,7 +195,7 @@ pub fn run_worker(
         let _ = bound.send(Err(e));
         return;
     }
-    let mut runtime = match crate::os::runtime::uring_runtime() {
+    let mut runtime = match crate::os::runtime::worker_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = bound.send(Err(e));
