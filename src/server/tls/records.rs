@@ -30,7 +30,7 @@ const HEADER: usize = 5;
 const TAG: usize = 16;
 /// Records per direction before the connection is closed instead of rekeyed (AES-GCM's
 /// safety margin per key, RFC 8446 §5.5).
-pub const MAX_RECORDS: u64 = 1 << 24;
+pub const MAX_RECORDS: u32 = 1 << 24;
 
 const APPLICATION_DATA: u8 = 23;
 const ALERT: u8 = 21;
@@ -67,11 +67,11 @@ struct Sender {
     secret: TrafficSecret,
     key: [u8; MAX_KEY],
     iv: [u8; aead::NONCE_LEN],
-    seq: u64,
+    seq: u32,
 }
 
 impl Sender {
-    fn new(suite: Suite, seq: u64, secret: TrafficSecret) -> Sender {
+    fn new(suite: Suite, seq: u32, secret: TrafficSecret) -> Sender {
         let (key, iv) = secret.key_and_iv(suite);
         Sender {
             secret,
@@ -105,7 +105,7 @@ impl Drop for Sender {
 /// each call that opens records makes the key and IV for that call.
 struct Receiver {
     secret: TrafficSecret,
-    seq: u64,
+    seq: u32,
 }
 
 impl Receiver {
@@ -120,12 +120,12 @@ impl Receiver {
 
 /// The nonce of record `seq` under `iv` (§5.3); the count moved on. Fails once `seq` has
 /// reached [`MAX_RECORDS`].
-fn next_nonce(iv: &[u8; aead::NONCE_LEN], seq: &mut u64) -> Result<Nonce, Error> {
+fn next_nonce(iv: &[u8; aead::NONCE_LEN], seq: &mut u32) -> Result<Nonce, Error> {
     if *seq >= MAX_RECORDS {
         return Err(Error::General("record limit of one key reached".into()));
     }
     let mut nonce = *iv;
-    for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+    for (n, s) in nonce[4..].iter_mut().zip(u64::from(*seq).to_be_bytes()) {
         *n ^= s;
     }
     *seq += 1;
@@ -152,11 +152,16 @@ pub struct Records {
     rx: Receiver,
     /// The first fatal error: nothing is opened or sealed after it but its alert.
     failed: Option<Fatal>,
-    /// The peer sent `close_notify`: whatever follows is ignored (§6.1).
-    peer_closed: bool,
+    /// [`PEER_CLOSED`], [`SENT_CLOSE`].
+    flags: u8,
     /// Records in a row that carried no application data (empty ones, `KeyUpdate`s).
     empty_in_a_row: u8,
 }
+
+/// The peer sent `close_notify`: whatever follows is ignored (§6.1).
+const PEER_CLOSED: u8 = 1;
+/// Our `close_notify` (or a fatal alert) is sealed: nothing more is (§6.1).
+const SENT_CLOSE: u8 = 2;
 
 /// What [`Records::open`] found besides application data.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -168,7 +173,7 @@ pub struct Opened {
 impl Records {
     /// A record layer sending under `tx` and receiving under `rx` (each a traffic secret
     /// and the sequence number of its next record).
-    pub fn new(suite: Suite, tx: (u64, TrafficSecret), rx: (u64, TrafficSecret)) -> Records {
+    pub fn new(suite: Suite, tx: (u32, TrafficSecret), rx: (u32, TrafficSecret)) -> Records {
         Records {
             suite,
             tx: Sender::new(suite, tx.0, tx.1),
@@ -177,9 +182,14 @@ impl Records {
                 seq: rx.0,
             },
             failed: None,
-            peer_closed: false,
+            flags: 0,
             empty_in_a_row: 0,
         }
+    }
+
+    /// Whether the peer sent `close_notify`.
+    pub fn peer_closed(&self) -> bool {
+        self.flags & PEER_CLOSED != 0
     }
 
     /// The server's record layer continuing where rustls's handshake left off: `secrets`
@@ -205,7 +215,17 @@ impl Records {
                 "captured traffic secrets do not match the handshake's keys".into(),
             ));
         }
-        Ok(Records::new(suite, (secrets.tx.0, tx), (secrets.rx.0, rx)))
+        let seq = |n: u64| {
+            u32::try_from(n)
+                .ok()
+                .filter(|&n| n < MAX_RECORDS)
+                .ok_or_else(|| Error::General(format!("record sequence {n} at the hand-over")))
+        };
+        Ok(Records::new(
+            suite,
+            (seq(secrets.tx.0)?, tx),
+            (seq(secrets.rx.0)?, rx),
+        ))
     }
 
     /// The fatal error that ended this layer, if one did.
@@ -229,6 +249,7 @@ impl Records {
         let _ = self.seal_one(&key, &[2, fatal as u8], ALERT, out);
         // Never again, whatever the caller does.
         self.tx.seq = MAX_RECORDS;
+        self.flags |= SENT_CLOSE;
     }
 
     /// Seals `slices` (as many records as they need, at most [`MAX_FRAGMENT`] bytes each, and
@@ -240,9 +261,7 @@ impl Records {
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, Error> {
-        if self.failed.is_some() {
-            return Err(Error::General("the TLS connection failed".into()));
-        }
+        self.may_seal()?;
         let mut key = self.tx.aead(self.suite);
         let mut taken = 0;
         for slice in slices {
@@ -258,13 +277,22 @@ impl Records {
         Ok(taken)
     }
 
-    /// Seals a `close_notify` alert onto `out`.
+    /// Seals a `close_notify` alert onto `out`, once: after it nothing more is sealed.
     pub fn close_notify(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.may_seal()?;
+        self.flags |= SENT_CLOSE;
+        let mut key = self.tx.aead(self.suite);
+        self.seal_data(&mut key, &[1, 0], ALERT, out)
+    }
+
+    fn may_seal(&self) -> Result<(), Error> {
         if self.failed.is_some() {
             return Err(Error::General("the TLS connection failed".into()));
         }
-        let mut key = self.tx.aead(self.suite);
-        self.seal_data(&mut key, &[1, 0], ALERT, out)
+        if self.flags & SENT_CLOSE != 0 {
+            return Err(Error::General("our close_notify is sent".into()));
+        }
+        Ok(())
     }
 
     /// Seals one record of ours under `key`; when the key has one record left, that record
@@ -339,7 +367,7 @@ impl Records {
         }
         let mut at = 0;
         let mut keys = None;
-        while incoming.len() - at >= HEADER && !self.peer_closed {
+        while incoming.len() - at >= HEADER && !self.peer_closed() {
             let header: [u8; HEADER] = incoming[at..at + HEADER].try_into().expect("5 bytes");
             let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
             if header[0] != APPLICATION_DATA {
@@ -389,10 +417,10 @@ impl Records {
                         keys = None;
                     }
                 }
-                ALERT if content == [1, 0] => self.peer_closed = true,
+                ALERT if content == [1, 0] => self.flags |= PEER_CLOSED,
                 ALERT if content.len() == 2 => {
                     // The peer's own error ends the connection; no alert answers it (§6).
-                    self.peer_closed = true;
+                    self.flags |= PEER_CLOSED | SENT_CLOSE;
                     self.tx.seq = MAX_RECORDS;
                     return Err(Error::General(format!("alert {content:?} from the peer")));
                 }
@@ -407,14 +435,14 @@ impl Records {
             }
             at += HEADER + len;
         }
-        if self.peer_closed {
+        if self.peer_closed() {
             // §6.1: nothing after close_notify counts.
             incoming.clear();
         } else {
             incoming.drain(..at);
         }
         Ok(Opened {
-            peer_closed: self.peer_closed,
+            peer_closed: self.peer_closed(),
         })
     }
 

@@ -256,7 +256,12 @@ fn data_after_close_notify_is_dropped() {
     let mut wire = Vec::new();
     a.seal(&[b"before"], 100, &mut wire).unwrap();
     a.close_notify(&mut wire).unwrap();
-    a.seal(&[b"after"], 100, &mut wire).unwrap();
+    assert!(
+        a.seal(&[b"after"], 100, &mut Vec::new()).is_err(),
+        "we never do"
+    );
+    // A peer that does.
+    wire.extend(raw_record(&mut a, b"after", APPLICATION_DATA));
     let mut plain = Vec::new();
     assert!(
         b.open(&mut wire, &mut plain, &mut Vec::new())
@@ -265,8 +270,7 @@ fn data_after_close_notify_is_dropped() {
     );
     assert_eq!(plain, b"before");
     assert!(wire.is_empty());
-    let mut more = Vec::new();
-    a.seal(&[b"later"], 100, &mut more).unwrap();
+    let mut more = raw_record(&mut a, b"later", APPLICATION_DATA);
     assert!(
         b.open(&mut more, &mut plain, &mut Vec::new())
             .unwrap()

@@ -37,81 +37,92 @@ enum Layer {
     Failed,
 }
 
-/// rustls's connection, and the traffic secrets its handshake logged (for [`Records`]).
+/// rustls's connection, the traffic secrets its handshake logged (for [`Records`]), and
+/// what the session knows besides while rustls runs it.
 struct Handshake {
     conn: UnbufferedServerConnection,
     secrets: Option<Captured>,
+    /// The settings allow handing a TLS 1.3 connection over to [`Records`].
+    may_hand_over: bool,
+    /// The peer sent `close_notify`: it will send nothing more.
+    peer_closed: bool,
+    /// Our `close_notify` is queued.
+    sent_close: bool,
 }
 
-/// A byte buffer that costs one pointer while empty (an idle session holds two): boxed, an
-/// idle session carries 8 bytes per buffer instead of a 24-byte empty `Vec`.
+/// The session's two byte buffers, boxed together: an idle session (both empty) holds one
+/// null pointer instead of two 24-byte empty `Vec`s and a count.
 #[derive(Default)]
-#[allow(clippy::box_collection)]
-struct Spill(Option<Box<Vec<u8>>>);
+struct Buffers(Option<Box<Bufs>>);
 
-impl Spill {
-    /// The buffer, made on first use.
-    fn buf(&mut self) -> &mut Vec<u8> {
+#[derive(Default)]
+struct Bufs {
+    /// Received ciphertext not yet processed: at most one partial record.
+    incoming: Vec<u8>,
+    /// Ciphertext to send; `outgoing[sent..]` is still unsent.
+    outgoing: Vec<u8>,
+    sent: usize,
+}
+
+impl Buffers {
+    /// Both buffers, made on first use.
+    fn get(&mut self) -> &mut Bufs {
         self.0.get_or_insert_with(Default::default)
     }
 
-    fn bytes(&self) -> &[u8] {
-        self.0.as_deref().map_or(&[], |v| v.as_slice())
-    }
-
-    fn len(&self) -> usize {
-        self.bytes().len()
+    fn outgoing(&self) -> &[u8] {
+        self.0.as_deref().map_or(&[], |b| &b.outgoing[b.sent..])
     }
 
     fn capacity(&self) -> usize {
-        self.0.as_ref().map_or(0, |v| v.capacity())
+        self.0
+            .as_ref()
+            .map_or(0, |b| b.incoming.capacity() + b.outgoing.capacity())
     }
 
-    /// Frees the buffer when it is empty, and trims it to what it holds otherwise (a
-    /// partial record keeps its bytes, not the capacity of the read it came in).
+    /// Frees both when they are empty, and trims a partial record to its bytes otherwise
+    /// (not the capacity of the read it came in).
     fn tidy(&mut self) {
-        match &mut self.0 {
-            Some(v) if v.is_empty() => self.0 = None,
-            Some(v) => v.shrink_to_fit(),
-            None => {}
+        if let Some(b) = &mut self.0 {
+            if b.incoming.is_empty() && b.outgoing.is_empty() {
+                self.0 = None;
+            } else {
+                b.incoming.shrink_to_fit();
+            }
         }
     }
 
-    fn take(&mut self) -> Vec<u8> {
-        self.0.take().map(|b| *b).unwrap_or_default()
+    /// Takes the unsent ciphertext.
+    fn take_outgoing(&mut self) -> Vec<u8> {
+        let Some(b) = &mut self.0 else {
+            return Vec::new();
+        };
+        let mut out = std::mem::take(&mut b.outgoing);
+        out.drain(..b.sent.min(out.len()));
+        b.sent = 0;
+        self.tidy();
+        out
     }
 }
 
 /// The server side of one TLS connection.
 pub struct TlsSession {
     layer: Layer,
-    /// Received ciphertext not yet processed: at most one partial record.
-    incoming: Spill,
-    /// Ciphertext to send; `outgoing[sent..]` is still unsent.
-    outgoing: Spill,
-    sent: u32,
-    /// The peer sent `close_notify`: it will send nothing more.
-    peer_closed: bool,
-    /// The settings allow handing a TLS 1.3 connection over to [`Records`].
-    may_hand_over: bool,
-    /// Our `close_notify` is queued.
-    sent_close: bool,
+    buffers: Buffers,
 }
 
 impl TlsSession {
     /// A fresh server-side connection using `config` (the certificate of the moment).
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, Error> {
         Ok(TlsSession {
-            may_hand_over: config.enable_secret_extraction,
-            sent_close: false,
             layer: Layer::Rustls(Box::new(Handshake {
+                may_hand_over: config.enable_secret_extraction,
                 conn: UnbufferedServerConnection::new(config)?,
                 secrets: None,
+                peer_closed: false,
+                sent_close: false,
             })),
-            incoming: Spill::default(),
-            outgoing: Spill::default(),
-            sent: 0,
-            peer_closed: false,
+            buffers: Buffers::default(),
         })
     }
 
@@ -119,27 +130,22 @@ impl TlsSession {
     /// queues what the handshake answers (see [`pending`](Self::pending)). An error is fatal
     /// for the connection (a client that does not speak TLS, a bad record).
     pub fn receive(&mut self, data: &[u8], plain: &mut Vec<u8>) -> Result<(), Error> {
-        self.incoming.buf().extend_from_slice(data);
+        self.buffers.get().incoming.extend_from_slice(data);
         let result = self.process(plain);
         // Idle connections hold no buffer.
-        self.incoming.tidy();
-        self.outgoing.tidy();
+        self.buffers.tidy();
         result
     }
 
     fn process(&mut self, plain: &mut Vec<u8>) -> Result<(), Error> {
-        let TlsSession {
-            layer,
-            incoming,
-            outgoing,
-            peer_closed,
-            ..
-        } = self;
-        let (incoming, outgoing) = (incoming.buf(), outgoing.buf());
+        let TlsSession { layer, buffers } = self;
+        let Bufs {
+            incoming, outgoing, ..
+        } = buffers.get();
         let handshake = match layer {
             Layer::Rustls(handshake) => handshake,
             Layer::Records(records) => {
-                *peer_closed |= records.open(incoming, plain, outgoing)?.peer_closed;
+                records.open(incoming, plain, outgoing)?;
                 return Ok(());
             }
             Layer::Failed => return Err(closed()),
@@ -170,7 +176,7 @@ impl TlsSession {
                     true
                 }
                 ConnectionState::PeerClosed => {
-                    *peer_closed = true;
+                    handshake.peer_closed = true;
                     true
                 }
                 // Early data is never accepted (`max_early_data_size` stays 0); closed,
@@ -190,10 +196,11 @@ impl TlsSession {
     fn hand_over_to_records(&mut self) -> Result<(), Error> {
         let ready = match &self.layer {
             Layer::Rustls(handshake) => {
-                self.may_hand_over
+                handshake.may_hand_over
                     && !handshake.conn.is_handshaking()
                     && handshake.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
-                    && !self.peer_closed
+                    && !handshake.peer_closed
+                    && !handshake.sent_close
             }
             _ => false,
         };
@@ -203,7 +210,7 @@ impl TlsSession {
         let Layer::Rustls(handshake) = std::mem::replace(&mut self.layer, Layer::Failed) else {
             return Ok(());
         };
-        let Handshake { conn, secrets } = *handshake;
+        let Handshake { conn, secrets, .. } = *handshake;
         let captured = secrets.ok_or_else(|| {
             Error::General("the handshake's traffic secrets were not logged".into())
         })?;
@@ -219,27 +226,22 @@ impl TlsSession {
     /// finished and after the connection closed.
     pub fn encrypt(&mut self, slices: &[&[u8]], max: usize) -> Result<usize, Error> {
         let result = self.encrypt_into_outgoing(slices, max);
-        self.incoming.tidy();
-        self.outgoing.tidy();
+        self.buffers.tidy();
         result
     }
 
     fn encrypt_into_outgoing(&mut self, slices: &[&[u8]], max: usize) -> Result<usize, Error> {
-        let TlsSession {
-            layer,
-            incoming,
-            outgoing,
-            peer_closed,
-            ..
-        } = self;
-        let (incoming, outgoing) = (incoming.buf(), outgoing.buf());
-        let conn = match layer {
-            Layer::Rustls(handshake) => &mut handshake.conn,
+        let TlsSession { layer, buffers } = self;
+        let Bufs {
+            incoming, outgoing, ..
+        } = buffers.get();
+        let handshake = match layer {
+            Layer::Rustls(handshake) => handshake,
             Layer::Records(records) => return records.seal(slices, max, outgoing),
             Layer::Failed => return Err(closed()),
         };
         loop {
-            let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+            let UnbufferedStatus { discard, state } = handshake.conn.process_tls_records(incoming);
             let taken = match state? {
                 ConnectionState::WriteTraffic(mut write) => {
                     let mut taken = 0;
@@ -273,7 +275,7 @@ impl TlsSession {
                     None
                 }
                 ConnectionState::PeerClosed => {
-                    *peer_closed = true;
+                    handshake.peer_closed = true;
                     None
                 }
                 ConnectionState::BlockedHandshake => return Err(Error::HandshakeNotComplete),
@@ -290,30 +292,27 @@ impl TlsSession {
     /// Queues a `close_notify` alert, once (best effort: nothing happens before the handshake
     /// finished).
     pub fn close_notify(&mut self) {
-        if std::mem::replace(&mut self.sent_close, true) {
-            return;
-        }
         self.queue_close_notify();
-        self.incoming.tidy();
-        self.outgoing.tidy();
+        self.buffers.tidy();
     }
 
     fn queue_close_notify(&mut self) {
-        let TlsSession {
-            layer,
-            incoming,
-            outgoing,
-            ..
-        } = self;
-        let (incoming, outgoing) = (incoming.buf(), outgoing.buf());
+        let TlsSession { layer, buffers } = self;
         let conn = match layer {
-            Layer::Rustls(handshake) => &mut handshake.conn,
+            Layer::Rustls(handshake) if !handshake.sent_close => {
+                handshake.sent_close = true;
+                &mut handshake.conn
+            }
+            // Once only (`Records` keeps that itself).
             Layer::Records(records) => {
-                let _ = records.close_notify(outgoing);
+                let _ = records.close_notify(&mut buffers.get().outgoing);
                 return;
             }
-            Layer::Failed => return,
+            Layer::Rustls(_) | Layer::Failed => return,
         };
+        let Bufs {
+            incoming, outgoing, ..
+        } = buffers.get();
         let UnbufferedStatus { state, .. } = conn.process_tls_records(incoming);
         if let Ok(ConnectionState::WriteTraffic(mut write)) = state {
             let _ = append(outgoing, 64, |buf| match write.queue_close_notify(buf) {
@@ -331,13 +330,14 @@ impl TlsSession {
     pub fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>, Error> {
         let mut taken = 0;
         while taken < plain.len() {
-            let before = self.outgoing.len();
+            let before = self.buffers.get().outgoing.len();
             match self.encrypt(&[&plain[taken..]], plain.len() - taken) {
                 Ok(0) => return Err(Error::General("nothing sealed".into())),
                 Ok(n) => taken += n,
                 Err(e) => {
                     // Nothing of a failed seal reaches the wire.
-                    self.outgoing.buf().truncate(before);
+                    self.buffers.get().outgoing.truncate(before);
+                    self.buffers.tidy();
                     return Err(e);
                 }
             }
@@ -355,33 +355,34 @@ impl TlsSession {
     /// sealed, once; empty when there is none to send (rustls queues its own alerts, which
     /// this returns as well).
     pub fn take_fatal_alert(&mut self) -> Vec<u8> {
-        if let Layer::Records(records) = &mut self.layer {
-            records.fatal_alert(self.outgoing.buf());
+        match &mut self.layer {
+            Layer::Records(records) => records.fatal_alert(&mut self.buffers.get().outgoing),
+            Layer::Rustls(handshake) => handshake.sent_close = true,
+            Layer::Failed => {}
         }
-        self.sent_close = true;
         self.take_pending()
     }
 
     /// Takes the ciphertext waiting to be sent (the caller sends it).
     pub fn take_pending(&mut self) -> Vec<u8> {
-        let mut out = self.outgoing.take();
-        out.drain(..(self.sent as usize).min(out.len()));
-        self.sent = 0;
-        out
+        self.buffers.take_outgoing()
     }
 
     /// Ciphertext waiting to be sent.
     pub fn pending(&self) -> &[u8] {
-        &self.outgoing.bytes()[self.sent as usize..]
+        self.buffers.outgoing()
     }
 
     /// `n` bytes of [`pending`](Self::pending) went out; the buffer is freed once empty.
     pub fn consume(&mut self, n: usize) {
-        self.sent += n as u32;
-        if self.sent as usize >= self.outgoing.len() {
-            self.outgoing = Spill::default();
-            self.sent = 0;
+        if let Some(b) = &mut self.buffers.0 {
+            b.sent += n;
+            if b.sent >= b.outgoing.len() {
+                b.outgoing = Vec::new();
+                b.sent = 0;
+            }
         }
+        self.buffers.tidy();
     }
 
     /// Whether the handshake is still under way.
@@ -400,12 +401,16 @@ impl TlsSession {
 
     /// Whether the peer sent `close_notify`.
     pub fn peer_closed(&self) -> bool {
-        self.peer_closed
+        match &self.layer {
+            Layer::Rustls(handshake) => handshake.peer_closed,
+            Layer::Records(records) => records.peer_closed(),
+            Layer::Failed => false,
+        }
     }
 
     /// Bytes of buffer this connection holds now (both directions).
     pub fn buffered_capacity(&self) -> usize {
-        self.incoming.capacity() + self.outgoing.capacity()
+        self.buffers.capacity()
     }
 }
 
