@@ -14,7 +14,8 @@
 # Environment: OUT (results folder), RING (plane ring entries per worker, default 8192: a
 # broadcast to FANOUT/WORKERS watchers per worker stays one io_uring_enter), HOLD (seconds),
 # PING_MS (keepalive ping interval for the idle hold, default 900000: the default 30 s would
-# ping ~33,000 watchers a second on 2 cores while the rest connect), SKIP_FANOUT=1, SKIP_IDLE=1.
+# ping ~33,000 watchers a second on 2 cores while the rest connect), SKIP_FANOUT=1, SKIP_IDLE=1,
+# LOAD_EXTRA (more `load` flags for the fan-out, e.g. `--connect-timeout 600 --drain 120`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${1:-1000000}
@@ -73,7 +74,7 @@ FANOUT_SERVE_CMD="(skipped)"
 if [ -z "${SKIP_FANOUT:-}" ]; then
 start_server
 FANOUT_SERVE_CMD=$SERVE_CMD
-LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $FANOUT --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/fanout.json --svg $OUT/fanout.svg"
+LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $FANOUT --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/fanout.json --svg $OUT/fanout.svg ${LOAD_EXTRA:-}"
 echo "+ $LOAD_CMD"
 set +e
 $LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/fanout.txt"
