@@ -1,663 +1,97 @@
-// matchstream — the watcher's page. Plain JS, no build step, no dependencies.
+// matchstream — the watcher's page, part 3 of 3: the entry point (the match picker and the
+// routing). Plain JS as ES modules, no build step, no dependencies.
 //
-// Picks a match from GET /1/matches, then follows it over the WebSocket at /1/ws:
-//   → {"command":"watch","mid":ID,"since":lastSeq}
-//   ← {"type":"status",...,"state":{match}}  then every event after `since`, then live events.
-// The scoreboard is rendered from the status snapshot and folded forward with live events;
-// the feed shows every event exactly once (kept by `lastSeq`). On a drop the page reconnects
-// with exponential backoff and jitter and resumes with `since: lastSeq`, so nothing is
-// missed or repeated.
-'use strict';
+// `#` shows the picker: the matches of GET /1/matches (each with GET /1/match/{id}), refreshed
+// every 5 s, live ones first. `#/match/{id}` follows that match (watch.js), drawn by view.js.
 
-(() => {
-  const $ = (id) => document.getElementById(id);
+import { $, el, getJSON, loadTeam, setConn, show, teamName } from './view.js';
+import { openMatch, reconnectNow, stopWatch, watchedMatch } from './watch.js';
 
-  // ---------------------------------------------------------------- helpers
+// ---------------------------------------------------------------- match picker
 
-  const PERIOD_LABEL = {
-    not_started: 'Not started',
-    first: '1st half',
-    halftime: 'Half-time',
-    last: '2nd half',
-    penalties: 'Penalties',
-    ended: 'Full time',
-  };
+let pickerTimer = null;
 
-  const KIND_LABEL = {
-    shot: 'Shot',
-    save: 'Save',
-    corner: 'Corner',
-    goalkick: 'Goal kick',
-    offside: 'Offside',
-    foul: 'Foul',
-    penalty: 'Penalty',
-    freekick: 'Free kick',
-    throwin: 'Throw-in',
-  };
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
+function periodBadge(m) {
+  switch (m.period) {
+    case 'first': case 'last': case 'penalties': return ['live', 'Live'];
+    case 'halftime': return ['live', 'HT'];
+    case 'ended': return ['ended', 'FT'];
+    default: return ['soon', 'Not started'];
   }
+}
 
-  async function getJSON(url) {
-    const res = await fetch(url, {
-      cache: 'no-store',
-      headers: { accept: 'application/json' },
-      signal: AbortSignal.timeout ? AbortSignal.timeout(5000) : undefined,
-    });
-    if (!res.ok) {
-      const err = new Error(`${url}: HTTP ${res.status}`);
-      err.status = res.status;
-      throw err;
-    }
-    return res.json();
+async function refreshPicker() {
+  const status = $('picker-status');
+  let ids;
+  try {
+    ids = await getJSON('/1/matches');
+  } catch (e) {
+    status.textContent = 'Could not load matches — retrying…';
+    return;
   }
-
-  // Team names, fetched once per id (GET /1/team/{id}); the id stands in until then.
-  const teamCache = new Map();
-  function loadTeam(id) {
-    if (!teamCache.has(id)) {
-      const entry = { id, name: null, promise: null };
-      entry.promise = getJSON(`/1/team/${encodeURIComponent(id)}`)
-        .then((t) => { entry.name = (t && t.name) || null; })
-        .catch(() => { teamCache.delete(id); });
-      teamCache.set(id, entry);
-    }
-    return teamCache.get(id).promise;
+  if (!Array.isArray(ids) || ids.length === 0) {
+    status.textContent = 'No matches yet. Start one with “matchstream replay” or “matchstream serve --demo”.';
+    $('matches').replaceChildren();
+    return;
   }
-  function teamName(id) {
-    const entry = teamCache.get(id);
-    return (entry && entry.name) || String(id || '?').toUpperCase();
-  }
-  const code = (id) => String(id || '?').toUpperCase();
-
-  // A stable, pleasant accent colour per team id (no team colours in the API).
-  function teamHue(id) {
-    let h = 0;
-    for (const c of String(id)) h = (h * 31 + c.charCodeAt(0)) % 360;
-    return h;
-  }
-
-  function minuteLabel(ts, periodStart, offset) {
-    if (periodStart == null || ts == null) return '';
-    const m = offset + Math.max(0, Math.floor((ts - periodStart) / 60000));
-    const limit = offset + 45;
-    return m > limit ? `${limit}+${m - limit}'` : `${m}'`;
-  }
-
-  // The match minute a feed gave an event (`"minute": 67`), or null.
-  const feedMinute = (ev) => (Number.isInteger(ev.minute) ? ev.minute : null);
-
-  // The running clock of a feed that gives minutes: the last event's minute, moved on by the
-  // wall-clock time since that event (a real-time feed ticks; a fast replay shows its
-  // events' own minutes), so it never reads earlier than an event on the page.
-  function feedClock(tl, now, offset) {
-    const m = Math.max(offset, tl.minute + Math.max(0, Math.floor((now - tl.minuteTs) / 60000)));
-    const limit = offset + 45;
-    return m > limit && tl.minute <= limit ? `${limit}+${m - limit}'` : `${m}'`;
-  }
-
-  // ---------------------------------------------------------------- connection indicator
-
-  function setConn(state, text) {
-    const c = $('conn');
-    c.dataset.state = state;
-    $('conn-text').textContent = text;
-  }
-
-  // ---------------------------------------------------------------- views
-
-  function show(view) {
-    for (const id of ['picker', 'match', 'problem']) $(id).hidden = id !== view;
-  }
-
-  function showProblem(text) {
-    $('problem-text').textContent = text;
-    show('problem');
-  }
-
-  // ---------------------------------------------------------------- match picker
-
-  let pickerTimer = null;
-
-  function periodBadge(m) {
-    switch (m.period) {
-      case 'first': case 'last': case 'penalties': return ['live', 'Live'];
-      case 'halftime': return ['live', 'HT'];
-      case 'ended': return ['ended', 'FT'];
-      default: return ['soon', 'Not started'];
-    }
-  }
-
-  async function refreshPicker() {
-    const status = $('picker-status');
-    let ids;
-    try {
-      ids = await getJSON('/1/matches');
-    } catch (e) {
-      status.textContent = 'Could not load matches — retrying…';
-      return;
-    }
-    if (!Array.isArray(ids) || ids.length === 0) {
-      status.textContent = 'No matches yet. Start one with “matchstream replay” or “matchstream serve --demo”.';
-      $('matches').replaceChildren();
-      return;
-    }
-    const matches = (await Promise.all(ids.slice(0, 100).map((id) =>
-      getJSON(`/1/match/${encodeURIComponent(id)}`).catch(() => ({ id }))))).filter(Boolean);
-    await Promise.all(matches.flatMap((m) => [m.home, m.visit].filter(Boolean).map(loadTeam)));
-    const rank = { first: 0, last: 0, penalties: 0, halftime: 0, not_started: 1, ended: 2 };
-    matches.sort((a, b) => ((rank[a.period] ?? 3) - (rank[b.period] ?? 3))
-      || String(b.start_date || '').localeCompare(String(a.start_date || ''))
-      || String(a.id).localeCompare(String(b.id)));
-    status.textContent = `${matches.length} match${matches.length === 1 ? '' : 'es'}`;
-    const list = matches.map((m) => {
-      const li = el('li');
-      const a = el('a', 'match-link');
-      a.href = `#/match/${encodeURIComponent(m.id)}`;
-      if (!m.home) {
-        a.append(el('span', 'teams', m.id));
-      } else {
-        const [cls, label] = periodBadge(m);
-        const teams = el('span', 'teams');
-        const scored = m.period && m.period !== 'not_started';
-        teams.append(
-          el('span', 'tn', teamName(m.home)),
-          el('span', 'ts', scored ? `${m.home_score}–${m.visit_score}` : 'vs'),
-          el('span', 'tn', teamName(m.visit)),
-        );
-        a.append(teams, el('span', `badge ${cls}`, label),
-          el('span', 'sub muted', [m.start_date, m.stadium].filter(Boolean).join(' · ')));
-      }
-      li.append(a);
-      return li;
-    });
-    $('matches').replaceChildren(...list);
-  }
-
-  function openPicker() {
-    stopWatch();
-    document.title = 'matchstream — matches';
-    setConn('idle', '');
-    show('picker');
-    refreshPicker();
-    clearInterval(pickerTimer);
-    pickerTimer = setInterval(refreshPicker, 5000);
-  }
-
-  // ---------------------------------------------------------------- watching a match
-
-  let w = null; // the current watch session
-  let clockTimer = null;
-
-  function newSession(mid) {
-    return {
-      mid,
-      ws: null,
-      state: null, // match object, folded forward to state.seq
-      lastSeq: 0, // last event shown in the feed
-      attempt: 0, // reconnect attempt (0 = first connect)
-      timer: null,
-      connectTimer: null,
-      chain: Promise.resolve(),
-      ended: false,
-      stopped: false,
-      skew: 0, // server clock − local clock, learnt from live events
-      // The feed's own fold, over every event shown (from seq 1): clock and running score.
-      tl: { periodStart: null, offset: 0, phase: 'not_started', home: 0, visit: 0, minute: null, minuteTs: 0 },
-      names: { home: new Map(), visit: new Map() }, // number → name, everyone ever listed
-      yellow: { home: new Set(), visit: new Set() },
-      cameOn: { home: new Set(), visit: new Set() },
-    };
-  }
-
-  function stopWatch() {
-    if (!w) return;
-    w.stopped = true;
-    clearTimeout(w.timer);
-    clearTimeout(w.connectTimer);
-    if (w.ws) {
-      try { w.ws.close(1000, 'bye'); } catch (_) { /* already closed */ }
-    }
-    w = null;
-    clearInterval(clockTimer);
-  }
-
-  function openMatch(mid) {
-    clearInterval(pickerTimer);
-    stopWatch();
-    w = newSession(mid);
-    resetMatchView(mid);
-    show('match');
-    connect(w);
-    clockTimer = setInterval(renderClock, 1000);
-  }
-
-  function backoff(attempt) {
-    // 250 ms × 2^(n−1), capped at 4 s, then ±25 % jitter (so at most 5 s).
-    const base = Math.min(4000, 250 * 2 ** Math.max(0, attempt - 1));
-    return Math.round(base * (0.75 + Math.random() * 0.5));
-  }
-
-  function connect(s) {
-    if (s.stopped) return;
-    clearTimeout(s.timer);
-    s.timer = null;
-    setConn(s.attempt ? 'reconnecting' : 'connecting',
-      s.attempt ? `Reconnecting (attempt ${s.attempt})…` : 'Connecting…');
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    let ws;
-    try {
-      ws = new WebSocket(`${proto}//${location.host}/1/ws`);
-    } catch (e) {
-      scheduleReconnect(s);
-      return;
-    }
-    s.ws = ws;
-    // A handshake that hangs counts as a drop.
-    s.connectTimer = setTimeout(() => { if (ws.readyState === WebSocket.CONNECTING) ws.close(); }, 8000);
-    ws.onopen = () => {
-      clearTimeout(s.connectTimer);
-      if (s.ws !== ws || s.stopped) return;
-      ws.send(JSON.stringify({ command: 'watch', mid: s.mid, since: s.lastSeq }));
-    };
-    // Messages and the close are handled strictly in arrival order, one at a time (a status
-    // may wait for the team names before anything after it is shown).
-    ws.onmessage = (e) => {
-      if (s.ws !== ws || s.stopped) return;
-      let msg;
-      try { msg = JSON.parse(e.data); } catch (_) { return; }
-      s.chain = s.chain.then(() => { if (!s.stopped) return onMessage(s, ws, msg); });
-    };
-    ws.onclose = (e) => {
-      clearTimeout(s.connectTimer);
-      if (s.ws !== ws || s.stopped) return;
-      s.ws = null;
-      s.chain = s.chain.then(() => { if (!s.stopped) onClose(s, e); });
-    };
-  }
-
-  function scheduleReconnect(s) {
-    if (s.stopped || s.timer) return;
-    s.attempt += 1;
-    const delay = backoff(s.attempt);
-    setConn('reconnecting', `Reconnecting (attempt ${s.attempt}) in ${(delay / 1000).toFixed(1)} s…`);
-    s.timer = setTimeout(() => connect(s), delay);
-  }
-
-  function onClose(s, e) {
-    if (s.ended) {
-      setConn('ended', 'Ended');
-      fillFromHistory(s);
-      return;
-    }
-    if (e.code === 1000 && /cancel/i.test(e.reason || '')) {
-      s.stopped = true;
-      setConn('ended', 'Cancelled');
-      showProblem('This match was cancelled.');
-      return;
-    }
-    scheduleReconnect(s);
-  }
-
-  // The server may end an already-ended match's subscription right after its status; the
-  // feed's missing lines then come from the history endpoint.
-  async function fillFromHistory(s) {
-    if (!s.state || s.lastSeq >= s.state.seq) return;
-    try {
-      const events = await getJSON(`/1/match/${encodeURIComponent(s.mid)}/history?since=${s.lastSeq}`);
-      if (w !== s) return;
-      for (const ev of Array.isArray(events) ? events : []) {
-        if (ev.seq > s.lastSeq) acceptEvent(s, ev, false);
-      }
-      renderAll(s);
-    } catch (_) { /* the scoreboard is right; the feed stays short */ }
-  }
-
-  async function onMessage(s, ws, msg) {
-    if (msg.type === 'error') {
-      // "match not found: X", or "not a match id: X" for a name that cannot be an id.
-      if (/not found|not a match id/i.test(msg.error || '')) {
-        s.stopped = true;
-        try { ws.close(1000); } catch (_) { /* closed */ }
-        setConn('ended', 'No such match');
-        showProblem(`Match “${s.mid}” was not found.`);
-      }
-      return;
-    }
-    if (msg.match !== undefined && msg.match !== s.mid) return;
-    if (msg.type === 'status') {
-      const st = msg.state || {};
-      if (!s.state || (st.seq ?? 0) >= s.state.seq) s.state = structuredClone(st);
-      s.state.seq = s.state.seq ?? msg.seq ?? 0;
-      s.attempt = 0;
-      rememberLineups(s, s.state);
-      await Promise.all([loadTeam(s.state.home), loadTeam(s.state.visit)]);
-      if (s.stopped) return;
-      if (s.state.period === 'ended') {
-        s.ended = true;
-        setConn('ended', 'Ended');
-      } else {
-        setConn('live', 'Live');
-      }
-      renderAll(s);
-      return;
-    }
-    if (msg.type === 'event') {
-      if (typeof msg.seq !== 'number' || msg.seq <= s.lastSeq) return; // already shown
-      if (msg.seq > s.lastSeq + 1) {
-        // A gap should never happen; resume from what we have rather than show a hole.
-        try { ws.close(4000, 'gap'); } catch (_) { /* closed */ }
-        return;
-      }
-      const live = !s.state || msg.seq > s.state.seq;
-      if (live && typeof msg.ts === 'number') s.skew = msg.ts - Date.now();
-      acceptEvent(s, msg, live);
-      renderAll(s);
-      if (msg.kind === 'goal' && live) flash($('score'));
-      if (msg.kind === 'stop') {
-        s.ended = true;
-        setConn('ended', 'Ended');
-      }
-    }
-  }
-
-  // ---------------------------------------------------------------- folding
-
-  function sideOf(state, team) {
-    if (!state || !team) return null;
-    if (team === state.home) return 'home';
-    if (team === state.visit) return 'visit';
-    return null;
-  }
-
-  function rememberLineups(s, st) {
-    for (const side of ['home', 'visit']) {
-      for (const p of st[`${side}_players`] || []) {
-        if (Array.isArray(p) && p[1]) s.names[side].set(p[0], p[1]);
-      }
-    }
-  }
-
-  function num(p) { return Array.isArray(p) ? p[0] : p; }
-
-  function playerText(s, side, p) {
-    if (p === undefined || p === null) return '';
-    const n = num(p);
-    const name = (Array.isArray(p) && p[1]) || (side && s.names[side].get(n)) || '';
-    return name ? `#${n} ${name}` : `#${n}`;
-  }
-
-  function remember(s, side, p) {
-    if (side && Array.isArray(p) && p[1]) s.names[side].set(p[0], p[1]);
-  }
-
-  // Folds one event into the match state (the server's rules, for live updates).
-  function applyToState(st, ev) {
-    const d = ev.data || {};
-    const lineup = (side) => st[`${side}_players`] || (st[`${side}_players`] = []);
-    switch (ev.kind) {
-      case 'start':
-        if (Array.isArray(d.home_players)) st.home_players = d.home_players.slice();
-        if (Array.isArray(d.visit_players)) st.visit_players = d.visit_players.slice();
-        st.home_score = 0; st.visit_score = 0;
-        st.period = 'first'; st.period_start = ev.ts;
-        break;
-      case 'halftime': st.period = 'halftime'; delete st.period_start; break;
-      case 'continue': st.period = 'last'; st.period_start = ev.ts; break;
-      case 'penalties': st.period = 'penalties'; st.period_start = ev.ts; break;
-      case 'stop': st.period = 'ended'; delete st.period_start; break;
-      case 'goal': {
-        const side = sideOf(st, d.team);
-        if (side) st[`${side}_score`] = (st[`${side}_score`] || 0) + 1;
-        break;
-      }
-      case 'card': {
-        const side = sideOf(st, d.team);
-        if (side && d.card === 'red') {
-          st[`${side}_players`] = lineup(side).filter((p) => num(p) !== num(d.player));
-        }
-        break;
-      }
-      case 'substitution': {
-        const side = sideOf(st, d.team);
-        if (side) {
-          const list = lineup(side);
-          const i = list.findIndex((p) => num(p) === num(d.player_out));
-          const pin = Array.isArray(d.player_in) ? d.player_in : [num(d.player_in), ''];
-          if (i >= 0) list[i] = pin; else list.push(pin);
-        }
-        break;
-      }
-      default: break;
-    }
-    st.seq = ev.seq;
-  }
-
-  // One event, in seq order: update the state (when it is newer than the snapshot), the
-  // feed's own timeline, and append exactly one feed line.
-  function acceptEvent(s, ev, applyState) {
-    const st = s.state;
-    const d = ev.data || {};
-    const tl = s.tl;
-    const side = sideOf(st, d.team);
-    // Names first, so lines can name players given by number only.
-    if (ev.kind === 'start') {
-      rememberLineups(s, { home_players: d.home_players, visit_players: d.visit_players });
-    }
-    remember(s, side, d.player_in);
-    remember(s, side, d.player_out);
-    remember(s, sideOf(st, d.player_team) || side, d.player);
-
-    switch (ev.kind) {
-      case 'start': Object.assign(tl, { periodStart: ev.ts, offset: 0, phase: 'first', home: 0, visit: 0 }); break;
-      case 'halftime': Object.assign(tl, { periodStart: null, phase: 'halftime' }); break;
-      case 'continue': Object.assign(tl, { periodStart: ev.ts, offset: 45, phase: 'last' }); break;
-      case 'penalties': Object.assign(tl, { periodStart: null, phase: 'penalties' }); break;
-      case 'stop': Object.assign(tl, { periodStart: null, phase: 'ended' }); break;
-      case 'goal': if (side) tl[side] += 1; break;
-      case 'card':
-        if (side && d.card === 'yellow') s.yellow[side].add(num(d.player));
-        break;
-      case 'substitution':
-        if (side) s.cameOn[side].add(num(d.player_in));
-        break;
-      default: break;
-    }
-    const given = feedMinute(ev);
-    if (given !== null) Object.assign(tl, { minute: given, minuteTs: ev.ts });
-    else if (ev.kind === 'start') tl.minute = null; // a feed without minutes: wall-clock time
-    let minute;
-    switch (tl.phase) {
-      case 'first': case 'last':
-        minute = given !== null ? `${given}'` : minuteLabel(ev.ts, tl.periodStart, tl.offset);
-        break;
-      case 'halftime': minute = 'HT'; break;
-      case 'penalties': minute = 'PEN'; break;
-      case 'ended': minute = 'FT'; break;
-      default: minute = '';
-    }
-    appendFeedLine(s, ev, minute, describe(s, ev));
-    s.lastSeq = ev.seq;
-    if (applyState && st) applyToState(st, ev);
-  }
-
-  function describe(s, ev) {
-    const st = s.state || {};
-    const d = ev.data || {};
-    const side = sideOf(st, d.team);
-    const team = d.team ? teamName(d.team) : '';
-    const tl = s.tl;
-    const scoreNow = `${tl.home}–${tl.visit}`;
-    switch (ev.kind) {
-      case 'start': return { cls: 'period', text: `Kick-off — ${teamName(st.home)} vs ${teamName(st.visit)}` };
-      case 'halftime': return { cls: 'period', text: `Half-time — ${teamName(st.home)} ${scoreNow} ${teamName(st.visit)}` };
-      case 'continue': return { cls: 'period', text: 'Second half under way' };
-      case 'penalties': return { cls: 'period', text: 'Penalty shoot-out' };
-      case 'stop': return { cls: 'period', text: `Full time — ${teamName(st.home)} ${scoreNow} ${teamName(st.visit)}` };
-      case 'goal': {
-        if (d.player_team && d.player_team !== d.team) {
-          const who = playerText(s, sideOf(st, d.player_team), d.player);
-          return { cls: 'goal own', text: `Own goal — ${teamName(d.player_team)}'s ${who || 'player'}, for ${team}`, score: scoreNow };
-        }
-        const who = playerText(s, side, d.player);
-        return { cls: 'goal', text: `Goal — ${team}${who ? `, ${who}` : ''}`, score: scoreNow };
-      }
-      case 'card': {
-        const red = d.card === 'red';
-        return {
-          cls: red ? 'booking red' : 'booking yellow',
-          text: `${red ? 'Red' : 'Yellow'} card — ${team}, ${playerText(s, side, d.player)}`,
-        };
-      }
-      case 'substitution':
-        return {
-          cls: 'sub',
-          text: `Substitution — ${team}: ⇄ ${playerText(s, side, d.player_in)} for ${playerText(s, side, d.player_out)}`,
-        };
-      case 'comment': {
-        const text = d.text ?? d.comment ?? d.message ?? (Object.keys(d).length ? JSON.stringify(d) : '');
-        return { cls: 'comment', text: `“${text}”` };
-      }
-      default: {
-        const label = KIND_LABEL[ev.kind] || (ev.kind ? ev.kind[0].toUpperCase() + ev.kind.slice(1) : 'Event');
-        const who = playerText(s, side, d.player);
-        return { cls: `play ${ev.kind}`, text: `${label}${team ? ` — ${team}` : ''}${who ? `, ${who}` : ''}` };
-      }
-    }
-  }
-
-  // ---------------------------------------------------------------- rendering
-
-  function resetMatchView(mid) {
-    document.title = `${mid} — matchstream`;
-    for (const id of ['home-name', 'visit-name', 'home-code', 'visit-code', 'meta']) $(id).textContent = '';
-    $('home-score').textContent = '–';
-    $('visit-score').textContent = '–';
-    $('clock').textContent = '—';
-    $('period').textContent = 'Loading…';
-    $('feed').replaceChildren();
-    $('feed-empty').hidden = false;
-    $('home-lineup').replaceChildren();
-    $('visit-lineup').replaceChildren();
-    $('scoreboard').dataset.period = '';
-  }
-
-  function appendFeedLine(s, ev, minute, { cls, text, score }) {
-    const li = el('li', `ev ${cls}`);
-    li.dataset.seq = ev.seq;
-    li.dataset.kind = ev.kind;
-    const d = ev.data || {};
-    const side = sideOf(s.state, d.team);
-    if (side) li.dataset.side = side;
-    li.append(el('span', 'min', minute || '·'), document.createTextNode(' '));
-    const icon = el('span', 'icon');
-    icon.setAttribute('aria-hidden', 'true');
-    li.append(icon, el('span', 'txt', text));
-    if (score) li.append(document.createTextNode(' '), el('span', 'sc', score));
-    $('feed').prepend(li);
-    $('feed-empty').hidden = true;
-  }
-
-  function renderAll(s) {
-    const st = s.state;
-    if (!st) return;
-    const board = $('scoreboard');
-    board.dataset.period = st.period || '';
-    board.style.setProperty('--home-hue', teamHue(st.home));
-    board.style.setProperty('--visit-hue', teamHue(st.visit));
-    $('home-name').textContent = teamName(st.home);
-    $('visit-name').textContent = teamName(st.visit);
-    $('home-code').textContent = code(st.home);
-    $('visit-code').textContent = code(st.visit);
-    const started = st.period && st.period !== 'not_started';
-    $('home-score').textContent = started ? st.home_score ?? 0 : '–';
-    $('visit-score').textContent = started ? st.visit_score ?? 0 : '–';
-    $('period').textContent = PERIOD_LABEL[st.period] || st.period || '';
-    $('meta').textContent = [st.stadium, st.start_date].filter(Boolean).join(' · ');
-    $('home-lineup-title').textContent = teamName(st.home);
-    $('visit-lineup-title').textContent = teamName(st.visit);
-    renderLineup(s, 'home');
-    renderLineup(s, 'visit');
-    renderClock();
-    document.title = started
-      ? `${code(st.home)} ${st.home_score}–${st.visit_score} ${code(st.visit)} · ${clockText(s)} — matchstream`
-      : `${teamName(st.home)} vs ${teamName(st.visit)} — matchstream`;
-  }
-
-  function renderLineup(s, side) {
-    const players = (s.state && s.state[`${side}_players`]) || [];
-    const items = players.map((p) => {
-      const n = num(p);
-      const li = el('li', 'player');
-      li.append(el('span', 'num', n), document.createTextNode(' '),
-        el('span', 'name', (Array.isArray(p) && p[1]) || s.names[side].get(n) || ''));
-      if (s.cameOn[side].has(n)) {
-        li.classList.add('came-on');
-        li.append(document.createTextNode(' '), el('span', 'tag in', 'in'));
-      }
-      if (s.yellow[side].has(n)) {
-        const yc = el('span', 'yc');
-        yc.title = 'Booked';
-        yc.setAttribute('aria-label', 'booked');
-        li.append(yc);
-      }
-      return li;
-    });
-    $(`${side}-lineup`).replaceChildren(...items);
-  }
-
-  function clockText(s) {
-    const st = s && s.state;
-    if (!st) return '—';
-    switch (st.period) {
-      case 'first': case 'last': {
-        const offset = st.period === 'first' ? 0 : 45;
-        const now = Date.now() + s.skew;
-        if (s.tl.minute != null) return feedClock(s.tl, now, offset);
-        return minuteLabel(now, st.period_start, offset) || (offset ? '2nd' : '1st');
-      }
-      case 'halftime': return 'HT';
-      case 'penalties': return 'PEN';
-      case 'ended': return 'FT';
-      default: return '—';
-    }
-  }
-
-  function renderClock() {
-    if (!w) return;
-    $('clock').textContent = clockText(w);
-  }
-
-  function flash(node) {
-    node.classList.remove('flash');
-    void node.offsetWidth; // restart the animation
-    node.classList.add('flash');
-  }
-
-  // ---------------------------------------------------------------- routing
-
-  function route() {
-    const m = /^#\/match\/(.+)$/.exec(location.hash);
-    if (m) {
-      const mid = decodeURIComponent(m[1]);
-      if (!w || w.mid !== mid) openMatch(mid);
+  const matches = (await Promise.all(ids.slice(0, 100).map((id) =>
+    getJSON(`/1/match/${encodeURIComponent(id)}`).catch(() => ({ id }))))).filter(Boolean);
+  await Promise.all(matches.flatMap((m) => [m.home, m.visit].filter(Boolean).map(loadTeam)));
+  const rank = { first: 0, last: 0, penalties: 0, halftime: 0, not_started: 1, ended: 2 };
+  matches.sort((a, b) => ((rank[a.period] ?? 3) - (rank[b.period] ?? 3))
+    || String(b.start_date || '').localeCompare(String(a.start_date || ''))
+    || String(a.id).localeCompare(String(b.id)));
+  status.textContent = `${matches.length} match${matches.length === 1 ? '' : 'es'}`;
+  const list = matches.map((m) => {
+    const li = el('li');
+    const a = el('a', 'match-link');
+    a.href = `#/match/${encodeURIComponent(m.id)}`;
+    if (!m.home) {
+      a.append(el('span', 'teams', m.id));
     } else {
-      openPicker();
+      const [cls, label] = periodBadge(m);
+      const teams = el('span', 'teams');
+      const scored = m.period && m.period !== 'not_started';
+      teams.append(
+        el('span', 'tn', teamName(m.home)),
+        el('span', 'ts', scored ? `${m.home_score}–${m.visit_score}` : 'vs'),
+        el('span', 'tn', teamName(m.visit)),
+      );
+      a.append(teams, el('span', `badge ${cls}`, label),
+        el('span', 'sub muted', [m.start_date, m.stadium].filter(Boolean).join(' · ')));
     }
-  }
-
-  window.addEventListener('hashchange', route);
-  // Back online: don't wait for the backoff timer.
-  window.addEventListener('online', () => {
-    if (w && w.timer && !w.stopped) {
-      clearTimeout(w.timer);
-      w.timer = null;
-      connect(w);
-    }
+    li.append(a);
+    return li;
   });
-  route();
-})();
+  $('matches').replaceChildren(...list);
+}
+
+function openPicker() {
+  stopWatch();
+  document.title = 'matchstream — matches';
+  setConn('idle', '');
+  show('picker');
+  refreshPicker();
+  clearInterval(pickerTimer);
+  pickerTimer = setInterval(refreshPicker, 5000);
+}
+
+// ---------------------------------------------------------------- routing
+
+function route() {
+  const m = /^#\/match\/(.+)$/.exec(location.hash);
+  if (m) {
+    const mid = decodeURIComponent(m[1]);
+    if (watchedMatch() !== mid) {
+      clearInterval(pickerTimer);
+      openMatch(mid);
+    }
+  } else {
+    openPicker();
+  }
+}
+
+window.addEventListener('hashchange', route);
+// Back online: don't wait for the backoff timer.
+window.addEventListener('online', reconnectNow);
+route();
