@@ -109,7 +109,7 @@ storm() {
     "$bin" serve --listen 127.0.0.1:"$port" --tcp-listen 127.0.0.1:$((port + 1)) --workers "$WORKERS" \
         --admin-token "$TOKEN" --data-dir "$data" >"$OUT/$tag.serve.log" 2>&1 &
     SPID=$!
-    for _ in $(seq 100); do grep -q "matchstream listening" "$OUT/$tag.serve.log" && break; sleep 0.1; done
+    for _ in $(seq 100); do grep -qs "matchstream listening" "$OUT/$tag.serve.log" && break; sleep 0.1; done
     api "$port" PUT /1/team/elp '{"name":"Estudiantes","division":"Primera A"}'
     api "$port" PUT /1/team/tig '{"name":"Tigre","division":"Primera A"}'
     for i in $(seq 1 "$MATCHES"); do

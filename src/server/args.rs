@@ -413,6 +413,16 @@ pub struct ServeArgs {
         help_heading = "Limits"
     )]
     pub ended_history_matches: usize,
+    /// Commits of events after which the SQLite writer finishes a WAL checkpoint itself, so
+    /// that the WAL starts over instead of growing through a storm of writes (0: never).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_WAL_RESTART_COMMITS",
+        value_name = "N",
+        default_value_t = crate::store::DEFAULT_WAL_RESTART_COMMITS,
+        help_heading = "Limits"
+    )]
+    pub wal_restart_commits: u64,
 }
 
 /// Checks `--redis-sentinel HOST:PORT[,HOST:PORT…]`.

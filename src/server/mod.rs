@@ -79,6 +79,7 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.ws_dead_after = Duration::from_millis(args.ws_dead_after_ms);
     config.sequencer.max_queued_writes = args.max_queued_writes.max(1);
     config.sequencer.ended_history_matches = args.ended_history_matches;
+    config.wal_restart_commits = args.wal_restart_commits;
     config.plane_ring_entries = args.plane_ring_entries;
     config.send_timeout = Duration::from_millis(args.send_timeout_ms);
     config.max_connections_per_ip = args.max_connections_per_ip;
@@ -301,6 +302,7 @@ fn start_sequencer(
             store
                 .sync_wal_separately()
                 .map_err(|e| io::Error::other(format!("cannot start the WAL syncer: {e}")))?;
+            store.restart_wal_every(config.wal_restart_commits);
             (Box::new(store), None)
         }
     };

@@ -17,7 +17,9 @@ mod sqlite;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
-pub use sqlite::{SqliteStore, Synchronous, CHECKPOINT_EVERY, DB_FILE};
+pub use sqlite::{
+    SqliteStore, Synchronous, CHECKPOINT_EVERY, DB_FILE, DEFAULT_WAL_RESTART_COMMITS,
+};
 
 use thiserror::Error;
 

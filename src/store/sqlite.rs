@@ -81,10 +81,19 @@ pub struct SqliteStore {
     checkpointer: Option<Checkpointer>,
     /// The WAL file, when its sync is the caller's ([`SqliteStore::sync_wal_separately`]).
     wal: Option<Arc<std::fs::File>>,
+    /// Commits of events between the writer's own checkpoints (0: never).
+    restart_every: u64,
+    /// Commits of events since the writer's last checkpoint.
+    since_restart: u64,
 }
 
 /// How often the background checkpointer copies the WAL into the database.
 pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Default of `--wal-restart-commits`: with background checkpoints, the writer finishes a
+/// checkpoint itself after this many commits of events, so that the WAL starts over from
+/// its beginning (see [`SqliteStore::restart_wal_every`]).
+pub const DEFAULT_WAL_RESTART_COMMITS: u64 = 256;
 
 /// The background checkpoint thread; stopped and joined when the store is dropped.
 #[derive(Debug)]
@@ -133,6 +142,8 @@ impl SqliteStore {
             commits: Arc::default(),
             checkpointer: None,
             wal: None,
+            restart_every: 0,
+            since_restart: 0,
         })
     }
 
@@ -166,6 +177,50 @@ impl SqliteStore {
             stop,
             thread: Some(thread),
         });
+        self.restart_every = DEFAULT_WAL_RESTART_COMMITS;
+        Ok(())
+    }
+
+    /// Keeps the WAL from growing without end under a storm of writes (`0`: off). The
+    /// background checkpointer alone never catches up while commits keep coming, and SQLite
+    /// restarts the WAL from its beginning only when a write finds it wholly checkpointed:
+    /// so after `commits` commits of events the writer runs a passive checkpoint itself
+    /// (the WAL synced first, the database file synced after — `FULL` for that moment),
+    /// which copies only what the background thread has not, and the next commit starts the
+    /// WAL over. Commits then overwrite blocks the file already has: their `fdatasync` needs
+    /// no file-system journal commit, and the WAL stays at about `commits` commits' size.
+    pub fn restart_wal_every(&mut self, commits: u64) {
+        self.restart_every = commits;
+    }
+
+    /// Counts a commit of events; every [`SqliteStore::restart_wal_every`] commits,
+    /// checkpoints on this connection (see there). A failure is logged: the commit stands.
+    fn maybe_restart_wal(&mut self) {
+        self.since_restart += 1;
+        if self.restart_every == 0 || self.since_restart < self.restart_every {
+            return;
+        }
+        if let Err(e) = self.checkpoint_here() {
+            tracing::warn!(error = %e, "WAL checkpoint by the writer failed");
+        }
+    }
+
+    fn checkpoint_here(&mut self) -> Result<()> {
+        self.synced()?;
+        let deferred = self.wal.is_some();
+        if deferred {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        let busy: rusqlite::Result<i64> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0));
+        if deferred {
+            self.conn.pragma_update(None, "synchronous", "OFF")?;
+        }
+        // Busy: the background checkpointer holds the lock; try again at the next commit.
+        if busy? == 0 {
+            self.since_restart = 0;
+        }
         Ok(())
     }
 
@@ -355,6 +410,7 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        self.maybe_restart_wal();
         Ok(batch.iter().map(|_| Ok(())).collect())
     }
 
