@@ -9,7 +9,9 @@
 #   size after the storm, and `uptime`. Before and after all runs: the fsync time of a 4 KiB
 #   page (overwrite, and append) in the data directory's file system.
 #
-# Usage: bash benches/write_storm.sh [NAME=BINARY ...]   (default: new=target/release/matchstream)
+# Usage: bash benches/write_storm.sh ['NAME=BINARY [serve flags]' ...]
+#        (default: new=target/release/matchstream), e.g.
+#        bash benches/write_storm.sh base=./old 'inline=./new --wal-sync-thread false' new=./new
 # Settings (environment): PUBLISHERS=64 MATCHES=8 STORM_S=15 WORKERS=2 ROUNDS=1 (runs of each
 # binary, interleaved), OUT=<dir for raw outputs>, DATA_ROOT=<where the data dirs go,
 # default .bench-tmp in the repository: the disk under test>, BASE_PORT=23000,
@@ -105,8 +107,10 @@ api() { # PORT METHOD PATH BODY
 
 # storm NAME BINARY ROUND: one server, fresh data directory, one storm.
 storm() {
-    local name=$1 bin=$2 round=$3 port=$BASE data=$TMP/data-$1-$3 tag=$1-$3
-    "$bin" serve --listen 127.0.0.1:"$port" --tcp-listen 127.0.0.1:$((port + 1)) --workers "$WORKERS" \
+    local name=$1 round=$3 port=$BASE data=$TMP/data-$1-$3 tag=$1-$3 bin extra
+    read -r bin extra <<<"$2"
+    # shellcheck disable=SC2086 # the extra flags are words
+    "$bin" serve $extra --listen 127.0.0.1:"$port" --tcp-listen 127.0.0.1:$((port + 1)) --workers "$WORKERS" \
         --admin-token "$TOKEN" --data-dir "$data" >"$OUT/$tag.serve.log" 2>&1 &
     SPID=$!
     for _ in $(seq 100); do grep -qs "matchstream listening" "$OUT/$tag.serve.log" && break; sleep 0.1; done
@@ -115,7 +119,7 @@ storm() {
     for i in $(seq 1 "$MATCHES"); do
         api "$port" POST /1/matches "{\"home\":\"elp\",\"visit\":\"tig\",\"start_date\":\"2011-10-$(printf %02d "$i")\",\"stadium\":\"S\"}"
     done
-    log "$tag: $bin, $PUBLISHERS publishers over $MATCHES matches, ${STORM_S}s; $(uptime | sed 's/.*load/load/')"
+    log "$tag: $bin $extra, $PUBLISHERS publishers over $MATCHES matches, ${STORM_S}s; $(uptime | sed 's/.*load/load/')"
     timeout $((STORM_S + 5)) perf stat -x, -o "$OUT/$tag.syncs" \
         -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync -p "$SPID" -- sleep "$STORM_S" &
     local counter=$!

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     /// Commits of events between the writer's own WAL checkpoints (`--wal-restart-commits`,
     /// 0: off; see [`crate::store::SqliteStore::restart_wal_every`]).
     pub wal_restart_commits: u64,
+    /// Whether the WAL's fsync runs on its own thread, pipelined with the next batch's
+    /// write (`--wal-sync-thread`; else inside each commit, `synchronous=FULL`).
+    pub wal_sync_thread: bool,
     /// Bearer token for admin writes.
     pub admin_token: String,
     /// Whether `/1/echo` is served.
@@ -140,6 +143,7 @@ impl ServerConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             data_dir: PathBuf::from("./data"),
             wal_restart_commits: crate::store::DEFAULT_WAL_RESTART_COMMITS,
+            wal_sync_thread: false,
             admin_token: String::new(),
             enable_echo: false,
             demo: false,
