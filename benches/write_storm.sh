@@ -132,8 +132,12 @@ storm() {
         prof=$!
     fi
     thread_cpu "$SPID" >"$OUT/$tag.cpu0"
-    wrk -t2 -c"$PUBLISHERS" -d"${STORM_S}s" --timeout 10s --latency -s "$TMP/post.lua" \
-        "http://127.0.0.1:$port" >"$OUT/$tag.wrk" 2>&1 || true
+    # wrk's own CPU (user + system seconds) is read from its rusage by bash's `times`.
+    (
+        wrk -t2 -c"$PUBLISHERS" -d"${STORM_S}s" --timeout 10s --latency -s "$TMP/post.lua" \
+            "http://127.0.0.1:$port" >"$OUT/$tag.wrk" 2>&1 || true
+        times >"$OUT/$tag.wrkcpu"
+    )
     thread_cpu "$SPID" >"$OUT/$tag.cpu1"
     wait "$counter" || true
     [ -z "$prof" ] || wait "$prof" || true
@@ -149,7 +153,7 @@ storm() {
     hz=$(getconf CLK_TCK)
     threads=$(join "$OUT/$tag.cpu0" "$OUT/$tag.cpu1" | awk -v hz="$hz" -v s="$STORM_S" \
         '{c[$1] += ($3 - $2) * 100 / hz / s} END {for (n in c) if (c[n] >= 1) printf "%s %.0f%% ", n, c[n]}')
-    log "  $tag: $((acked / STORM_S)) events/s acknowledged, ack p50 $(val "$OUT/$tag.wrk" P50_MS) ms p99 $(val "$OUT/$tag.wrk" P99_MS) ms, 503 $(val "$OUT/$tag.wrk" BUSY_503), other $(val "$OUT/$tag.wrk" OTHER); $((syncs / STORM_S)) syncs/s, $(python3 -c "print(round($acked / max($syncs, 1), 1))") events per sync; WAL after: $((wal / 1024)) KiB; CPU per thread: $threads; $(uptime | sed 's/.*load/load/')"
+    log "  $tag: $((acked / STORM_S)) events/s acknowledged, ack p50 $(val "$OUT/$tag.wrk" P50_MS) ms p99 $(val "$OUT/$tag.wrk" P99_MS) ms, 503 $(val "$OUT/$tag.wrk" BUSY_503), other $(val "$OUT/$tag.wrk" OTHER); $((syncs / STORM_S)) syncs/s, $(python3 -c "print(round($acked / max($syncs, 1), 1))") events per sync; WAL after: $((wal / 1024)) KiB; CPU per thread: $threads; wrk $(awk -v s="$STORM_S" '{gsub(/[ms]/, " "); if (NR == 2) printf "%.0f%%", ($1 * 60 + $2 + $3 * 60 + $4) * 100 / s}' "$OUT/$tag.wrkcpu"); $(uptime | sed 's/.*load/load/')"
 }
 
 log "disk: $(fsync_probe) (in $DATA_ROOT)"

@@ -424,13 +424,13 @@ pub struct ServeArgs {
     )]
     pub wal_restart_commits: u64,
     /// Sync the SQLite WAL on a thread of its own, writing the next batch meanwhile (`true`:
-    /// lower ack latency, more CPU per event), or inside each commit with
+    /// lower ack latency, a little more CPU per event), or inside each commit with
     /// `synchronous=FULL` (`false`). Either way an event is acknowledged only once on disk.
     #[arg(
         long,
         env = "MATCHSTREAM_WAL_SYNC_THREAD",
         value_name = "BOOL",
-        default_value_t = false,
+        default_value_t = true,
         action = clap::ArgAction::Set,
         help_heading = "Limits"
     )]

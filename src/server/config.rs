@@ -143,7 +143,7 @@ impl ServerConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             data_dir: PathBuf::from("./data"),
             wal_restart_commits: crate::store::DEFAULT_WAL_RESTART_COMMITS,
-            wal_sync_thread: false,
+            wal_sync_thread: true,
             admin_token: String::new(),
             enable_echo: false,
             demo: false,
