@@ -1,13 +1,15 @@
 //! Pipelined group commit, for a store whose sync is deferred ([`Store::deferred_sync`]):
-//! the sequencer writes batch N+1 while a thread of its own (`wal-sync`) syncs batch N.
+//! a thread of its own (`wal-sync`) syncs batch N while the sequencer stages batch N+1.
 //!
 //! Each written batch is a *generation*. One sync is in flight at a time; it covers every
-//! generation written before it started. When it returns ([`Msg::Synced`], through the
-//! sequencer's own queue) the generations it covers are durable and committed in order —
-//! broadcast, then answered — exactly as an unpipelined batch after its fsync; what was
-//! written meanwhile gets the next sync at once. So no event is broadcast, answered or
-//! visible to readers before it is on disk; events of later batches fold on the states of
-//! the batches still syncing ([`Batch::ahead`]).
+//! generation written before it started. Events that arrive meanwhile are validated and
+//! staged (folding on the states of the batches still syncing, [`Batch::ahead`]) but not
+//! written: the commit stays one large transaction. When the sync returns ([`Msg::Synced`],
+//! through the sequencer's own queue) the staged batch is written and its sync requested
+//! first, and only then are the generations just synced committed in order — broadcast,
+//! then answered — exactly as an unpipelined batch after its fsync: so the next fsync runs
+//! while this batch is broadcast and answered, and no event is broadcast, answered or
+//! visible to readers before it is on disk.
 //!
 //! A request that is not an event, and a stop, first drains the pipeline (written and
 //! synced on this thread). A failed write refuses its batch only; a failed sync refuses
@@ -82,16 +84,22 @@ impl Pipeline {
 }
 
 impl Core {
-    /// Writes the staged events as the next generation and asks for its sync.
+    /// Writes the staged events as the next generation and asks for its sync, unless a
+    /// sync is in flight: then they wait for it, staged (one large commit, not several).
     pub(super) fn write_ahead(&mut self, batch: &mut Batch) {
-        if self.write_generation(batch) {
+        let syncing = self
+            .pipeline
+            .as_ref()
+            .is_some_and(|p| p.in_flight.is_some() && p.failed.is_none());
+        if !syncing && self.write_generation(batch) {
             if let Some(p) = self.pipeline.as_mut() {
                 p.request_sync();
             }
         }
     }
 
-    /// A sync returned: commits the generations it covered; asks for the next one.
+    /// A sync returned: writes what was staged meanwhile and asks for its sync, then
+    /// commits the generations the returned sync covered.
     pub(super) fn synced(&mut self, batch: &mut Batch, gen: u64, result: Result<(), String>) {
         let Some(p) = self.pipeline.as_mut() else {
             return;
@@ -99,10 +107,12 @@ impl Core {
         if p.in_flight == Some(gen) {
             p.in_flight = None;
         }
-        self.settle(batch, gen, result);
-        if let Some(p) = self.pipeline.as_mut() {
-            p.request_sync();
+        if result.is_ok() {
+            self.write_ahead(batch);
         }
+        self.settle(batch, gen, result);
+        // What is still staged: written now, or refused when the sync failed.
+        self.write_ahead(batch);
     }
 
     /// Writes what is staged and syncs everything on this thread: then every event handed
