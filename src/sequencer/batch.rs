@@ -2,6 +2,7 @@
 //! broadcast in order, then answered.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -41,13 +42,13 @@ impl Posted {
 }
 
 /// One validated event waiting for the batch's commit.
-struct Staged {
-    mid: String,
-    event: Event,
+pub(super) struct Staged {
+    pub(super) mid: String,
+    pub(super) event: Event,
     /// The match after this event.
-    state: Match,
+    pub(super) state: Arc<Match>,
     expect_seq: Option<u64>,
-    pending: Pending,
+    pub(super) pending: Pending,
 }
 
 impl Staged {
@@ -64,9 +65,10 @@ impl Staged {
 /// The events staged since the last commit.
 #[derive(Default)]
 pub(super) struct Batch {
-    items: Vec<Staged>,
-    /// Index of the last staged event of each match.
-    last: HashMap<String, usize>,
+    pub(super) items: Vec<Staged>,
+    /// The state after the latest event of each match that is staged, or written and not
+    /// yet committed ([`super::pipeline`]): the next event of that match folds on it.
+    pub(super) ahead: HashMap<String, Arc<Match>>,
 }
 
 impl Core {
@@ -80,8 +82,8 @@ impl Core {
         expect_seq: Option<u64>,
         pending: Pending,
     ) {
-        let base = match batch.last.get(&mid) {
-            Some(&i) => &batch.items[i].state,
+        let base = match batch.ahead.get(&mid) {
+            Some(state) => &**state,
             None => match self.matches.get(&mid) {
                 Some(snapshot) => &*snapshot.state,
                 None => {
@@ -100,11 +102,12 @@ impl Core {
         };
         match validated {
             Ok(event) => {
-                batch.last.insert(mid.clone(), batch.items.len());
+                let state = Arc::new(next);
+                batch.ahead.insert(mid.clone(), Arc::clone(&state));
                 batch.items.push(Staged {
                     mid,
                     event,
-                    state: next,
+                    state,
                     expect_seq,
                     pending,
                 });
@@ -128,10 +131,14 @@ impl Core {
     /// batch is refused and nothing changes. Events a shared store refused (another node
     /// appended first) are tried again one at a time, after catching up.
     pub(super) fn flush(&mut self, batch: &mut Batch) {
+        if self.pipeline.is_some() {
+            self.drain(batch);
+            return;
+        }
         if batch.items.is_empty() {
             return;
         }
-        batch.last.clear();
+        batch.ahead.clear();
         let items = std::mem::take(&mut batch.items);
         let outcome = {
             let appends: Vec<Append<'_>> = items
@@ -242,7 +249,7 @@ impl Core {
                 Err(e) => return Err(Refused::from_store(e)),
             }
             let done = Done::Event { seq: event.seq, ts };
-            self.commit(mid, event, next);
+            self.commit(mid, event, Arc::new(next));
             return Ok(done);
         }
         Err(Refused::Contention)

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{mpsc, Arc};
 
 use super::batch::{Batch, Posted};
+use super::pipeline::Pipeline;
 use super::snapshot::{team_json, Loaded};
 use super::{
     check_history, Broadcast, Clock, Done, Limits, MatchSnapshot, Msg, Refused, Reply, Request,
@@ -27,6 +28,8 @@ pub(super) struct Core {
     ended: VecDeque<Arc<str>>,
     /// Whether a history let go can be read back from the store.
     can_let_go: bool,
+    /// With a store whose sync is deferred: the batches written and syncing.
+    pub(super) pipeline: Option<Pipeline>,
 }
 
 impl Core {
@@ -38,6 +41,7 @@ impl Core {
         sink: Sink,
         clock: Clock,
         limits: Limits,
+        to_self: mpsc::Sender<Msg>,
     ) -> Result<Core, StoreError> {
         let teams: BTreeMap<String, Team> =
             snap.teams.into_iter().map(|t| (t.id.clone(), t)).collect();
@@ -52,6 +56,10 @@ impl Core {
             matches.insert(snapshot.state.id.clone(), Arc::new(snapshot));
         }
         let can_let_go = store.history_source().is_some();
+        let pipeline = match store.deferred_sync() {
+            Some(syncer) => Some(Pipeline::start(syncer, to_self)?),
+            None => None,
+        };
         let mut core = Core {
             store,
             sink,
@@ -61,6 +69,7 @@ impl Core {
             matches,
             ended,
             can_let_go,
+            pipeline,
         };
         core.let_go_of_ended_histories(false);
         let loaded = Loaded {
@@ -85,7 +94,9 @@ impl Core {
             if let Some(done) = stop {
                 // Dropping the core closes the store before the caller is released.
                 drop(self);
-                let _ = done.send(());
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
                 return;
             }
         }
@@ -93,13 +104,14 @@ impl Core {
     }
 
     /// Handles `first` and what else is queued (at most [`Limits::max_batch`]), then commits
-    /// the staged events. Returns the stop message's reply channel when told to stop.
+    /// the staged events (with a [`Pipeline`]: writes them and leaves their sync in
+    /// flight). Returns the stop message when told to stop.
     fn take_batch(
         &mut self,
         rx: &mpsc::Receiver<Msg>,
         first: Msg,
         batch: &mut Batch,
-    ) -> Option<mpsc::Sender<()>> {
+    ) -> Option<Option<mpsc::Sender<()>>> {
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(msg) = next {
@@ -130,6 +142,7 @@ impl Core {
                     self.flush(batch);
                     return Some(done);
                 }
+                Msg::Synced { gen, result } => self.synced(batch, gen, result),
             }
             next = if taken < self.limits.max_batch {
                 rx.try_recv().ok()
@@ -137,7 +150,11 @@ impl Core {
                 None
             };
         }
-        self.flush(batch);
+        if self.pipeline.is_some() {
+            self.write_ahead(batch);
+        } else {
+            self.flush(batch);
+        }
         None
     }
 
@@ -232,14 +249,14 @@ impl Core {
     }
 
     /// Records an event that is durable and broadcasts it (the state after it is `next`).
-    pub(super) fn commit(&mut self, mid: &str, event: Event, next: Match) {
+    pub(super) fn commit(&mut self, mid: &str, event: Event, next: Arc<Match>) {
         let Some(entry) = self.matches.get(mid) else {
             return;
         };
         let was_ended = entry.state.is_ended();
         let ws_text: Arc<str> = Arc::from(event_message(mid, &event));
         let history = entry.history.as_ref().map(|h| h.push(Arc::clone(&ws_text)));
-        let state = Arc::new(next);
+        let state = next;
         let snapshot = Arc::new(MatchSnapshot::new(
             Arc::clone(&entry.mid),
             Arc::clone(&state),

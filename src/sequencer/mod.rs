@@ -399,7 +399,23 @@ pub enum Broadcast {
 
 enum Msg {
     Request(Request, Pending),
-    Stop(mpsc::Sender<()>),
+    /// Stop after what is queued; `Some`: tell the caller once the store is closed.
+    Stop(Option<mpsc::Sender<()>>),
+    /// The `wal-sync` thread synced every generation up to `gen` ([`pipeline`]).
+    Synced {
+        gen: u64,
+        result: Result<(), String>,
+    },
+}
+
+/// Held by every clone of a handle: the last one dropped stops the thread (the queue alone
+/// cannot tell, since the `wal-sync` thread holds a sender too).
+struct Alive(mpsc::Sender<Msg>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::Stop(None));
+    }
 }
 
 /// A reply closure that is called exactly once: with the answer, or with
@@ -447,6 +463,7 @@ pub struct SequencerHandle {
     tx: mpsc::Sender<Msg>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
+    _alive: Arc<Alive>,
 }
 
 impl std::fmt::Debug for SequencerHandle {
@@ -476,13 +493,14 @@ impl Sequencer {
     ) -> Result<SequencerHandle, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), StoreError>>(1);
+        let to_self = tx.clone();
         thread::Builder::new()
             .name("sequencer".into())
             .spawn(move || {
                 let mut store = store;
                 let core = store
                     .load_all()
-                    .and_then(|snap| Core::new(store, snap, sink, clock, limits));
+                    .and_then(|snap| Core::new(store, snap, sink, clock, limits, to_self));
                 match core {
                     Ok(core) => {
                         let _ = ready_tx.send(Ok(()));
@@ -495,6 +513,7 @@ impl Sequencer {
             })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(SequencerHandle {
+                _alive: Arc::new(Alive(tx.clone())),
                 tx,
                 queued: Arc::default(),
                 max_queued: limits.max_queued_writes,
@@ -542,7 +561,7 @@ impl SequencerHandle {
     /// the store. Blocks: call it at shutdown, never from a worker's event loop.
     pub fn shutdown(&self) {
         let (done_tx, done_rx) = mpsc::channel();
-        if self.tx.send(Msg::Stop(done_tx)).is_ok() {
+        if self.tx.send(Msg::Stop(Some(done_tx))).is_ok() {
             let _ = done_rx.recv();
         }
     }
@@ -561,6 +580,7 @@ fn stopped_reply(watch: bool) -> Reply {
 mod batch;
 pub mod cluster;
 mod core;
+mod pipeline;
 mod shared;
 use self::core::Core;
 
@@ -572,6 +592,9 @@ mod batch_tests;
 
 #[cfg(test)]
 mod cluster_tests;
+
+#[cfg(test)]
+mod pipeline_tests;
 
 /// Checks that a stored match's history is 1..=N without gaps and matches its state.
 fn check_history(state: &Match, events: &[Event]) -> Result<(), StoreError> {

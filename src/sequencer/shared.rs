@@ -40,7 +40,7 @@ impl Core {
             next.seq = event.seq;
             next.last_ts = event.ts;
         }
-        self.commit(mid, event, next);
+        self.commit(mid, event, std::sync::Arc::new(next));
         true
     }
 

@@ -413,6 +413,28 @@ pub struct ServeArgs {
         help_heading = "Limits"
     )]
     pub ended_history_matches: usize,
+    /// Commits of events after which the SQLite writer finishes a WAL checkpoint itself, so
+    /// that the WAL starts over instead of growing through a storm of writes (0: never).
+    #[arg(
+        long,
+        env = "MATCHSTREAM_WAL_RESTART_COMMITS",
+        value_name = "N",
+        default_value_t = crate::store::DEFAULT_WAL_RESTART_COMMITS,
+        help_heading = "Limits"
+    )]
+    pub wal_restart_commits: u64,
+    /// Sync the SQLite WAL on a thread of its own, writing the next batch meanwhile (`true`:
+    /// lower ack latency, a little more CPU per event), or inside each commit with
+    /// `synchronous=FULL` (`false`). Either way an event is acknowledged only once on disk.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_WAL_SYNC_THREAD",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        help_heading = "Limits"
+    )]
+    pub wal_sync_thread: bool,
 }
 
 /// Checks `--redis-sentinel HOST:PORT[,HOST:PORT…]`.

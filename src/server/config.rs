@@ -22,6 +22,12 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
+    /// Commits of events between the writer's own WAL checkpoints (`--wal-restart-commits`,
+    /// 0: off; see [`crate::store::SqliteStore::restart_wal_every`]).
+    pub wal_restart_commits: u64,
+    /// Whether the WAL's fsync runs on its own thread, pipelined with the next batch's
+    /// write (`--wal-sync-thread`; else inside each commit, `synchronous=FULL`).
+    pub wal_sync_thread: bool,
     /// Bearer token for admin writes.
     pub admin_token: String,
     /// Whether `/1/echo` is served.
@@ -136,6 +142,8 @@ impl ServerConfig {
             tcp_listen,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             data_dir: PathBuf::from("./data"),
+            wal_restart_commits: crate::store::DEFAULT_WAL_RESTART_COMMITS,
+            wal_sync_thread: true,
             admin_token: String::new(),
             enable_echo: false,
             demo: false,

@@ -79,6 +79,8 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
     config.ws_dead_after = Duration::from_millis(args.ws_dead_after_ms);
     config.sequencer.max_queued_writes = args.max_queued_writes.max(1);
     config.sequencer.ended_history_matches = args.ended_history_matches;
+    config.wal_restart_commits = args.wal_restart_commits;
+    config.wal_sync_thread = args.wal_sync_thread;
     config.plane_ring_entries = args.plane_ring_entries;
     config.send_timeout = Duration::from_millis(args.send_timeout_ms);
     config.max_connections_per_ip = args.max_connections_per_ip;
@@ -296,9 +298,16 @@ fn start_sequencer(
                     config.data_dir.display()
                 ))
             })?;
-            store
-                .checkpoint_in_background()
-                .map_err(|e| io::Error::other(format!("cannot start the WAL checkpointer: {e}")))?;
+            // Checkpoints, and with --wal-sync-thread the WAL's fsync, leave the sequencer's
+            // thread (then a batch is written while the one before it syncs; acknowledged
+            // only once synced).
+            if config.wal_sync_thread {
+                store.sync_wal_separately()
+            } else {
+                store.checkpoint_in_background()
+            }
+            .map_err(|e| io::Error::other(format!("cannot start the WAL threads: {e}")))?;
+            store.restart_wal_every(config.wal_restart_commits);
             (Box::new(store), None)
         }
     };

@@ -17,7 +17,9 @@ mod sqlite;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
-pub use sqlite::{SqliteStore, Synchronous, CHECKPOINT_EVERY, DB_FILE};
+pub use sqlite::{
+    SqliteStore, Synchronous, CHECKPOINT_EVERY, DB_FILE, DEFAULT_WAL_RESTART_COMMITS,
+};
 
 use thiserror::Error;
 
@@ -121,8 +123,13 @@ pub trait HistorySource: Send {
     fn history(&mut self, mid: &str, since: u64) -> Result<Option<Vec<Event>>>;
 }
 
+/// Makes durable everything a store wrote before the call started ([`Store::write_batch`]);
+/// called on a thread of its own, never on the sequencer's.
+pub type Syncer = std::sync::Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
 /// Durable storage used by the sequencer thread. Every method either makes its change
-/// durable or returns an error having changed nothing.
+/// durable or returns an error having changed nothing — except [`Store::write_batch`] of a
+/// store with a [`Store::deferred_sync`], whose batch is durable only after that sync.
 pub trait Store: Send {
     /// Reads everything: teams, matches and every match's events.
     fn load_all(&mut self) -> Result<Snapshot>;
@@ -160,6 +167,17 @@ pub trait Store: Send {
             }
         }
         Ok(out)
+    }
+    /// `Some` when [`Store::write_batch`] returns before its batch is on disk: the batch is
+    /// durable once a call of this syncer that started after `write_batch` returned has
+    /// returned `Ok`. Lets the sequencer write the next batch while one syncs.
+    fn deferred_sync(&self) -> Option<Syncer> {
+        None
+    }
+    /// [`Store::append_batch`], except that with a [`Store::deferred_sync`] it returns once
+    /// the batch is written, before it is durable.
+    fn write_batch(&mut self, batch: &[Append<'_>]) -> Result<BatchOutcome> {
+        self.append_batch(batch)
     }
     /// Reads one match as stored now (`None` when it is not): to resync a node whose
     /// replica is ahead of a shared store.

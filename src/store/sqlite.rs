@@ -11,6 +11,12 @@
 //! Checkpoints (copying the WAL back into the database file, and syncing it) can run on a
 //! thread of their own ([`SqliteStore::checkpoint_in_background`]) so that no commit waits
 //! for one; the writer then never checkpoints itself.
+//!
+//! The WAL's sync can leave the writer's thread too ([`SqliteStore::sync_wal_separately`]):
+//! the writer commits with `synchronous=OFF` and the WAL file is `fdatasync`ed by the caller
+//! of [`Store::deferred_sync`]'s syncer before anything written is acknowledged — the same
+//! bytes on disk, in the same order relative to the acknowledgement, as `FULL` gives, while
+//! the next batch is written during the sync (every other write syncs before it returns).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection};
 
 use super::{
-    Append, BatchOutcome, HistorySource, Result, Snapshot, Store, StoreError, StoredMatch,
+    Append, BatchOutcome, HistorySource, Result, Snapshot, Store, StoreError, StoredMatch, Syncer,
 };
 use crate::domain::{Event, EventKind, Match, Team};
 
@@ -73,10 +79,21 @@ pub struct SqliteStore {
     path: PathBuf,
     commits: Arc<AtomicU64>,
     checkpointer: Option<Checkpointer>,
+    /// The WAL file, when its sync is the caller's ([`SqliteStore::sync_wal_separately`]).
+    wal: Option<Arc<std::fs::File>>,
+    /// Commits of events between the writer's own checkpoints (0: never).
+    restart_every: u64,
+    /// Commits of events since the writer's last checkpoint.
+    since_restart: u64,
 }
 
 /// How often the background checkpointer copies the WAL into the database.
 pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Default of `--wal-restart-commits`: with background checkpoints, the writer finishes a
+/// checkpoint itself after this many commits of events, so that the WAL starts over from
+/// its beginning (see [`SqliteStore::restart_wal_every`]).
+pub const DEFAULT_WAL_RESTART_COMMITS: u64 = 256;
 
 /// The background checkpoint thread; stopped and joined when the store is dropped.
 #[derive(Debug)]
@@ -124,6 +141,9 @@ impl SqliteStore {
             path,
             commits: Arc::default(),
             checkpointer: None,
+            wal: None,
+            restart_every: 0,
+            since_restart: 0,
         })
     }
 
@@ -157,6 +177,86 @@ impl SqliteStore {
             stop,
             thread: Some(thread),
         });
+        self.restart_every = DEFAULT_WAL_RESTART_COMMITS;
+        Ok(())
+    }
+
+    /// Keeps the WAL from growing without end under a storm of writes (`0`: off). The
+    /// background checkpointer alone never catches up while commits keep coming, and SQLite
+    /// restarts the WAL from its beginning only when a write finds it wholly checkpointed:
+    /// so after `commits` commits of events the writer runs a passive checkpoint itself
+    /// (the WAL synced first, the database file synced after — `FULL` for that moment),
+    /// which copies only what the background thread has not, and the next commit starts the
+    /// WAL over. Commits then overwrite blocks the file already has: their `fdatasync` needs
+    /// no file-system journal commit, and the WAL stays at about `commits` commits' size.
+    pub fn restart_wal_every(&mut self, commits: u64) {
+        self.restart_every = commits;
+    }
+
+    /// Counts a commit of events; every [`SqliteStore::restart_wal_every`] commits,
+    /// checkpoints on this connection (see there). A failure is logged: the commit stands.
+    fn maybe_restart_wal(&mut self) {
+        self.since_restart += 1;
+        if self.restart_every == 0 || self.since_restart < self.restart_every {
+            return;
+        }
+        if let Err(e) = self.checkpoint_here() {
+            tracing::warn!(error = %e, "WAL checkpoint by the writer failed");
+        }
+    }
+
+    fn checkpoint_here(&mut self) -> Result<()> {
+        self.synced()?;
+        let deferred = self.wal.is_some();
+        if deferred {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        let busy: rusqlite::Result<i64> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0));
+        if deferred {
+            self.conn.pragma_update(None, "synchronous", "OFF")?;
+        }
+        // Busy: the background checkpointer holds the lock; try again at the next commit.
+        if busy? == 0 {
+            self.since_restart = 0;
+        }
+        Ok(())
+    }
+
+    /// Takes the WAL's sync off this connection: it commits with `synchronous=OFF`, and
+    /// the WAL file is synced (`fdatasync`) after every write but [`Store::write_batch`],
+    /// whose batches the [`Store::deferred_sync`] syncer makes durable from another thread.
+    /// Checkpoints run in the background ([`SqliteStore::checkpoint_in_background`], started
+    /// here): that connection keeps `FULL`, so a checkpoint syncs the WAL before copying it
+    /// and the database file before the WAL can restart.
+    pub fn sync_wal_separately(&mut self) -> Result<()> {
+        if self.wal.is_some() {
+            return Ok(());
+        }
+        self.checkpoint_in_background()?;
+        // A read opens (creates) the WAL file; its directory entry is made durable once.
+        self.conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+        let mut wal_path = self.path.clone().into_os_string();
+        wal_path.push("-wal");
+        let wal = std::fs::File::open(&wal_path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        wal.sync_data()?;
+        self.conn.pragma_update(None, "synchronous", "OFF")?;
+        self.wal = Some(Arc::new(wal));
+        Ok(())
+    }
+
+    /// With [`SqliteStore::sync_wal_separately`]: syncs the WAL now (a write returns durable).
+    fn synced(&self) -> Result<()> {
+        if let Some(wal) = &self.wal {
+            wal.sync_data()?;
+        }
         Ok(())
     }
 
@@ -250,7 +350,7 @@ impl Store for SqliteStore {
                  ON CONFLICT (id) DO UPDATE SET name = ?2, division = ?3",
             )?
             .execute(params![team.id, team.name, team.division])?;
-        Ok(())
+        self.synced()
     }
 
     fn create_match(&mut self, m: &Match) -> Result<()> {
@@ -258,7 +358,7 @@ impl Store for SqliteStore {
         self.conn
             .prepare_cached("INSERT INTO matches (id, state, last_ts) VALUES (?1, ?2, ?3)")?
             .execute(params![m.id, state, m.last_ts])?;
-        Ok(())
+        self.synced()
     }
 
     fn append_event(&mut self, mid: &str, event: &Event, state: &Match) -> Result<()> {
@@ -267,6 +367,17 @@ impl Store for SqliteStore {
     }
 
     fn append_batch(&mut self, batch: &[Append<'_>]) -> Result<BatchOutcome> {
+        let outcome = self.write_batch(batch)?;
+        self.synced()?;
+        Ok(outcome)
+    }
+
+    fn deferred_sync(&self) -> Option<Syncer> {
+        let wal = Arc::clone(self.wal.as_ref()?);
+        Some(Arc::new(move || wal.sync_data()))
+    }
+
+    fn write_batch(&mut self, batch: &[Append<'_>]) -> Result<BatchOutcome> {
         // The state after a match's last event of the batch is the one to store.
         let mut last: Vec<(&str, &Match)> = Vec::new();
         for a in batch {
@@ -299,6 +410,7 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        self.maybe_restart_wal();
         Ok(batch.iter().map(|_| Ok(())).collect())
     }
 
@@ -316,7 +428,7 @@ impl Store for SqliteStore {
         tx.prepare_cached("DELETE FROM matches WHERE id = ?1")?
             .execute([mid])?;
         tx.commit()?;
-        Ok(())
+        self.synced()
     }
 }
 

@@ -302,3 +302,42 @@ fn background_checkpoints_keep_the_wal_small_and_lose_nothing() {
     assert_eq!(snap.matches[0].events.len(), 1 + 10_000);
     assert_eq!(snap.matches[0].state.seq, 10_001);
 }
+
+#[test]
+fn a_storm_without_pauses_keeps_restarting_the_wal_and_loses_nothing() {
+    const COMMITS: u64 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    store.sync_wal_separately().unwrap();
+    store.restart_wal_every(50);
+    let (mut m, _) = play_sample(&mut store, 1);
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    let mut wal_bytes = 0;
+    for _ in 0..COMMITS {
+        let data = serde_json::json!({ "text": "x".repeat(500) });
+        let data = m.apply(EventKind::Comment, &data, 5_000).unwrap();
+        let event = Event {
+            seq: m.seq,
+            ts: 5_000,
+            kind: EventKind::Comment,
+            data,
+            minute: None,
+        };
+        let batch = [Append {
+            mid: &m.id,
+            event: &event,
+            state: &m,
+        }];
+        store.append_batch(&batch).unwrap();
+        wal_bytes = wal_bytes.max(std::fs::metadata(&wal).unwrap().len());
+    }
+    // Without the writer's checkpoints every commit appends (≥ 2 pages): ≥ 4.8 MB here.
+    assert!(
+        wal_bytes < 2 << 20,
+        "the WAL grew to {wal_bytes} bytes over {COMMITS} commits"
+    );
+    drop(store);
+    let stored = SqliteStore::open(dir.path()).unwrap().load_all().unwrap();
+    assert_eq!(stored.matches[0].state.seq, m.seq);
+    assert_eq!(stored.matches[0].events.len() as u64, m.seq);
+}
