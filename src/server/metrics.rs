@@ -114,6 +114,9 @@ pub struct WorkerStats {
     pub short_writes: AtomicU64,
     /// `io_uring_enter` calls on the watcher-plane ring.
     pub plane_enters: AtomicU64,
+    /// Times the plane ring's completion queue overflowed (its completions were flushed
+    /// from the kernel's overflow list).
+    pub plane_cq_overflows: AtomicU64,
     /// Broadcasts that reached at least one plane watcher.
     pub plane_broadcasts: AtomicU64,
     /// `io_uring_enter` calls made while fanning those broadcasts out.
@@ -203,7 +206,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 31] = [
+    let per_worker: [CounterDef; 32] = [
         (
             "matchstream_connections",
             "gauge",
@@ -305,6 +308,12 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "counter",
             "io_uring_enter calls on the watcher-plane ring",
             |s| &s.plane_enters,
+        ),
+        (
+            "matchstream_plane_cq_overflows_total",
+            "counter",
+            "Times the watcher-plane ring's completion queue overflowed and was flushed",
+            |s| &s.plane_cq_overflows,
         ),
         (
             "matchstream_plane_broadcasts_total",

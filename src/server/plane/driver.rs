@@ -197,6 +197,7 @@ fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Subscriptions>>, 
     let Plane { core, ring, .. } = plane;
     let now = worker.now_ms();
     let enters = ring.enters();
+    let overflows = ring.overflow_flushes();
     if let Err(e) = ring.submit(core) {
         tracing::warn!(worker = worker.index, "plane submit: {e}");
     }
@@ -223,6 +224,10 @@ fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Subscriptions>>, 
     }
     let stats = worker.stats();
     WorkerStats::add(&stats.plane_enters, ring.enters() - enters);
+    WorkerStats::add(
+        &stats.plane_cq_overflows,
+        ring.overflow_flushes() - overflows,
+    );
     add_counters(stats, core.take_counters());
     (core.take_events(), reaped)
 }
