@@ -1,5 +1,6 @@
-//! What the tasks of one load thread share: every watcher's outcome, the latency aggregates
-//! and one read buffer, and how a watcher's status and events are recorded into them.
+//! What the tasks of one load thread share: every watcher's outcome, the latency aggregates,
+//! one read buffer and the event payloads already checked ([`KnownEvents`]), and how a
+//! watcher's status and events are recorded into them.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -9,10 +10,14 @@ use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
+use super::known::KnownEvents;
 use super::{Outcome, Phase, Progress, WatchConfig};
 use crate::load::stats::{self, LatencyStats};
 use crate::load::verify::Verdict;
 use crate::load::wire::Wire;
+
+/// The room a watcher's read offers: a few event frames (more wait for the next read).
+pub(super) const READ_ROOM: usize = 512;
 
 /// One load thread's shared state; a watcher is known by its slot in `indices`/`outcomes`.
 pub(super) struct Ctx {
@@ -32,6 +37,11 @@ pub(super) struct Ctx {
     pub(super) scratch: RefCell<Vec<u8>>,
     /// Watchers done for good.
     pub(super) done: Cell<usize>,
+    /// Event payloads of this thread's feeds already checked by a full parse.
+    pub(super) known: RefCell<KnownEvents>,
+    /// Deliveries recorded but not yet added to `progress.deliveries` (one shared add per
+    /// batch of frames, not one per frame).
+    pub(super) unreported: Cell<u64>,
 }
 
 impl Ctx {
@@ -42,6 +52,7 @@ impl Ctx {
 
     /// Marks watcher `slot` done for good, ending in `phase`.
     pub(super) fn finish(&self, slot: usize, phase: Phase) {
+        self.report_deliveries();
         let mut o = self.outcomes.borrow_mut();
         o[slot].phase = phase;
         if !o[slot].checker.has_status() {
@@ -86,7 +97,7 @@ impl Ctx {
             verdict,
             Verdict::InOrder | Verdict::AfterGap(_) | Verdict::Reordered
         ) {
-            self.progress.deliveries.fetch_add(1, Ordering::Relaxed);
+            self.unreported.set(self.unreported.get() + 1);
             let f = &self.cfg.feeds[feed];
             if let Some(sent) = f.sent_at(seq) {
                 let index = (seq - f.base.load(Ordering::Acquire) - 1) as usize;
@@ -116,8 +127,36 @@ impl Ctx {
             .saturating_record(latency_ns.clamp(1, stats::MAX_TRACKED_NS));
     }
 
+    /// The event number watcher `slot` expects next, once it has its status.
+    pub(super) fn expected_next(&self, slot: usize) -> Option<u64> {
+        let o = self.outcomes.borrow();
+        let checker = &o[slot].checker;
+        checker.has_status().then(|| checker.last() + 1)
+    }
+
+    /// Adds the deliveries recorded since the last call to the shared progress counter.
+    pub(super) fn report_deliveries(&self) {
+        let n = self.unreported.replace(0);
+        if n > 0 {
+            self.progress.deliveries.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Reads what is there (waiting for readiness) into `buf`; `Ok(false)` at EOF.
     pub(super) async fn read_more(&self, stream: &Wire, buf: &mut Vec<u8>) -> io::Result<bool> {
+        self.report_deliveries();
         Ok(stream.recv_some(&self.scratch, buf).await? > 0)
+    }
+
+    /// [`Ctx::read_more`] for a watcher that keeps reading: one read of at most
+    /// [`READ_ROOM`] bytes into the watcher's own `buf` (see [`Wire::recv_into`]). Returns the
+    /// bytes read (0 at EOF).
+    pub(super) async fn read_next(
+        &self,
+        stream: &mut Wire,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        self.report_deliveries();
+        stream.recv_into(&self.scratch, buf, READ_ROOM).await
     }
 }
