@@ -313,4 +313,31 @@ mod tests {
     fn a_masked_or_reserved_frame_from_the_server_is_an_error() {
         assert!(frame_at(&[0x81 | 0x20, 0x00]).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever the server sends, a found frame lies inside the bytes given, and taking
+        /// frames off the front agrees with the in-place reader.
+        #[test]
+        fn any_bytes_give_frames_inside_the_buffer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let mut at = 0;
+            let mut owned = bytes.clone();
+            while let Ok(Some(frame)) = frame_at(&bytes[at..]) {
+                proptest::prop_assert!(frame.payload.start <= frame.payload.end);
+                proptest::prop_assert!(at + frame.len() <= bytes.len());
+                let taken = next_raw_frame(&mut owned);
+                if !frame.compressed {
+                    let (opcode, payload) = taken.unwrap().unwrap();
+                    proptest::prop_assert_eq!(opcode, frame.opcode);
+                    proptest::prop_assert_eq!(&payload[..], &bytes[at + frame.payload.start..at + frame.payload.end]);
+                    proptest::prop_assert_eq!(&owned[..], &bytes[at + frame.len()..]);
+                } else if taken.is_err() {
+                    break;
+                }
+                at += frame.len();
+                if frame.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
 }
