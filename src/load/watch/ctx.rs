@@ -16,8 +16,22 @@ use crate::load::stats::{self, LatencyStats};
 use crate::load::verify::Verdict;
 use crate::load::wire::Wire;
 
-/// The room a watcher's read offers: a few event frames (more wait for the next read).
+/// The room a waiting watcher's read offers: a few event frames. It is what each watcher
+/// holds while it waits, so it is small; a watcher that falls behind reads more at once
+/// ([`next_room`]).
 pub(super) const READ_ROOM: usize = 512;
+/// The most room one read offers (a watcher catching up after a burst).
+pub(super) const MAX_READ_ROOM: usize = 64 << 10;
+
+/// The room of the next read after one that offered `room` and got `got` bytes: four times as
+/// much after a read that filled it (more is waiting), back to [`READ_ROOM`] otherwise.
+pub(super) fn next_room(room: usize, got: usize) -> usize {
+    if got >= room {
+        (room * 4).min(MAX_READ_ROOM)
+    } else {
+        READ_ROOM
+    }
+}
 
 /// One load thread's shared state; a watcher is known by its slot in `indices`/`outcomes`.
 pub(super) struct Ctx {
@@ -148,15 +162,30 @@ impl Ctx {
         Ok(stream.recv_some(&self.scratch, buf).await? > 0)
     }
 
-    /// [`Ctx::read_more`] for a watcher that keeps reading: one read of at most
-    /// [`READ_ROOM`] bytes into the watcher's own `buf` (see [`Wire::recv_into`]). Returns the
-    /// bytes read (0 at EOF).
+    /// [`Ctx::read_more`] for a watcher that keeps reading: one read of at most `room` bytes
+    /// into the watcher's own `buf` (see [`Wire::recv_into`]). Returns the bytes read (0 at
+    /// EOF).
     pub(super) async fn read_next(
         &self,
         stream: &mut Wire,
         buf: &mut Vec<u8>,
+        room: usize,
     ) -> io::Result<usize> {
         self.report_deliveries();
-        stream.recv_into(&self.scratch, buf, READ_ROOM).await
+        stream.recv_into(&self.scratch, buf, room).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_read_offers_more_room_and_a_short_one_goes_back() {
+        assert_eq!(next_room(READ_ROOM, 100), READ_ROOM);
+        assert_eq!(next_room(READ_ROOM, READ_ROOM), 4 * READ_ROOM);
+        assert_eq!(next_room(4 * READ_ROOM, 4 * READ_ROOM), 16 * READ_ROOM);
+        assert_eq!(next_room(MAX_READ_ROOM, MAX_READ_ROOM), MAX_READ_ROOM);
+        assert_eq!(next_room(MAX_READ_ROOM, 10), READ_ROOM);
     }
 }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::ctx::{Ctx, READ_ROOM};
+use super::ctx::{next_room, Ctx, READ_ROOM};
 use super::session::{dropped, failed, Failure};
 use crate::load::client;
 use crate::load::wire::Wire;
@@ -28,9 +28,9 @@ struct Message<'a> {
 /// Watches feed `feed` as client `index` until the match's `stop` and the server's close 1000;
 /// resumes after `since` when given. `buf` holds what arrived with the handshake response.
 ///
-/// Each read is one io_uring `Recv` into the watcher's own buffer; frames are checked where
-/// they lie in it (no copy or allocation per frame), every complete one of a read before the
-/// next read.
+/// Each read is one io_uring `Recv` into the watcher's own buffer (a small room while it
+/// keeps up, more while it catches up); frames are checked where they lie in it (no copy or
+/// allocation per frame), every complete one of a read before the next read.
 pub(super) async fn watch(
     ctx: &Ctx,
     slot: usize,
@@ -42,6 +42,7 @@ pub(super) async fn watch(
 ) -> Result<(), Failure> {
     let mask = (index as u32).wrapping_mul(2_654_435_761).to_be_bytes();
     subscribe(ctx, slot, feed, index, since, stream, mask).await?;
+    let mut room = READ_ROOM;
     loop {
         let mut now = ctx.now_ns();
         let mut at = 0;
@@ -75,10 +76,11 @@ pub(super) async fn watch(
             let _ = stream.write_all(&close).await;
             return Ok(());
         }
-        if buf.is_empty() && buf.capacity() > 4 * READ_ROOM {
+        // A watcher that caught up gives back the room it took to catch up.
+        if buf.is_empty() && room == READ_ROOM && buf.capacity() > 4 * READ_ROOM {
             buf = Vec::new();
         }
-        match ctx.read_next(stream, &mut buf).await {
+        match ctx.read_next(stream, &mut buf, room).await {
             Ok(0) => {
                 return Err(dropped(if ctx.stopped(slot) {
                     "closed after stop without a close frame"
@@ -86,7 +88,7 @@ pub(super) async fn watch(
                     "closed before stop"
                 }))
             }
-            Ok(_) => {}
+            Ok(n) => room = next_room(room, n),
             Err(e) => return Err(dropped(format!("read: {e}"))),
         }
     }
