@@ -24,7 +24,8 @@ pub struct ServerUse {
     pub rss_end: Option<u64>,
     /// User + system CPU while events were published and delivered, µs.
     pub cpu_during_delivery_us: Option<u64>,
-    /// The user part of `cpu_during_delivery_us`, µs.
+    /// The user part of `cpu_during_delivery_us`, µs, as the kernel's split gives it: not a
+    /// reliable per-phase figure (see [`super::procfs::cpu_us`]); kept for older readers.
     pub cpu_user_during_delivery_us: Option<u64>,
     /// The harness's own CPU over the same time, µs (is the harness the bottleneck?).
     pub harness_cpu_during_delivery_us: Option<u64>,
