@@ -43,18 +43,24 @@ fn run_load(args: &[&str], limit: Duration) -> (Output, Value) {
 /// A `/1/ws` server that, to every watcher, sends a status with `seq` 0, then events with the
 /// numbers `seqs` (the last one is `stop` when `stop` says so), then a close 1000.
 fn misbehaving_server(seqs: &'static [u64], stop: bool) -> String {
+    server_writing_in(seqs, stop, None)
+}
+
+/// [`misbehaving_server`] writing its bytes `chunk` at a time (when given), so the harness's
+/// reads end in the middle of frames and headers.
+fn server_writing_in(seqs: &'static [u64], stop: bool, chunk: Option<usize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            std::thread::spawn(move || serve_one(conn, seqs, stop));
+            std::thread::spawn(move || serve_one(conn, seqs, stop, chunk));
         }
     });
     format!("http://{addr}")
 }
 
-fn serve_one(conn: TcpStream, seqs: &[u64], stop: bool) {
+fn serve_one(conn: TcpStream, seqs: &[u64], stop: bool, chunk: Option<usize>) {
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
@@ -99,7 +105,20 @@ fn serve_one(conn: TcpStream, seqs: &[u64], stop: bool) {
         encode_frame(&mut out, OpCode::Text, event.to_string().as_bytes());
     }
     encode_close(&mut out, 1000, "");
-    let _ = w.write_all(&out);
+    match chunk {
+        None => {
+            let _ = w.write_all(&out);
+        }
+        Some(n) => {
+            let _ = w.set_nodelay(true);
+            for piece in out.chunks(n) {
+                if w.write_all(piece).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
     // Wait for the client's close reply (or EOF), bounded by the read timeout.
     let mut sink = [0u8; 64];
     let _ = reader.read(&mut sink);
@@ -147,6 +166,22 @@ fn a_server_that_sends_everything_in_order_passes() {
     assert_eq!(report["deliveries"], 100);
     assert_eq!(report["events"], 5);
     assert!(stdout.contains("PASS"), "{stdout}");
+}
+
+#[test]
+fn frames_split_across_reads_are_put_back_together() {
+    static SEQS: [u64; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+    let server = server_writing_in(&SEQS, true, Some(7));
+    let args = watch_args(&server);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (out, report) = run_load(&args, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["deliveries"], 20 * 12);
+    assert_eq!(report["lost"], 0);
 }
 
 #[test]

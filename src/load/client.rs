@@ -154,26 +154,70 @@ pub enum ServerFrame {
     Other,
 }
 
-/// Takes one complete frame off the front of `buf`, if there is one: its opcode and payload
-/// (inflated when the server compressed it: RSV1, permessage-deflate).
-pub fn next_raw_frame(buf: &mut Vec<u8>) -> io::Result<Option<(OpCode, Vec<u8>)>> {
+/// One complete server frame found at the front of a buffer, without copying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameAt {
+    /// What the frame carries.
+    pub opcode: OpCode,
+    /// Whether the payload is compressed (RSV1, permessage-deflate).
+    pub compressed: bool,
+    /// Where the payload lies in the buffer.
+    pub payload: std::ops::Range<usize>,
+}
+
+impl FrameAt {
+    /// The bytes the frame takes in the buffer (header and payload).
+    pub fn len(&self) -> usize {
+        self.payload.end
+    }
+
+    /// Whether the frame takes no bytes (never: a header is at least two).
+    pub fn is_empty(&self) -> bool {
+        self.payload.end == 0
+    }
+}
+
+/// The complete frame at the front of `buf`, if there is one (`None`: need more bytes).
+pub fn frame_at(buf: &[u8]) -> io::Result<Option<FrameAt>> {
     let (header, used) = match FrameHeader::parse_with(buf, RSV1) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
         Err(e) => return Err(io::Error::other(format!("bad frame from server: {e}"))),
     };
-    let len = header.payload_len as usize;
-    if buf.len() < used + len {
+    let end = usize::try_from(header.payload_len)
+        .ok()
+        .and_then(|len| used.checked_add(len))
+        .ok_or_else(|| io::Error::other("bad frame from server: payload too large"))?;
+    if buf.len() < end {
         return Ok(None);
     }
-    let payload: Vec<u8> = if header.rsv & RSV1 != 0 {
-        inflate_message(&buf[used..used + len], MAX_INFLATED)
-            .map_err(|e| io::Error::other(format!("bad compressed frame from server: {e}")))?
-    } else {
-        buf[used..used + len].to_vec()
+    Ok(Some(FrameAt {
+        opcode: header.opcode,
+        compressed: header.rsv & RSV1 != 0,
+        payload: used..end,
+    }))
+}
+
+/// The payload of a compressed frame, inflated (permessage-deflate).
+pub fn inflate_payload(compressed: &[u8]) -> io::Result<Vec<u8>> {
+    inflate_message(compressed, MAX_INFLATED)
+        .map_err(|e| io::Error::other(format!("bad compressed frame from server: {e}")))
+}
+
+/// Takes one complete frame off the front of `buf`, if there is one: its opcode and payload
+/// (inflated when the server compressed it: RSV1, permessage-deflate).
+pub fn next_raw_frame(buf: &mut Vec<u8>) -> io::Result<Option<(OpCode, Vec<u8>)>> {
+    let Some(frame) = frame_at(buf)? else {
+        return Ok(None);
     };
-    buf.drain(..used + len);
-    Ok(Some((header.opcode, payload)))
+    let bytes = &buf[frame.payload.clone()];
+    let payload = if frame.compressed {
+        inflate_payload(bytes)?
+    } else {
+        bytes.to_vec()
+    };
+    buf.drain(..frame.len());
+    Ok(Some((frame.opcode, payload)))
 }
 
 /// The code (1005 when none) and reason of a close frame's payload.
@@ -212,4 +256,88 @@ pub fn client_frame(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], mask, 0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::{encode_close, encode_frame};
+
+    #[test]
+    fn frames_are_found_in_place_and_a_partial_one_waits() {
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, OpCode::Text, b"{\"seq\":1}");
+        let first = wire.len();
+        encode_frame(&mut wire, OpCode::Text, &[b'x'; 300]);
+        encode_close(&mut wire, 1000, "");
+        let a = frame_at(&wire).unwrap().unwrap();
+        assert_eq!((a.opcode, a.compressed), (OpCode::Text, false));
+        assert_eq!(&wire[a.payload.clone()], b"{\"seq\":1}");
+        assert_eq!(a.len(), first);
+        let b = frame_at(&wire[first..]).unwrap().unwrap();
+        assert_eq!(b.payload.len(), 300);
+        let c = frame_at(&wire[first + b.len()..]).unwrap().unwrap();
+        assert_eq!(c.opcode, OpCode::Close);
+        // Every strict prefix of a frame is "need more", never an error or a short frame.
+        for cut in 0..first {
+            assert_eq!(frame_at(&wire[..cut]).unwrap(), None, "cut {cut}");
+        }
+        for cut in 0..b.len() {
+            assert_eq!(
+                frame_at(&wire[first..first + cut]).unwrap(),
+                None,
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_owned_reader_still_takes_frames_off_the_front() {
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, OpCode::Text, b"one");
+        encode_frame(&mut wire, OpCode::Ping, b"p");
+        wire.push(0x81);
+        assert_eq!(
+            next_frame(&mut wire).unwrap(),
+            Some(ServerFrame::Text(b"one".to_vec()))
+        );
+        assert_eq!(
+            next_frame(&mut wire).unwrap(),
+            Some(ServerFrame::Ping(b"p".to_vec()))
+        );
+        assert_eq!(next_frame(&mut wire).unwrap(), None);
+        assert_eq!(wire, [0x81]);
+    }
+
+    #[test]
+    fn a_masked_or_reserved_frame_from_the_server_is_an_error() {
+        assert!(frame_at(&[0x81 | 0x20, 0x00]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever the server sends, a found frame lies inside the bytes given, and taking
+        /// frames off the front agrees with the in-place reader.
+        #[test]
+        fn any_bytes_give_frames_inside_the_buffer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let mut at = 0;
+            let mut owned = bytes.clone();
+            while let Ok(Some(frame)) = frame_at(&bytes[at..]) {
+                proptest::prop_assert!(frame.payload.start <= frame.payload.end);
+                proptest::prop_assert!(at + frame.len() <= bytes.len());
+                let taken = next_raw_frame(&mut owned);
+                if !frame.compressed {
+                    let (opcode, payload) = taken.unwrap().unwrap();
+                    proptest::prop_assert_eq!(opcode, frame.opcode);
+                    proptest::prop_assert_eq!(&payload[..], &bytes[at + frame.payload.start..at + frame.payload.end]);
+                    proptest::prop_assert_eq!(&owned[..], &bytes[at + frame.len()..]);
+                } else if taken.is_err() {
+                    break;
+                }
+                at += frame.len();
+                if frame.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -14,6 +14,11 @@
 //! printed as a table ([`summary`]), and an SVG chart ([`svg`]). The exit status is 0 only
 //! when every watcher got everything.
 //!
+//! What the harness costs is reported next to what the server costs, over the same delivery
+//! phase (`harness_to_server_cpu`): a watcher reads with one io_uring `Recv` into its own small
+//! buffer, checks frames where they lie, and verifies a frame whose bytes equal an event payload
+//! its thread already parsed in full by comparison ([`watch`]).
+//!
 //! Modes: driving a match (`--replay SCRIPT` at `--speed`, or `--every-ms T` numbered
 //! comments), watching a match someone else drives (`--match ID` alone), `--raw` against any
 //! pub/sub WebSocket server, `--idle` (hold connections, measure memory), and

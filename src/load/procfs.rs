@@ -11,6 +11,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// User and system CPU time of `pid` (all threads) in microseconds.
+///
+/// Their sum is exact (the scheduler's runtime). The split is not a measurement of any one
+/// phase: on a tick-accounting kernel it is a 250 Hz sample of the mode, scaled to the runtime
+/// of the process's whole life and kept monotonic (the kernel's `cputime_adjust`), so the
+/// difference of two readings can show no user time for a phase that had some.
 pub fn cpu_us(pid: u32) -> Option<(u64, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.

@@ -24,7 +24,8 @@ pub struct ServerUse {
     pub rss_end: Option<u64>,
     /// User + system CPU while events were published and delivered, µs.
     pub cpu_during_delivery_us: Option<u64>,
-    /// The user part of `cpu_during_delivery_us`, µs.
+    /// The user part of `cpu_during_delivery_us`, µs, as the kernel's split gives it: not a
+    /// reliable per-phase figure (see [`super::procfs::cpu_us`]); kept for older readers.
     pub cpu_user_during_delivery_us: Option<u64>,
     /// The harness's own CPU over the same time, µs (is the harness the bottleneck?).
     pub harness_cpu_during_delivery_us: Option<u64>,
@@ -231,6 +232,9 @@ pub struct Report {
     pub kernel_bytes_per_connection_both_ends: Option<f64>,
     /// The harness's CPU per received frame, µs.
     pub harness_cpu_us_per_delivery: Option<f64>,
+    /// `harness_cpu_us_per_delivery` ÷ `server_cpu_us_per_delivery`, both over the same
+    /// delivery phase of the same run: how much the harness measures itself (goal ≤ 0.5).
+    pub harness_to_server_cpu: Option<f64>,
     /// The best single event: its watchers over the time until the last one had it.
     pub peak_event_frames_per_s: Option<f64>,
     /// The server's resource use.
@@ -315,6 +319,10 @@ impl Report {
                 server.kernel_ready,
             ),
             harness_cpu_us_per_delivery: per_delivery(server.harness_cpu_during_delivery_us),
+            harness_to_server_cpu: cpu_ratio(
+                server.harness_cpu_during_delivery_us,
+                server.cpu_during_delivery_us,
+            ),
             peak_event_frames_per_s: peak_event_frames_per_s(data.latency),
             publish: data.published.map(publish_summary),
             server: data.server.clone(),
@@ -337,6 +345,15 @@ fn failures(t: &Tally, publish: Option<String>) -> Failures {
         unfinished: t.unfinished,
         before_status: t.before_status,
         publish,
+    }
+}
+
+/// `harness_us` ÷ `server_us` (the same deliveries divide both), when both were read and the
+/// server's is not zero.
+fn cpu_ratio(harness_us: Option<u64>, server_us: Option<u64>) -> Option<f64> {
+    match (harness_us, server_us) {
+        (Some(h), Some(s)) if s > 0 => Some(h as f64 / s as f64),
+        _ => None,
     }
 }
 
@@ -446,5 +463,18 @@ pub fn machine() -> Machine {
         cpus: std::thread::available_parallelism().map(|n| n.get()).ok(),
         cpu_model,
         mem_total_bytes: mem_kb.map(|k| k * 1024),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_ratio_needs_both_figures_and_a_server_that_worked() {
+        assert_eq!(cpu_ratio(Some(450), Some(900)), Some(0.5));
+        assert_eq!(cpu_ratio(None, Some(900)), None);
+        assert_eq!(cpu_ratio(Some(450), None), None);
+        assert_eq!(cpu_ratio(Some(450), Some(0)), None);
     }
 }

@@ -159,7 +159,13 @@ fn costs(s: &mut Table, r: &Report) {
         );
     }
     if let Some(h) = r.harness_cpu_us_per_delivery {
-        s.line("harness", format!("CPU {h:.2} µs per received frame"));
+        let ratio = r.harness_to_server_cpu.map_or(String::new(), |x| {
+            format!(" = {x:.2}× the server's per delivery")
+        });
+        s.line(
+            "harness",
+            format!("CPU {h:.2} µs per received frame{ratio}"),
+        );
     }
 }
 

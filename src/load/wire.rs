@@ -7,6 +7,8 @@ use std::io::{self, Read};
 
 use std::sync::Arc;
 
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
@@ -108,6 +110,28 @@ impl Wire {
                 return Ok(buf.len() - start);
             }
         }
+    }
+
+    /// Appends what arrives to `buf` (decrypted with TLS), waiting until something does;
+    /// `Ok(0)`: the server closed. On plain TCP it is one io_uring `Recv` straight into
+    /// `buf`'s spare room (at least `room` bytes): no readiness poll and no `recv` syscall of
+    /// its own, and no copy. With TLS it is [`Wire::recv_some`] through `scratch`.
+    pub async fn recv_into(
+        &mut self,
+        scratch: &RefCell<Vec<u8>>,
+        buf: &mut Vec<u8>,
+        room: usize,
+    ) -> io::Result<usize> {
+        if self.tls.is_some() {
+            return self.recv_some(scratch, buf).await;
+        }
+        let mut owned = std::mem::take(buf);
+        owned.reserve(room);
+        let kept = owned.len();
+        // The read lands after the bytes kept (a partial frame), not over them.
+        let (result, spare) = self.stream.read(owned.slice_mut(kept..)).await;
+        *buf = spare.into_inner();
+        result
     }
 
     /// Reads ciphertext into the TLS connection and appends the plaintext it yields to

@@ -1,5 +1,6 @@
-//! What the tasks of one load thread share: every watcher's outcome, the latency aggregates
-//! and one read buffer, and how a watcher's status and events are recorded into them.
+//! What the tasks of one load thread share: every watcher's outcome, the latency aggregates,
+//! one read buffer and the event payloads already checked ([`KnownEvents`]), and how a
+//! watcher's status and events are recorded into them.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -9,10 +10,28 @@ use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
+use super::known::KnownEvents;
 use super::{Outcome, Phase, Progress, WatchConfig};
 use crate::load::stats::{self, LatencyStats};
 use crate::load::verify::Verdict;
 use crate::load::wire::Wire;
+
+/// The room a waiting watcher's read offers: a few event frames. It is what each watcher
+/// holds while it waits, so it is small; a watcher that falls behind reads more at once
+/// ([`next_room`]).
+pub(super) const READ_ROOM: usize = 512;
+/// The most room one read offers (a watcher catching up after a burst).
+pub(super) const MAX_READ_ROOM: usize = 64 << 10;
+
+/// The room of the next read after one that offered `room` and got `got` bytes: four times as
+/// much after a read that filled it (more is waiting), back to [`READ_ROOM`] otherwise.
+pub(super) fn next_room(room: usize, got: usize) -> usize {
+    if got >= room {
+        (room * 4).min(MAX_READ_ROOM)
+    } else {
+        READ_ROOM
+    }
+}
 
 /// One load thread's shared state; a watcher is known by its slot in `indices`/`outcomes`.
 pub(super) struct Ctx {
@@ -32,6 +51,11 @@ pub(super) struct Ctx {
     pub(super) scratch: RefCell<Vec<u8>>,
     /// Watchers done for good.
     pub(super) done: Cell<usize>,
+    /// Event payloads of this thread's feeds already checked by a full parse.
+    pub(super) known: RefCell<KnownEvents>,
+    /// Deliveries recorded but not yet added to `progress.deliveries` (one shared add per
+    /// batch of frames, not one per frame).
+    pub(super) unreported: Cell<u64>,
 }
 
 impl Ctx {
@@ -42,6 +66,7 @@ impl Ctx {
 
     /// Marks watcher `slot` done for good, ending in `phase`.
     pub(super) fn finish(&self, slot: usize, phase: Phase) {
+        self.report_deliveries();
         let mut o = self.outcomes.borrow_mut();
         o[slot].phase = phase;
         if !o[slot].checker.has_status() {
@@ -86,7 +111,7 @@ impl Ctx {
             verdict,
             Verdict::InOrder | Verdict::AfterGap(_) | Verdict::Reordered
         ) {
-            self.progress.deliveries.fetch_add(1, Ordering::Relaxed);
+            self.unreported.set(self.unreported.get() + 1);
             let f = &self.cfg.feeds[feed];
             if let Some(sent) = f.sent_at(seq) {
                 let index = (seq - f.base.load(Ordering::Acquire) - 1) as usize;
@@ -116,8 +141,51 @@ impl Ctx {
             .saturating_record(latency_ns.clamp(1, stats::MAX_TRACKED_NS));
     }
 
+    /// The event number watcher `slot` expects next, once it has its status.
+    pub(super) fn expected_next(&self, slot: usize) -> Option<u64> {
+        let o = self.outcomes.borrow();
+        let checker = &o[slot].checker;
+        checker.has_status().then(|| checker.last() + 1)
+    }
+
+    /// Adds the deliveries recorded since the last call to the shared progress counter.
+    pub(super) fn report_deliveries(&self) {
+        let n = self.unreported.replace(0);
+        if n > 0 {
+            self.progress.deliveries.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Reads what is there (waiting for readiness) into `buf`; `Ok(false)` at EOF.
     pub(super) async fn read_more(&self, stream: &Wire, buf: &mut Vec<u8>) -> io::Result<bool> {
+        self.report_deliveries();
         Ok(stream.recv_some(&self.scratch, buf).await? > 0)
+    }
+
+    /// [`Ctx::read_more`] for a watcher that keeps reading: one read of at most `room` bytes
+    /// into the watcher's own `buf` (see [`Wire::recv_into`]). Returns the bytes read (0 at
+    /// EOF).
+    pub(super) async fn read_next(
+        &self,
+        stream: &mut Wire,
+        buf: &mut Vec<u8>,
+        room: usize,
+    ) -> io::Result<usize> {
+        self.report_deliveries();
+        stream.recv_into(&self.scratch, buf, room).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_read_offers_more_room_and_a_short_one_goes_back() {
+        assert_eq!(next_room(READ_ROOM, 100), READ_ROOM);
+        assert_eq!(next_room(READ_ROOM, READ_ROOM), 4 * READ_ROOM);
+        assert_eq!(next_room(4 * READ_ROOM, 4 * READ_ROOM), 16 * READ_ROOM);
+        assert_eq!(next_room(MAX_READ_ROOM, MAX_READ_ROOM), MAX_READ_ROOM);
+        assert_eq!(next_room(MAX_READ_ROOM, 10), READ_ROOM);
     }
 }

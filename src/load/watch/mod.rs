@@ -9,10 +9,13 @@
 //! * `session` — one watcher's life: watch, and on a drop reconnect and resume;
 //! * `ws`, `line`, `sse` — watching over WebSocket, the TCP line protocol and Server-Sent
 //!   Events;
-//! * `ctx` — what the tasks of one thread share, and how events are recorded into it.
+//! * `ctx` — what the tasks of one thread share, and how events are recorded into it;
+//! * `known` — the event payloads a thread has checked, so a repeat of the same bytes is
+//!   verified by comparison instead of a second parse.
 
 mod connect;
 mod ctx;
+mod known;
 mod line;
 mod session;
 mod sse;
@@ -31,6 +34,7 @@ use super::verify::SeqChecker;
 use connect::connector;
 pub use connect::RECONNECT_GIVE_UP;
 use ctx::Ctx;
+use known::KnownEvents;
 
 /// The wire the watchers speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -182,6 +186,7 @@ pub fn run_thread(
     indices: Vec<usize>,
 ) -> ThreadResult {
     let lens: Vec<usize> = cfg.feeds.iter().map(|f| f.sent_ns.len()).collect();
+    let feeds = cfg.feeds.len();
     let outcomes = indices
         .iter()
         .map(|&i| Outcome {
@@ -198,11 +203,13 @@ pub fn run_thread(
         per_server: RefCell::new(Vec::new()),
         scratch: RefCell::new(vec![0; 64 * 1024]),
         done: Cell::new(0),
+        known: RefCell::new(KnownEvents::new(feeds)),
+        unreported: Cell::new(0),
     });
     if let Err(e) = crate::os::sys::unshare_fd_table() {
         eprintln!("load: unshare(CLONE_FILES): {e} (this thread shares the process fd table)");
     }
-    match crate::os::runtime::uring_runtime() {
+    match load_runtime() {
         Ok(mut rt) => rt.block_on(thread_main(ctx.clone())),
         Err(e) => {
             eprintln!("load: io_uring runtime: {e}");
@@ -220,6 +227,24 @@ pub fn run_thread(
     }
 }
 
+/// How often a load thread looks whether its watchers are all done or the run was stopped.
+const DONE_CHECK: Duration = Duration::from_millis(50);
+
+/// The load thread's io_uring runtime: the shared settings plus `IORING_SETUP_COOP_TASKRUN`,
+/// so a completion does not interrupt the thread with an IPI while it runs (the kernel runs the
+/// completion work when the thread next enters it, which it does to wait for more); on a
+/// kernel without it, the plain runtime.
+fn load_runtime() -> std::io::Result<crate::os::runtime::UringRuntime> {
+    let mut ring = io_uring::IoUring::builder();
+    ring.setup_coop_taskrun();
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(crate::os::runtime::RING_ENTRIES)
+        .uring_builder(ring)
+        .enable_timer()
+        .build()
+        .or_else(|_| crate::os::runtime::uring_runtime())
+}
+
 async fn thread_main(ctx: Rc<Ctx>) {
     let next = Rc::new(Cell::new(0usize));
     let started = Instant::now();
@@ -227,7 +252,7 @@ async fn thread_main(ctx: Rc<Ctx>) {
         monoio::spawn(connector(ctx.clone(), next.clone(), started));
     }
     while ctx.done.get() < ctx.indices.len() && !ctx.progress.stop.load(Ordering::Acquire) {
-        monoio::time::sleep(Duration::from_millis(20)).await;
+        monoio::time::sleep(DONE_CHECK).await;
     }
     // Returning drops the runtime and with it every task and connection still open.
 }

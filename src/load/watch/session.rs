@@ -46,7 +46,7 @@ pub(super) async fn watcher(
     let mut since = None;
     loop {
         let result = match ctx.cfg.protocol {
-            Protocol::Ws => ws::watch(&ctx, slot, feed, index, &stream, leftover, since).await,
+            Protocol::Ws => ws::watch(&ctx, slot, feed, index, &mut stream, leftover, since).await,
             Protocol::Tcp => line::watch(&ctx, slot, feed, index, &stream)
                 .await
                 .map_err(failed),
