@@ -218,12 +218,13 @@ pub fn run_thread(
             }
         }
     }
-    let ctx =
-        Rc::try_unwrap(ctx).unwrap_or_else(|_| unreachable!("tasks dropped with the runtime"));
+    // Watchers that never finished (the run ended first) can leave their tasks, and so
+    // references to `ctx`, behind: the results are taken out, not unwrapped, so that the
+    // report still says what they missed.
     ThreadResult {
-        outcomes: ctx.outcomes.into_inner(),
-        stats: ctx.stats.into_inner(),
-        per_server: ctx.per_server.into_inner(),
+        outcomes: ctx.outcomes.take(),
+        stats: ctx.stats.replace(LatencyStats::new(&[])),
+        per_server: ctx.per_server.take(),
     }
 }
 
