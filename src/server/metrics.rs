@@ -117,6 +117,9 @@ pub struct WorkerStats {
     /// Times the plane ring's completion queue overflowed (its completions were flushed
     /// from the kernel's overflow list).
     pub plane_cq_overflows: AtomicU64,
+    /// Completions the kernel dropped from the plane ring (its overflow list could not take
+    /// them): each strands a send or a poll until the send timeout ends the record.
+    pub plane_cq_dropped: AtomicU64,
     /// Broadcasts that reached at least one plane watcher.
     pub plane_broadcasts: AtomicU64,
     /// `io_uring_enter` calls made while fanning those broadcasts out.
@@ -206,7 +209,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 32] = [
+    let per_worker: [CounterDef; 33] = [
         (
             "matchstream_connections",
             "gauge",
@@ -314,6 +317,12 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "counter",
             "Times the watcher-plane ring's completion queue overflowed and was flushed",
             |s| &s.plane_cq_overflows,
+        ),
+        (
+            "matchstream_plane_cq_dropped_total",
+            "counter",
+            "Completions the kernel dropped from the watcher-plane ring (a failed overflow allocation)",
+            |s| &s.plane_cq_dropped,
         ),
         (
             "matchstream_plane_broadcasts_total",

@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -228,6 +229,9 @@ fn turn(worker: &Worker, plane: &mut Plane) -> (Vec<PlaneEvent<Subscriptions>>, 
         &stats.plane_cq_overflows,
         ring.overflow_flushes() - overflows,
     );
+    stats
+        .plane_cq_dropped
+        .store(u64::from(ring.dropped_completions()), Ordering::Relaxed);
     add_counters(stats, core.take_counters());
     (core.take_events(), reaped)
 }

@@ -206,6 +206,13 @@ impl PlaneRing {
         }
     }
 
+    /// Completions the kernel dropped: its overflow list could not take them (with
+    /// `IORING_FEAT_NODROP` only when that allocation fails). Each one strands a send or a
+    /// poll; the send timeout ends such a record.
+    pub fn dropped_completions(&mut self) -> u32 {
+        self.ring.completion().overflow()
+    }
+
     /// Times the completion queue overflowed and was flushed (a metric).
     pub fn overflow_flushes(&self) -> u64 {
         self.overflow_flushes
