@@ -51,7 +51,14 @@ fn line_and_websocket_sockets_run_the_keepalive_timer() {
     ws.watch(SAMPLE_MID, None);
     ws.expect_status(SAMPLE_MID);
     for port in [server.tcp.port(), server.http.port()] {
-        let socks = server_side(port);
+        // 01 is the retransmit timer: bytes just written and not yet acknowledged (a
+        // delayed ACK on an idle box). The keepalive timer shows once they are.
+        let mut socks = server_side(port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while socks.iter().any(|(_, t)| t == "01") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            socks = server_side(port);
+        }
         assert!(!socks.is_empty(), "no established socket on port {port}");
         for (peer, timer) in socks {
             // 02: the keepalive timer is armed (00 would mean no timer at all).

@@ -44,8 +44,13 @@ impl<T: Default> PlaneCore<T> {
     /// Queues `frame` on record `key`: as it is for a plain record, sealed into the
     /// record's own ciphertext for a TLS one (a failed seal ends the record).
     pub(super) fn enqueue(&mut self, key: u32, frame: FrameId, now: u64) {
-        if !self.records[key as usize].has(TLS) {
+        let rec = &self.records[key as usize];
+        if !rec.has(TLS) {
             return self.enqueue_wire(key, frame, now);
+        }
+        if rec.has(TLS_NOTIFIED) {
+            // Nothing follows our close_notify (RFC 8446 §6.1): a late pong, say, is dropped.
+            return;
         }
         let sealed = match self.tls.get_mut(&key) {
             Some(session) => session.seal(self.frames.bytes(frame)),
