@@ -102,12 +102,7 @@ for n in "${NAMES[@]}"; do
     curl -sf "${URL[$n]}" | cmp -s - "$TMP/match.json" || { echo "$n does not serve the same bytes" >&2; exit 1; }
 done
 
-cat >"$TMP/get.lua" <<'EOF'
-function done(summary, latency, requests)
-    io.write(string.format("P50_MS %.3f\nP99_MS %.3f\nERRORS %d\n", latency:percentile(50) / 1000,
-        latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
-end
-EOF
+cp "$ROOT/benches/wrk/get_latency.lua" "$TMP/get.lua"
 
 HZ=$(getconf CLK_TCK)
 # cpu_ticks PID: user + system ticks of PID and its child processes (nginx's workers).

@@ -69,36 +69,9 @@ print("fdatasync 4 KiB overwrite %s; append %s" % (probe(False), probe(True)))
 EOF
 }
 
-cat >"$TMP/post.lua" <<EOF
-local matches = $MATCHES
-local counter = 0
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args)
-    created = 0; refused = 0; other = 0
-    wrk.method = "POST"
-    wrk.headers["Authorization"] = "Bearer $TOKEN"
-    wrk.headers["Content-Type"] = "application/json"
-    wrk.body = '{"kind":"comment","data":{"text":"storm"}}'
-end
-function request()
-    counter = counter + 1
-    return wrk.format(nil, string.format("/1/match/elp-tig-2011-10-%02d/events", (counter % matches) + 1))
-end
-function response(status, headers, body)
-    if status == 201 then created = created + 1
-    elseif status == 503 then refused = refused + 1
-    else other = other + 1 end
-end
-function done(summary, latency, requests)
-    local c, r, o = 0, 0, 0
-    for _, t in ipairs(threads) do
-        c = c + t:get("created"); r = r + t:get("refused"); o = o + t:get("other")
-    end
-    io.write(string.format("ACKED %d\nBUSY_503 %d\nOTHER %d\n", c, r, o))
-    io.write(string.format("P50_MS %.3f\nP99_MS %.3f\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-EOF
+# The publishers' wrk script (benches/wrk/post_events.lua) reads these.
+export STORM_MATCHES=$MATCHES STORM_TOKEN=$TOKEN
+cp "$ROOT/benches/wrk/post_events.lua" "$TMP/post.lua"
 
 api() { # PORT METHOD PATH BODY
     curl -sf -m 5 -X "$2" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \

@@ -82,44 +82,10 @@ setup() {
 mid_of() { echo "elp-tig-2011-10-$(printf %02d "$1")"; }
 
 # The publishers: POST comments round-robin over the matches; counts answers by status.
-cat >"$TMP/post.lua" <<EOF
-local matches = $MATCHES
-local token = "$TOKEN"
-local counter = 0
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args)
-    created = 0; refused = 0; other = 0
-    wrk.method = "POST"
-    wrk.headers["Authorization"] = "Bearer " .. token
-    wrk.headers["Content-Type"] = "application/json"
-    wrk.body = '{"kind":"comment","data":{"text":"storm"}}'
-end
-function request()
-    counter = counter + 1
-    local m = (counter % matches) + 1
-    return wrk.format(nil, string.format("/1/match/elp-tig-2011-10-%02d/events", m))
-end
-function response(status, headers, body)
-    if status == 201 then created = created + 1
-    elseif status == 503 then refused = refused + 1
-    else other = other + 1 end
-end
-function done(summary, latency, requests)
-    local c, r, o = 0, 0, 0
-    for _, t in ipairs(threads) do
-        c = c + t:get("created"); r = r + t:get("refused"); o = o + t:get("other")
-    end
-    io.write(string.format("ACKED %d\nBUSY_503 %d\nOTHER %d\n", c, r, o))
-    io.write(string.format("P50_MS %.3f\nP99_MS %.3f\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-EOF
-cat >"$TMP/get.lua" <<'EOF'
-function done(summary, latency, requests)
-    io.write(string.format("P50_MS %.3f\nP99_MS %.3f\nERRORS %d\n", latency:percentile(50) / 1000,
-        latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
-end
-EOF
+# The publishers' wrk script (benches/wrk/post_events.lua) reads these.
+export STORM_MATCHES=$MATCHES STORM_TOKEN=$TOKEN
+cp "$ROOT/benches/wrk/post_events.lua" "$TMP/post.lua"
+cp "$ROOT/benches/wrk/get_latency.lua" "$TMP/get.lua"
 
 rate() { awk '/^Requests\/sec/ {print $2}' "$1"; }
 val() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
