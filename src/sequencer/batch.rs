@@ -52,6 +52,18 @@ pub(super) struct Staged {
 }
 
 impl Staged {
+    /// What the store appends for each of `items`, in order.
+    pub(super) fn appends(items: &[Staged]) -> Vec<Append<'_>> {
+        items
+            .iter()
+            .map(|s| Append {
+                mid: &s.mid,
+                event: &s.event,
+                state: &s.state,
+            })
+            .collect()
+    }
+
     /// The event as it was posted (to post it again).
     fn posted(&self) -> Posted {
         Posted {
@@ -140,17 +152,7 @@ impl Core {
         }
         batch.ahead.clear();
         let items = std::mem::take(&mut batch.items);
-        let outcome = {
-            let appends: Vec<Append<'_>> = items
-                .iter()
-                .map(|s| Append {
-                    mid: &s.mid,
-                    event: &s.event,
-                    state: &s.state,
-                })
-                .collect();
-            self.store.append_batch(&appends)
-        };
+        let outcome = self.store.append_batch(&Staged::appends(&items));
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {

@@ -25,7 +25,7 @@ use std::thread;
 use super::batch::{Batch, Staged};
 use super::core::Core;
 use super::{Done, Msg, Refused, Reply};
-use crate::store::{Append, Syncer};
+use crate::store::Syncer;
 
 /// The batches written and waiting for their sync, and the link to the syncing thread.
 pub(super) struct Pipeline {
@@ -142,23 +142,13 @@ impl Core {
         let items = std::mem::take(&mut batch.items);
         let outcome = match failed {
             Some(why) => Err(Refused::StoreFailed(why)),
-            None => {
-                let appends: Vec<Append<'_>> = items
-                    .iter()
-                    .map(|s| Append {
-                        mid: &s.mid,
-                        event: &s.event,
-                        state: &s.state,
-                    })
-                    .collect();
-                match self.store.write_batch(&appends) {
-                    Ok(results) => match results.into_iter().find_map(Result::err) {
-                        None => Ok(()),
-                        Some(e) => Err(Refused::from_store(e)),
-                    },
-                    Err(e) => Err(Refused::from_store(e)),
-                }
-            }
+            None => match self.store.write_batch(&Staged::appends(&items)) {
+                Ok(results) => match results.into_iter().find_map(Result::err) {
+                    None => Ok(()),
+                    Some(e) => Err(Refused::from_store(e)),
+                },
+                Err(e) => Err(Refused::from_store(e)),
+            },
         };
         let Some(p) = self.pipeline.as_mut() else {
             return false;
