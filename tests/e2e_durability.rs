@@ -86,24 +86,7 @@ fn kill9_while_posting_loses_no_acknowledged_event() {
     let mut server = Server::start(&[]);
     post_sample(&server, 1);
     let url = server.url();
-    let poster = std::thread::spawn(move || {
-        let mut admin = HttpClient::new(&url, Some(TOKEN.to_string())).unwrap();
-        let mut acked: Vec<(u64, String)> = Vec::new();
-        for i in 0..100_000 {
-            let text = format!("comment {i}");
-            let body = json!({"kind": "comment", "data": {"text": text}}).to_string();
-            let path = format!("/1/match/{SAMPLE_MID}/events");
-            match admin.request("POST", &path, Some(&body)) {
-                Ok(r) if r.status == 201 => {
-                    let v: Value = serde_json::from_str(&r.body).unwrap();
-                    acked.push((v["seq"].as_u64().unwrap(), text));
-                }
-                Ok(r) => panic!("unexpected answer {r:?}"),
-                Err(_) => break,
-            }
-        }
-        acked
-    });
+    let poster = std::thread::spawn(move || post_until_killed(&url, "comment"));
     wait_until(WAIT, "some comments acknowledged", || {
         get_json(&server, &format!("/1/match/{SAMPLE_MID}"))["seq"]
             .as_u64()
@@ -157,24 +140,7 @@ fn eight_publishers_then_kill9(flags: &[&str]) {
     let posters: Vec<_> = (0..8)
         .map(|p| {
             let url = server.url();
-            std::thread::spawn(move || {
-                let mut admin = HttpClient::new(&url, Some(TOKEN.to_string())).unwrap();
-                let mut acked: Vec<(u64, String)> = Vec::new();
-                for i in 0..100_000 {
-                    let text = format!("publisher {p} comment {i}");
-                    let body = json!({"kind": "comment", "data": {"text": text}}).to_string();
-                    let path = format!("/1/match/{SAMPLE_MID}/events");
-                    match admin.request("POST", &path, Some(&body)) {
-                        Ok(r) if r.status == 201 => {
-                            let v: Value = serde_json::from_str(&r.body).unwrap();
-                            acked.push((v["seq"].as_u64().unwrap(), text));
-                        }
-                        Ok(r) => panic!("unexpected answer {r:?}"),
-                        Err(_) => break,
-                    }
-                }
-                acked
-            })
+            std::thread::spawn(move || post_until_killed(&url, &format!("publisher {p} comment")))
         })
         .collect();
     wait_until(WAIT, "some comments acknowledged", || {
@@ -206,4 +172,25 @@ fn eight_publishers_then_kill9(flags: &[&str]) {
     }
     let m = get_json(&server, &format!("/1/match/{SAMPLE_MID}"));
     assert_eq!(m["seq"], h.len() as u64, "the state matches the log");
+}
+
+/// Posts comments `"{label} {i}"` to the sample match until the server stops answering;
+/// returns the acknowledged ones with their seqs.
+fn post_until_killed(url: &str, label: &str) -> Vec<(u64, String)> {
+    let mut admin = HttpClient::new(url, Some(TOKEN.to_string())).unwrap();
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    for i in 0..100_000 {
+        let text = format!("{label} {i}");
+        let body = json!({"kind": "comment", "data": {"text": text}}).to_string();
+        let path = format!("/1/match/{SAMPLE_MID}/events");
+        match admin.request("POST", &path, Some(&body)) {
+            Ok(r) if r.status == 201 => {
+                let v: Value = serde_json::from_str(&r.body).unwrap();
+                acked.push((v["seq"].as_u64().unwrap(), text));
+            }
+            Ok(r) => panic!("unexpected answer {r:?}"),
+            Err(_) => break,
+        }
+    }
+    acked
 }
