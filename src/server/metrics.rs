@@ -138,6 +138,10 @@ pub struct WorkerStats {
     pub tls_watchers: AtomicU64,
     /// TLS watchers ended by a TLS error after the handshake (a bad record, a seal error).
     pub tls_record_errors: AtomicU64,
+    /// Watchers whose peer closed without a close handshake (a client that went away).
+    pub peer_eofs: AtomicU64,
+    /// Watchers ended by a failed read or send (a reset, a broken pipe).
+    pub io_errors: AtomicU64,
     /// Failed TLS handshakes, by [`TlsHandshakeFailure`] (as its index).
     pub tls_handshake_failures: [AtomicU64; TlsHandshakeFailure::ALL.len()],
     /// 1 while this worker's fd table is full and it is out of the accept distribution.
@@ -209,7 +213,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 33] = [
+    let per_worker: [CounterDef; 35] = [
         (
             "matchstream_connections",
             "gauge",
@@ -377,6 +381,18 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             "counter",
             "TLS connections ended by a bad record or a seal error after the handshake",
             |s| &s.tls_record_errors,
+        ),
+        (
+            "matchstream_peer_eofs_total",
+            "counter",
+            "Watchers whose client closed the connection without a close handshake",
+            |s| &s.peer_eofs,
+        ),
+        (
+            "matchstream_io_errors_total",
+            "counter",
+            "Watchers ended by a failed read or send (a reset, a broken pipe)",
+            |s| &s.io_errors,
         ),
         (
             "matchstream_accept_paused",

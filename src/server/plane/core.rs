@@ -149,6 +149,11 @@ pub struct PlaneCounters {
     pub message_timeouts: u64,
     /// TLS records that failed (a bad record, an unexpected message, a seal error).
     pub tls_errors: u64,
+    /// Open records whose peer closed its side without a close handshake (a WebSocket or
+    /// SSE client that went away).
+    pub peer_eofs: u64,
+    /// Records whose read or send failed (a reset, a broken pipe).
+    pub io_errors: u64,
 }
 
 /// A push that would exceed the queue bound: the record is being closed.

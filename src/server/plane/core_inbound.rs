@@ -171,13 +171,17 @@ impl<T: Default> PlaneCore<T> {
             }
             // The peer vanished without a close handshake.
             // An SSE client that goes away is gone.
-            (_, Phase::Open) => self.teardown(key),
+            (_, Phase::Open) => {
+                self.counters.peer_eofs += 1;
+                self.teardown(key)
+            }
         }
     }
 
     /// Reading record `key` failed (a reset).
     pub fn on_read_error(&mut self, key: u32) {
         if self.records.contains(key as usize) {
+            self.counters.io_errors += 1;
             self.teardown(key);
         }
     }

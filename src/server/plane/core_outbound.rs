@@ -93,6 +93,7 @@ impl<T: Default> PlaneCore<T> {
             return self.reap(key);
         }
         if result <= 0 {
+            self.counters.io_errors += 1;
             return self.teardown(key);
         }
         let written = result as u32;
