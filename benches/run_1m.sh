@@ -33,7 +33,7 @@ SERVE_EXTRA="--plane-ring-entries $RING ${SERVE_EXTRA:-}"
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
 stop_server() {
-    curl -s "http://127.0.0.1:$PORT/metrics" >"$OUT/$1-metrics.txt" || true
+    curl -s "http://127.0.0.1:$APORT/metrics" >"$OUT/$1-metrics.txt" || true
     kill "$SPID"
     wait "$SPID" 2>/dev/null || true
     SPID=
@@ -79,13 +79,14 @@ SERVE_EXTRA="$PLAIN_EXTRA --ws-ping-after-ms ${PING_MS:-900000}"
 start_server
 SERVE_EXTRA=$PLAIN_EXTRA
 FANOUT_SERVE_CMD=$SERVE_CMD
-LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $FANOUT --replay sample --speed $SPEED --admin-token $TOKEN --server-pid $SPID --report $OUT/fanout.json --svg $OUT/fanout.svg ${LOAD_EXTRA:-}"
+LOAD_CMD="$BIN load --server http://127.0.0.1:$PORT --clients $FANOUT --replay sample --speed $SPEED --admin-server http://127.0.0.1:$APORT --admin-token $TOKEN --server-pid $SPID --report $OUT/fanout.json --svg $OUT/fanout.svg ${LOAD_EXTRA:-}"
 echo "+ $LOAD_CMD"
 set +e
 $LOAD_CMD 2>"$TMP/load.err" | tee "$OUT/fanout.txt"
 LOAD_RC=${PIPESTATUS[0]}
 set -e
 grep '^load:' "$TMP/load.err" | tee "$OUT/fanout-plan.txt" || true
+cp "$TMP/load.err" "$OUT/fanout-progress.txt" # the harness's 5 s progress lines
 echo "verified run exit status: $LOAD_RC"
 snapshot fanout
 stop_server fanout

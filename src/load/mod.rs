@@ -67,6 +67,16 @@ pub struct LoadArgs {
         help_heading = "Servers"
     )]
     pub server: Vec<String>,
+    /// Where the publisher creates and drives the match instead of `--server`: the
+    /// servers' `--admin-listen` addresses, never refused for capacity (a run that fills a
+    /// server to `--max-connections` must still post its events). Same order as `--server`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "URL",
+        help_heading = "Servers"
+    )]
+    pub admin_server: Vec<String>,
     /// Watchers whose connection drops reconnect and resume (WebSocket only).
     ///
     /// A drop is EOF, a reset, or a close other than the final 1000 after `stop`. The watcher

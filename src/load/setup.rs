@@ -107,14 +107,21 @@ fn admin(args: &LoadArgs, run_index: usize) -> io::Result<Driving> {
         .iter()
         .map(|s| tls_url(args, s))
         .collect::<io::Result<Vec<_>>>()?;
-    drive::setup(&servers[0], &token, &script, &feeds, &dates)
+    let admin_servers = match args.admin_server.is_empty() {
+        true => servers.clone(),
+        false => admin_urls(args)?,
+    };
+    drive::setup(&admin_servers[0], &token, &script, &feeds, &dates)
         .map_err(|e| io::Error::other(format!("setting up the match: {e}")))?;
     wait_until_known(&servers, &feeds)?;
     Ok(Driving {
         mode,
         plan,
         feeds,
-        target: Some(Target::Admin { servers, token }),
+        target: Some(Target::Admin {
+            servers: admin_servers,
+            token,
+        }),
     })
 }
 
@@ -167,6 +174,17 @@ pub(super) fn tls_url(args: &LoadArgs, s: &str) -> io::Result<Url> {
         url.tls_config = Some(tls.config);
     }
     Ok(url)
+}
+
+/// The `--admin-server` URLs: `https://` ones speak TLS with the harness's client settings.
+fn admin_urls(args: &LoadArgs) -> io::Result<Vec<Url>> {
+    args.admin_server
+        .iter()
+        .map(|s| match Url::parse(s)? {
+            url if url.tls => tls_url(args, s),
+            url => Ok(url),
+        })
+        .collect()
 }
 
 fn load_script(spec: &str) -> io::Result<MatchScript> {
