@@ -345,14 +345,19 @@ pub struct WatchStart {
     pub mid: Arc<str>,
     /// The seq `N` of the status; live events follow from `N + 1`.
     pub seq: u64,
-    /// The status message JSON at seq `N`.
-    pub status: String,
     /// The event messages of `(since, N]`, in order (empty without `since`).
     pub events: Vec<Arc<str>>,
     /// The match has ended: send the above and end the subscription.
     pub ended: bool,
     /// The match state at seq `N` (to seed a worker's replica).
     pub state: Arc<Match>,
+}
+
+impl WatchStart {
+    /// The status message JSON at seq `N`.
+    pub fn status(&self) -> String {
+        crate::domain::status_message(&self.state)
+    }
 }
 
 /// What every worker is told, in sequencer order. Cheap to clone (reference counts).

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use super::{Broadcast, WatchStart};
-use crate::domain::{event_message, status_message, Event, Match, Team};
+use crate::domain::{event_message, Event, Match, Team};
 
 /// Events per sealed history chunk.
 pub const CHUNK_EVENTS: usize = 64;
@@ -222,7 +222,6 @@ impl MatchSnapshot {
         WatchStart {
             mid: Arc::clone(&self.mid),
             seq: self.state.seq,
-            status: status_message(&self.state),
             events,
             ended: self.state.is_ended(),
             state: Arc::clone(&self.state),

@@ -239,7 +239,7 @@ fn watch_mid_match_returns_exactly_the_missing_events() {
         panic!("the match exists");
     };
     assert_eq!((w.seq, w.ended, &*w.mid), (10, false, mid.as_str()));
-    let status: Value = serde_json::from_str(&w.status).unwrap();
+    let status: Value = serde_json::from_str(&w.status()).unwrap();
     assert_eq!(
         (status["type"].as_str(), status["seq"].as_u64()),
         (Some("status"), Some(10))

@@ -248,6 +248,8 @@ fn add_counters(stats: &WorkerStats, c: PlaneCounters) {
     WorkerStats::add(&stats.short_writes, c.short_writes);
     WorkerStats::add(&stats.message_timeouts, c.message_timeouts);
     WorkerStats::add(&stats.tls_record_errors, c.tls_errors);
+    WorkerStats::add(&stats.peer_eofs, c.peer_eofs);
+    WorkerStats::add(&stats.io_errors, c.io_errors);
 }
 
 /// Hands one plane event to the application.
@@ -287,7 +289,7 @@ fn dispatch(worker: &Rc<Worker>, event: PlaneEvent<Subscriptions>) {
             app,
         } => {
             worker.plane.borrow_mut().churned = true;
-            watch::forget_subscriptions(worker, &app);
+            watch::forget_subscriptions(worker, id, &app);
             watch::forget_deferred(worker, id);
             if let Some(ip) = app.peer {
                 worker.shared.per_ip.release(ip);

@@ -99,8 +99,8 @@ pub fn on_broadcast(worker: &Rc<Worker>, broadcast: Broadcast, sent_at: Instant)
                 let Some(entry) = matches.get_mut(&mid) else {
                     return;
                 };
-                entry.state = state;
-                let watchers = entry.watchers.iter().map(|(_, w)| *w);
+                entry.set_state(state);
+                let watchers = entry.watchers.iter();
                 fan_out_plane(worker, watchers, &mut bytes, &mut tally)
             };
             if plane_watchers {
@@ -167,8 +167,8 @@ fn fan_out_plane(
 }
 
 fn end_subscriptions(worker: &Worker, mid: &Arc<str>, entry: MatchWatchers, reason: &str) {
-    for (_, conn) in entry.watchers.iter() {
-        let left = with_watching(worker, *conn, |watching| {
+    for conn in entry.watchers.iter() {
+        let left = with_watching(worker, conn, |watching| {
             watching.retain(|x| x.mid != *mid);
             watching.len()
         });
@@ -177,7 +177,7 @@ fn end_subscriptions(worker: &Worker, mid: &Arc<str>, entry: MatchWatchers, reas
         };
         worker.stats().set_watchers(mid, -1);
         if left == 0 {
-            end_connection(worker, *conn, reason);
+            end_connection(worker, conn, reason);
         }
     }
 }

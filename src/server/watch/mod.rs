@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use slab::Slab;
 
 use super::compress;
 use super::metrics::WorkerStats;
@@ -29,14 +28,16 @@ use super::plane::frames::FrameId;
 use super::plane::record::{Flavour, RecordId};
 use super::worker::Worker;
 use super::ws::{parse_command, Command};
-use crate::domain::{error_message, status_message, Match};
+use crate::domain::{error_message, Match};
 use crate::proto::close;
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::line::{encode_block, encode_error};
 use crate::sequencer::{Broadcast, Reply, WatchReply, WatchStart};
 
 mod fanout;
+mod slots;
 pub use fanout::on_broadcast;
+use slots::WatcherSlots;
 
 /// A subscription of one connection.
 #[derive(Debug)]
@@ -88,8 +89,45 @@ pub type ConnRef = RecordId;
 
 /// A watched match on this worker.
 pub struct MatchWatchers {
+    /// The match id, shared by every subscription to it (one allocation, not one per watcher).
+    mid: Arc<str>,
     state: Arc<Match>,
-    watchers: Slab<ConnRef>,
+    watchers: WatcherSlots,
+    /// The status at `state.seq`, encoded once per flavour for the watchers that join now
+    /// (a kick-off crowd shares one frame instead of each making its own).
+    statuses: [Option<Bytes>; Flavour::COUNT],
+}
+
+impl MatchWatchers {
+    fn new(mid: Arc<str>, state: Arc<Match>) -> Self {
+        MatchWatchers {
+            mid,
+            state,
+            watchers: WatcherSlots::default(),
+            statuses: Default::default(),
+        }
+    }
+
+    /// Moves the replica to `state` (the statuses encoded for the old one are dropped).
+    fn set_state(&mut self, state: Arc<Match>) {
+        self.state = state;
+        self.statuses = Default::default();
+    }
+
+    /// The status frame for a `flavour` watcher starting at `start`, encoded once per state:
+    /// `None` when `start` carries history (its status then names the point the history
+    /// starts from) or is not at the replica's seq.
+    fn shared_status(&mut self, flavour: Flavour, start: &WatchStart) -> Option<Bytes> {
+        if !start.events.is_empty() || start.seq != self.state.seq {
+            return None;
+        }
+        let status = &mut self.statuses[flavour as usize];
+        Some(
+            status
+                .get_or_insert_with(|| status_bytes(Some(flavour), start, start.seq))
+                .clone(),
+        )
+    }
 }
 
 /// A worker's subscription tables.
@@ -358,13 +396,12 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
         .matches
         .borrow()
         .get(mid)
-        .map(|m| m.state.clone());
-    if let Some(replica) = local {
+        .map(|m| (m.mid.clone(), m.state.clone()));
+    if let Some((shared_mid, replica)) = local {
         if since.is_none_or(|s| s >= replica.seq) {
             let start = WatchStart {
-                mid: replica.id.as_str().into(),
+                mid: shared_mid,
                 seq: replica.seq,
-                status: status_message(&replica),
                 events: Vec::new(),
                 ended: replica.is_ended(),
                 state: replica,
@@ -409,29 +446,30 @@ pub fn unwatch(worker: &Rc<Worker>, conn: ConnRef, mid: &str) {
     })
     .flatten();
     if let Some(w) = removed {
-        drop_slot(worker, &w);
+        drop_slot(worker, conn, &w);
     }
 }
 
-fn drop_slot(worker: &Worker, w: &Watching) {
-    if let Some(slot) = w.slot.map(|s| s as usize) {
-        let mut matches = worker.watch.matches.borrow_mut();
-        if let Some(entry) = matches.get_mut(&w.mid) {
-            if entry.watchers.contains(slot) {
-                entry.watchers.remove(slot);
-            }
-            if entry.watchers.is_empty() {
-                matches.remove(&w.mid);
-            }
+/// Takes `conn` out of the table of the match `w` names.
+fn drop_slot(worker: &Worker, conn: ConnRef, w: &Watching) {
+    let Some(slot) = w.slot else {
+        return;
+    };
+    let mut matches = worker.watch.matches.borrow_mut();
+    if let Some(entry) = matches.get_mut(&w.mid) {
+        if entry.watchers.remove(slot, conn) {
             worker.stats().set_watchers(&w.mid, -1);
+        }
+        if entry.watchers.is_empty() {
+            matches.remove(&w.mid);
         }
     }
 }
 
-/// Removes the subscriptions of a closed connection (its list, taken from it).
-pub fn forget_subscriptions(worker: &Worker, watching: &[Watching]) {
+/// Removes the subscriptions of closed connection `conn` (its list, taken from it).
+pub fn forget_subscriptions(worker: &Worker, conn: ConnRef, watching: &[Watching]) {
     for w in watching {
-        drop_slot(worker, w);
+        drop_slot(worker, conn, w);
     }
 }
 
@@ -477,20 +515,8 @@ fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply:
 
 fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
     let flavour = flavour_of(worker, conn);
-    if flavour == Some(Flavour::Line) {
-        queue(worker, conn, status_block(&start.state));
-    } else {
-        // The history is `(since, seq]`, in order. An SSE status's `id` is `since` when history
-        // follows it (its own seq otherwise): a stream cut right after the status resumes
-        // before the history, not after it.
-        let first = start.seq + 1 - start.events.len() as u64;
-        let status = message_for(flavour, "status", first - 1, &start.status);
-        queue(worker, conn, status);
-        for (seq, event) in (first..).zip(&start.events) {
-            queue(worker, conn, message_for(flavour, "event", seq, event));
-        }
-    }
     if start.ended {
+        queue_start(worker, conn, flavour, &start, None);
         let left = with_watching(worker, conn, |watching| {
             watching.retain(|w| w.mid != start.mid);
             watching.len()
@@ -500,23 +526,117 @@ fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
         }
         return;
     }
-    let slot = {
+    // Subscribed first: if queueing the start closes the connection, its subscription list
+    // already names the slot, and the close removes it.
+    let (slot, mid, status) = {
         let mut matches = worker.watch.matches.borrow_mut();
         let entry = matches
             .entry(start.mid.clone())
-            .or_insert_with(|| MatchWatchers {
-                state: start.state.clone(),
-                watchers: Slab::new(),
-            });
+            .or_insert_with(|| MatchWatchers::new(start.mid.clone(), start.state.clone()));
         if start.state.seq > entry.state.seq {
-            entry.state = start.state.clone();
+            entry.set_state(start.state.clone());
         }
-        entry.watchers.insert(conn)
+        let status = flavour.and_then(|f| entry.shared_status(f, &start));
+        (entry.watchers.insert(conn), entry.mid.clone(), status)
     };
     worker.stats().set_watchers(&start.mid, 1);
     with_watching(worker, conn, |watching| {
         if let Some(w) = watching.iter_mut().find(|w| w.mid == start.mid) {
             w.slot = Some(slot as u32);
+            w.mid = mid;
         }
     });
+    queue_start(worker, conn, flavour, &start, status);
+}
+
+/// The status of a match as `flavour` takes it; `id` is an SSE message's `id:`.
+fn status_bytes(flavour: Option<Flavour>, start: &WatchStart, id: u64) -> Bytes {
+    match flavour {
+        Some(Flavour::Line) => status_block(&start.state),
+        _ => message_for(flavour, "status", id, &start.status()),
+    }
+}
+
+/// Queues the start of a watch: its status (`shared`, when the match's replica had it
+/// encoded) and then its history, in order. A line watcher gets no history.
+fn queue_start(
+    worker: &Worker,
+    conn: ConnRef,
+    flavour: Option<Flavour>,
+    start: &WatchStart,
+    shared: Option<Bytes>,
+) {
+    // The history is `(since, seq]`, in order. An SSE status's `id` is `since` when history
+    // follows it (its own seq otherwise): a stream cut right after the status resumes before
+    // the history, not after it.
+    let first = start.seq + 1 - start.events.len() as u64;
+    let status = shared.unwrap_or_else(|| status_bytes(flavour, start, first - 1));
+    queue(worker, conn, status);
+    if flavour == Some(Flavour::Line) {
+        return;
+    }
+    for (seq, event) in (first..).zip(&start.events) {
+        queue(worker, conn, message_for(flavour, "event", seq, event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{status_message, Team};
+
+    fn state(seq: u64) -> Arc<Match> {
+        let home = Team::new("elp", "Estudiantes", "A").unwrap();
+        let visit = Team::new("tig", "Tigre", "A").unwrap();
+        let mut m = Match::new(&home, &visit, "2011-09-10", "Estadio Ciudad de La Plata").unwrap();
+        m.seq = seq;
+        Arc::new(m)
+    }
+
+    fn start(state: &Arc<Match>, events: Vec<Arc<str>>) -> WatchStart {
+        WatchStart {
+            mid: state.id.as_str().into(),
+            seq: state.seq,
+            events,
+            ended: false,
+            state: state.clone(),
+        }
+    }
+
+    #[test]
+    fn watchers_joining_at_one_seq_share_one_status_frame_per_flavour() {
+        let s = state(3);
+        let mut m = MatchWatchers::new(s.id.as_str().into(), s.clone());
+        let first = m.shared_status(Flavour::Ws, &start(&s, vec![])).unwrap();
+        let second = m.shared_status(Flavour::Ws, &start(&s, vec![])).unwrap();
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one frame, shared");
+        assert_eq!(first, text_frame(&status_message(&s)));
+        let line = m.shared_status(Flavour::Line, &start(&s, vec![])).unwrap();
+        assert_eq!(line, status_block(&s));
+        let sse = m.shared_status(Flavour::Sse, &start(&s, vec![])).unwrap();
+        assert!(std::str::from_utf8(&sse).unwrap().contains("id: 3\n"));
+    }
+
+    #[test]
+    fn a_start_with_history_or_off_the_replica_seq_gets_its_own_status() {
+        let s = state(3);
+        let mut m = MatchWatchers::new(s.id.as_str().into(), s.clone());
+        let history = start(&s, vec![Arc::from("{}")]);
+        assert!(m.shared_status(Flavour::Sse, &history).is_none());
+        assert!(m
+            .shared_status(Flavour::Ws, &start(&state(2), vec![]))
+            .is_none());
+    }
+
+    #[test]
+    fn a_new_state_drops_the_statuses_encoded_for_the_old_one() {
+        let s = state(3);
+        let mut m = MatchWatchers::new(s.id.as_str().into(), s.clone());
+        let old = m.shared_status(Flavour::Ws, &start(&s, vec![])).unwrap();
+        let next = state(4);
+        m.set_state(next.clone());
+        let new = m.shared_status(Flavour::Ws, &start(&next, vec![])).unwrap();
+        assert_ne!(old, new);
+        assert_eq!(new, text_frame(&status_message(&next)));
+    }
 }
