@@ -39,7 +39,7 @@ pub enum Command {
     /// Play a match script through the admin API.
     Replay(crate::feed::replay::ReplayArgs),
     /// Load generator and blackbox tester: connect watchers, drive a match, verify, report.
-    Load(crate::load::LoadArgs),
+    Load(Box<crate::load::LoadArgs>),
 }
 
 /// Parses `args` and runs the chosen command; returns the process exit status.
@@ -57,7 +57,7 @@ where
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(*args).map(|()| 0),
         Command::Replay(args) => crate::feed::replay::run(args),
-        Command::Load(args) => crate::load::run(args),
+        Command::Load(args) => crate::load::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -542,7 +542,7 @@ fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
     worker.stats().set_watchers(&start.mid, 1);
     with_watching(worker, conn, |watching| {
         if let Some(w) = watching.iter_mut().find(|w| w.mid == start.mid) {
-            w.slot = Some(slot as u32);
+            w.slot = Some(slot);
             w.mid = mid;
         }
     });
