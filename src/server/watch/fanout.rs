@@ -169,7 +169,7 @@ fn fan_out_plane(
 fn end_subscriptions(worker: &Worker, mid: &Arc<str>, entry: MatchWatchers, reason: &str) {
     for conn in entry.watchers.iter() {
         let left = with_watching(worker, conn, |watching| {
-            watching.retain(|x| x.mid != *mid);
+            watching.retain(|x| !x.is(mid));
             watching.len()
         });
         let Some(left) = left else {

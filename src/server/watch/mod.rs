@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,61 +35,20 @@ use crate::sequencer::{Broadcast, Reply, WatchReply, WatchStart};
 
 mod fanout;
 mod slots;
+mod subscriptions;
 pub use fanout::on_broadcast;
 use slots::WatcherSlots;
-
-/// A subscription of one connection.
-#[derive(Debug)]
-pub struct Watching {
-    /// The match.
-    pub mid: Arc<str>,
-    /// Key in the match's watcher slab once active; `None` while the sequencer is asked.
-    pub slot: Option<u32>,
-}
-
-/// Adds a subscription to a connection's list. The first one allocates room for exactly one
-/// (a `Vec` would otherwise reserve four): most watchers follow one match, 100K times over.
-fn subscribe(watching: &mut Vec<Watching>, w: Watching) {
-    if watching.capacity() == 0 {
-        watching.reserve_exact(1);
-    }
-    watching.push(w);
-}
-
-/// What the worker keeps about one watcher connection: its subscriptions, and the counts
-/// that bound what it may ask (`--max-watches-per-connection`). Dereferences to the list.
-#[derive(Debug, Default)]
-pub struct Subscriptions {
-    list: Vec<Watching>,
-    /// The connection's source address, for `--max-connections-per-ip` (the record carries
-    /// it until it closes).
-    pub peer: Option<IpAddr>,
-    /// Watch requests sent to the sequencer and not answered yet.
-    pub in_flight: u16,
-    /// Watch requests refused on the worker so far.
-    pub refused: u16,
-}
-
-impl std::ops::Deref for Subscriptions {
-    type Target = Vec<Watching>;
-    fn deref(&self) -> &Vec<Watching> {
-        &self.list
-    }
-}
-
-impl std::ops::DerefMut for Subscriptions {
-    fn deref_mut(&mut self) -> &mut Vec<Watching> {
-        &mut self.list
-    }
-}
+pub use subscriptions::{MatchName, Subscriptions, WatchList, Watching};
 
 /// A watcher of this worker: its record in the watcher plane.
 pub type ConnRef = RecordId;
 
 /// A watched match on this worker.
 pub struct MatchWatchers {
-    /// The match id, shared by every subscription to it (one allocation, not one per watcher).
+    /// The match id.
     mid: Arc<str>,
+    /// The match id as its subscriptions hold it (one allocation, shared by its watchers).
+    name: MatchName,
     state: Arc<Match>,
     watchers: WatcherSlots,
     /// The status at `state.seq`, encoded once per flavour for the watchers that join now
@@ -101,6 +59,7 @@ pub struct MatchWatchers {
 impl MatchWatchers {
     fn new(mid: Arc<str>, state: Arc<Match>) -> Self {
         MatchWatchers {
+            name: MatchName::new(&mid),
             mid,
             state,
             watchers: WatcherSlots::default(),
@@ -374,7 +333,7 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
         let reason = format!("not a match id: {}", excerpt(mid, 64));
         return refuse_watch(worker, conn, &reason);
     }
-    let already = with_watching(worker, conn, |w| w.iter().any(|w| &*w.mid == mid));
+    let already = with_watching(worker, conn, |w| w.iter().any(|w| w.is(mid)));
     match already {
         None => return,
         Some(true) => {
@@ -396,8 +355,8 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
         .matches
         .borrow()
         .get(mid)
-        .map(|m| (m.mid.clone(), m.state.clone()));
-    if let Some((shared_mid, replica)) = local {
+        .map(|m| (m.mid.clone(), m.name.clone(), m.state.clone()));
+    if let Some((shared_mid, name, replica)) = local {
         if since.is_none_or(|s| s >= replica.seq) {
             let start = WatchStart {
                 mid: shared_mid,
@@ -407,13 +366,10 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
                 state: replica,
             };
             with_watching(worker, conn, |w| {
-                subscribe(
-                    w,
-                    Watching {
-                        mid: start.mid.clone(),
-                        slot: None,
-                    },
-                )
+                w.push(Watching {
+                    mid: name,
+                    slot: None,
+                })
             });
             start_watching(worker, conn, start);
             return;
@@ -422,13 +378,10 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
     let mid: Arc<str> = mid.into();
     with_watching(worker, conn, |w| {
         w.in_flight = w.in_flight.saturating_add(1);
-        subscribe(
-            w,
-            Watching {
-                mid: mid.clone(),
-                slot: None,
-            },
-        )
+        w.push(Watching {
+            mid: MatchName::new(&mid),
+            slot: None,
+        })
     });
     let answered = Arc::clone(&mid);
     super::reads::answer_watch(worker, mid, since, move |worker, reply| {
@@ -438,13 +391,7 @@ pub fn watch(worker: &Rc<Worker>, conn: ConnRef, mid: &str, since: Option<u64>) 
 
 /// Handles `unwatch`.
 pub fn unwatch(worker: &Rc<Worker>, conn: ConnRef, mid: &str) {
-    let removed = with_watching(worker, conn, |watching| {
-        watching
-            .iter()
-            .position(|w| &*w.mid == mid)
-            .map(|i| watching.swap_remove(i))
-    })
-    .flatten();
+    let removed = with_watching(worker, conn, |watching| watching.take(|w| w.is(mid))).flatten();
     if let Some(w) = removed {
         drop_slot(worker, conn, &w);
     }
@@ -456,19 +403,19 @@ fn drop_slot(worker: &Worker, conn: ConnRef, w: &Watching) {
         return;
     };
     let mut matches = worker.watch.matches.borrow_mut();
-    if let Some(entry) = matches.get_mut(&w.mid) {
+    if let Some(entry) = matches.get_mut(w.mid.as_str()) {
         if entry.watchers.remove(slot, conn) {
-            worker.stats().set_watchers(&w.mid, -1);
+            worker.stats().set_watchers(&entry.mid, -1);
         }
         if entry.watchers.is_empty() {
-            matches.remove(&w.mid);
+            matches.remove(w.mid.as_str());
         }
     }
 }
 
 /// Removes the subscriptions of closed connection `conn` (its list, taken from it).
-pub fn forget_subscriptions(worker: &Worker, conn: ConnRef, watching: &[Watching]) {
-    for w in watching {
+pub fn forget_subscriptions(worker: &Worker, conn: ConnRef, watching: &WatchList) {
+    for w in watching.iter() {
         drop_slot(worker, conn, w);
     }
 }
@@ -486,7 +433,7 @@ pub fn on_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply:
 
 fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply: Reply) {
     let pending = with_watching(worker, conn, |w| {
-        w.iter().any(|w| w.mid == *mid && w.slot.is_none())
+        w.iter().any(|w| w.is(mid) && w.slot.is_none())
     });
     if pending != Some(true) {
         return;
@@ -494,7 +441,7 @@ fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply:
     match reply {
         Reply::Watch(WatchReply::Found(start)) => start_watching(worker, conn, start),
         Reply::Watch(WatchReply::NotFound { error }) => {
-            with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
+            with_watching(worker, conn, |w| w.retain(|w| !w.is(mid)));
             if is_line(worker, conn) {
                 let mut out = Vec::new();
                 encode_error(&mut out, &format!("match not found: {mid}"));
@@ -504,11 +451,11 @@ fn handle_watch_reply(worker: &Rc<Worker>, conn: ConnRef, mid: &Arc<str>, reply:
             }
         }
         Reply::Refused(refused) => {
-            with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
+            with_watching(worker, conn, |w| w.retain(|w| !w.is(mid)));
             watch_failed(worker, conn, &error_message(&refused.to_string()));
         }
         Reply::Done(_) => {
-            with_watching(worker, conn, |w| w.retain(|w| w.mid != *mid));
+            with_watching(worker, conn, |w| w.retain(|w| !w.is(mid)));
         }
     }
 }
@@ -518,7 +465,7 @@ fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
     if start.ended {
         queue_start(worker, conn, flavour, &start, None);
         let left = with_watching(worker, conn, |watching| {
-            watching.retain(|w| w.mid != start.mid);
+            watching.retain(|w| !w.is(&start.mid));
             watching.len()
         });
         if left == Some(0) {
@@ -537,11 +484,11 @@ fn start_watching(worker: &Rc<Worker>, conn: ConnRef, start: WatchStart) {
             entry.set_state(start.state.clone());
         }
         let status = flavour.and_then(|f| entry.shared_status(f, &start));
-        (entry.watchers.insert(conn), entry.mid.clone(), status)
+        (entry.watchers.insert(conn), entry.name.clone(), status)
     };
     worker.stats().set_watchers(&start.mid, 1);
     with_watching(worker, conn, |watching| {
-        if let Some(w) = watching.iter_mut().find(|w| w.mid == start.mid) {
+        if let Some(w) = watching.iter_mut().find(|w| w.is(&start.mid)) {
             w.slot = Some(slot);
             w.mid = mid;
         }
