@@ -87,6 +87,18 @@ pub struct ServeArgs {
         help_heading = "Listening"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Kernel TLS for TLS 1.3 watchers: `auto` hands a watcher's sending key to the kernel
+    /// (`TCP_ULP` "tls") where the kernel offers it, so broadcasts share one plaintext frame and
+    /// the kernel seals it; `off` seals every record in user space. The choice is logged at
+    /// start and counted in /metrics.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_KTLS",
+        value_enum,
+        default_value = "auto",
+        help_heading = "Listening"
+    )]
+    pub ktls: super::tls::ktls::KtlsMode,
     /// Directory of the embedded store (SQLite).
     #[arg(
         long,

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub port_wait: Duration,
     /// `--tls-cert` / `--tls-key`: both listeners speak TLS (`None`: plain).
     pub tls: Option<super::tls::TlsFiles>,
+    /// `--ktls`: whether TLS watchers' sends go through the kernel's TLS where it has one.
+    pub ktls: super::tls::ktls::KtlsMode,
     /// `--admin-listen`: a separate address for the operator, served by worker 0 and never
     /// refused for capacity (`None`: none).
     pub admin_listen: Option<SocketAddr>,
@@ -172,6 +174,7 @@ impl ServerConfig {
             max_failed_logins_per_minute: 10,
             port_wait: Duration::from_secs(5),
             tls: None,
+            ktls: super::tls::ktls::KtlsMode::Auto,
             admin_listen: None,
             admin_slots: 16,
             fd_resume_slots: 64,

@@ -28,6 +28,22 @@ pub fn count_plain_on_tls(who: PlainClient) {
     counter.fetch_add(1, Relaxed);
 }
 
+static KTLS_ENABLED: AtomicU64 = AtomicU64::new(0);
+
+/// Records whether this server hands TLS watchers' sending keys to the kernel.
+pub fn set_ktls_enabled(on: bool) {
+    KTLS_ENABLED.store(u64::from(on), Relaxed);
+}
+
+fn render_ktls_enabled(out: &mut String) {
+    let name = "matchstream_ktls_enabled";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 when TLS watchers' sends go through the kernel's TLS (--ktls auto and a tls ULP).\n# TYPE {name} gauge\n{name} {}",
+        KTLS_ENABLED.load(Relaxed)
+    );
+}
+
 fn render_plain_on_tls(out: &mut String) {
     let name = "matchstream_plain_on_tls_port_total";
     let _ = writeln!(
@@ -138,6 +154,12 @@ pub struct WorkerStats {
     pub tls_watchers: AtomicU64,
     /// TLS watchers ended by a TLS error after the handshake (a bad record, a seal error).
     pub tls_record_errors: AtomicU64,
+    /// TLS watchers whose sending side went to the kernel's TLS (kTLS).
+    pub ktls_watchers: AtomicU64,
+    /// TLS watchers that could not go over to kTLS although it is on (the kernel refused).
+    pub ktls_refused: AtomicU64,
+    /// kTLS watchers closed because their client asked for our `KeyUpdate`.
+    pub ktls_update_closes: AtomicU64,
     /// Watchers whose peer closed without a close handshake (a client that went away).
     pub peer_eofs: AtomicU64,
     /// Watchers ended by a failed read or send (a reset, a broken pipe).
@@ -213,7 +235,7 @@ type CounterDef = (
 /// Renders every worker's counters in the Prometheus text format.
 pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     let mut out = String::with_capacity(4096);
-    let per_worker: [CounterDef; 35] = [
+    let per_worker: [CounterDef; 38] = [
         (
             "matchstream_connections",
             "gauge",
@@ -383,6 +405,24 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
             |s| &s.tls_record_errors,
         ),
         (
+            "matchstream_ktls_watchers_total",
+            "counter",
+            "TLS watchers whose sends the kernel seals (kTLS: they get the shared plaintext frame)",
+            |s| &s.ktls_watchers,
+        ),
+        (
+            "matchstream_ktls_refused_total",
+            "counter",
+            "TLS watchers sealed in user space because the kernel refused their kTLS keys",
+            |s| &s.ktls_refused,
+        ),
+        (
+            "matchstream_ktls_update_closes_total",
+            "counter",
+            "kTLS watchers closed because the client asked for a KeyUpdate (it reconnects)",
+            |s| &s.ktls_update_closes,
+        ),
+        (
             "matchstream_peer_eofs_total",
             "counter",
             "Watchers whose client closed the connection without a close handshake",
@@ -434,6 +474,7 @@ pub fn render(workers: &[WorkerStats], extra: &str) -> String {
     render_latency(&mut out, workers);
     render_watchers(&mut out, workers);
     render_plain_on_tls(&mut out);
+    render_ktls_enabled(&mut out);
     render_tls_handshake_failures(&mut out, workers);
     out.push_str(extra);
     out

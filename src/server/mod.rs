@@ -109,6 +109,7 @@ pub fn config_from_args(args: &ServeArgs) -> ServerConfig {
         }),
         _ => None,
     };
+    config.ktls = args.ktls;
     let target = match (&args.redis, &args.redis_sentinel, &args.redis_master_name) {
         (Some(url), _, _) => Some(RedisTarget::Url(url.clone())),
         (None, Some(list), Some(master)) => {
@@ -402,6 +403,8 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         ),
         None => None,
     };
+    let ktls = tls.is_some() && tls::ktls::decide(config.ktls);
+    metrics::set_ktls_enabled(ktls);
     let published = reads::Published::default();
     let switches = SwitchWatch::default();
     let stop_cluster = StopFlag::default();
@@ -434,6 +437,7 @@ pub fn start(config: ServerConfig) -> io::Result<Running> {
         bound: OnceLock::new(),
         steering: accept::Steering::new(workers),
         tls,
+        ktls,
         config,
     });
     let mut addrs = BoundAddrs {

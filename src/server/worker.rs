@@ -60,6 +60,8 @@ pub struct Shared {
     pub logins: super::admin_auth::LoginLimiter,
     /// The TLS certificate of the moment (`None`: both listeners are plain).
     pub tls: Option<super::tls::Certs>,
+    /// TLS 1.3 watchers' sending keys go to the kernel (`--ktls`, and the kernel has the ULP).
+    pub ktls: bool,
     /// Which workers take new connections (a full fd table takes a worker out).
     pub steering: super::accept::Steering,
 }

@@ -85,6 +85,14 @@ pub enum IoOp {
         /// The socket.
         fd: i32,
     },
+    /// Send a kTLS record's closing alert (`close_notify` or a fatal one) as a record of its
+    /// own type, at once and without waiting: everything queued before it is written.
+    SendAlert {
+        /// The socket.
+        fd: i32,
+        /// The alert: level, description.
+        alert: [u8; 2],
+    },
     /// `close(2)`: nothing is in flight on the socket any more.
     Close {
         /// The socket.
@@ -154,6 +162,9 @@ pub struct PlaneCounters {
     pub peer_eofs: u64,
     /// Records whose read or send failed (a reset, a broken pipe).
     pub io_errors: u64,
+    /// kTLS records ended because their peer asked for our `KeyUpdate` (the kernel's key is
+    /// not renewed).
+    pub ktls_update_closes: u64,
 }
 
 /// A push that would exceed the queue bound: the record is being closed.
@@ -520,7 +531,7 @@ impl<T: Default> PlaneCore<T> {
             return;
         }
         let rec = self.records.remove(key as usize);
-        self.tls.remove(&key);
+        let tls = self.tls.remove(&key).is_some();
         self.io.push_back(IoOp::Close { fd: rec.fd });
         self.events.push(PlaneEvent::Closed {
             id: RecordId {
@@ -528,7 +539,7 @@ impl<T: Default> PlaneCore<T> {
                 serial: rec.serial,
             },
             flavour: rec.flavour,
-            tls: rec.has(TLS),
+            tls,
             app: rec.app,
         });
     }

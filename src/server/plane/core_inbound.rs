@@ -9,7 +9,7 @@ impl<T: Default> PlaneCore<T> {
     /// Bytes read from record `key` at `now` (ciphertext for a TLS record).
     pub fn on_data(&mut self, key: u32, data: &[u8], now: u64) {
         match self.records.get(key as usize) {
-            Some(rec) if rec.phase != Phase::Dying && rec.has(TLS) => {
+            Some(rec) if rec.phase != Phase::Dying && (rec.has(TLS) || self.is_ktls(key)) => {
                 self.on_tls_data(key, data, now)
             }
             Some(_) => self.on_plain(key, data, now),

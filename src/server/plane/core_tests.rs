@@ -648,3 +648,112 @@ fn a_burst_leaves_no_working_memory_behind_once_trimmed() {
     assert_eq!(core.frames_alive(), 0);
     assert_eq!(core.len(), 5_000, "the records themselves stay");
 }
+
+#[test]
+fn a_ktls_record_shares_the_plaintext_frame_reads_through_its_session_and_ends_with_an_alert() {
+    use crate::server::tls::session::tests::{
+        client_gets, client_sends, kernel_seals, kernel_tls_session,
+    };
+    let (session, mut client, mut kernel) = kernel_tls_session();
+    let mut core = plane();
+    let plain = core.adopt(10, Flavour::Ws, 0);
+    let ktls = core.adopt_ktls(11, Flavour::Ws, 0, session);
+    assert_eq!(
+        ops(&mut core),
+        vec![
+            IoOp::Poll {
+                key: plain.key,
+                fd: 10
+            },
+            IoOp::Poll {
+                key: ktls.key,
+                fd: 11
+            }
+        ]
+    );
+
+    // A broadcast: one shared frame, one send each, no ciphertext of the record's own.
+    let frame = core.share(Bytes::from_static(b"\x81\x05event"));
+    core.push(plain, frame, 1).unwrap();
+    core.push(ktls, frame, 1).unwrap();
+    core.unshare(frame);
+    let out = ops(&mut core);
+    assert_eq!(
+        sends(&out),
+        vec![(plain.key, frame, 0), (ktls.key, frame, 0)]
+    );
+    assert_eq!(core.frames_alive(), 1, "shared, not sealed per record");
+    // What the kernel makes of it is what the client reads.
+    let wire = kernel_seals(&mut kernel, core.frame_bytes(frame), 23);
+    assert_eq!(client_gets(&mut client, &wire), b"\x81\x05event");
+    complete_sends(&mut core, &out, 2);
+
+    // What the client sends is opened by the record's session.
+    let cipher = client_sends(&mut client, &client_frame(0x1, b"{\"watch\":\"m1\"}"));
+    core.on_data(ktls.key, &cipher, 3);
+    let texts: Vec<_> = core
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            PlaneEvent::Text { id, text } => Some((id.key, text)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.len(), 1);
+    assert_eq!(texts[0].0, ktls.key);
+
+    // The close: our close frame (plaintext to the kernel), the peer's answer, then the
+    // close_notify as the kernel's alert record, before the socket is shut.
+    core.close(ktls, 1000, "match ended", 4);
+    let out = ops(&mut core);
+    let (_, close, _) = sends(&out)[0];
+    assert_eq!(&core.frame_bytes(close)[..2], &[0x88, 13]);
+    complete_sends(&mut core, &out, 5);
+    assert!(ops(&mut core).is_empty(), "lingering for the peer's close");
+    let cipher = client_sends(&mut client, &client_frame(0x8, &[0x03, 0xE8]));
+    core.on_data(ktls.key, &cipher, 6);
+    let out = ops(&mut core);
+    let alert = out
+        .iter()
+        .position(|op| {
+            *op == IoOp::SendAlert {
+                fd: 11,
+                alert: [1, 0],
+            }
+        })
+        .expect("close_notify sent");
+    let shut = out
+        .iter()
+        .position(|op| {
+            matches!(
+                op,
+                IoOp::Shutdown { fd: 11 } | IoOp::ShutdownWrite { fd: 11 }
+            )
+        })
+        .expect("then the socket shut");
+    assert!(alert < shut, "{out:?}");
+    // The peer's FIN ends the lingering close.
+    core.on_eof(ktls.key, 7);
+    let out = ops(&mut core);
+    finish_teardown(&mut core, &out);
+    assert!(ops(&mut core).contains(&IoOp::Close { fd: 11 }));
+    let events = core.take_events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, PlaneEvent::Closed { id, tls: true, .. } if id.key == ktls.key)));
+    assert_eq!(core.tls_records(), 0, "the session went with the record");
+}
+
+#[test]
+fn a_ktls_record_whose_client_asks_for_a_key_update_is_closed_cleanly() {
+    use crate::server::tls::session::tests::{client_sends, kernel_tls_session};
+    let (session, mut client, _) = kernel_tls_session();
+    let mut core = plane();
+    let id = core.adopt_ktls(11, Flavour::Ws, 0, session);
+    ops(&mut core);
+    client.refresh_traffic_keys().unwrap();
+    let cipher = client_sends(&mut client, &client_frame(0x9, b""));
+    core.on_data(id.key, &cipher, 1);
+    assert!(!core.record(id).unwrap().is_open(), "ended");
+    assert_eq!(core.take_counters().ktls_update_closes, 1);
+}

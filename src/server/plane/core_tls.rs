@@ -5,6 +5,11 @@
 //! sequence numbers follow the order the bytes go out in; what it reads is opened before its
 //! WebSocket, line or SSE logic sees it. Its end sends a `close_notify` after everything
 //! else, then the FIN of the lingering close.
+//!
+//! A kTLS record (the kernel seals what it sends, see [`crate::server::tls::ktls`]) is a plain
+//! record to the sending side: it has no `TLS` flag, so it is queued the broadcast's shared
+//! plaintext frame like any other. Its session stays in the side table for what it reads,
+//! and its closing alert goes out as a record of its own type once its queue is written.
 
 use super::*;
 
@@ -29,6 +34,26 @@ impl<T: Default> PlaneCore<T> {
         id
     }
 
+    /// Takes over socket `fd` whose sending side the kernel's TLS now seals (kTLS): a plain
+    /// record to the sending side, whose `session` opens what it reads.
+    pub fn adopt_ktls(
+        &mut self,
+        fd: i32,
+        flavour: Flavour,
+        now: u64,
+        session: TlsSession,
+    ) -> RecordId {
+        debug_assert!(session.tx_in_kernel() && session.pending().is_empty());
+        let id = self.adopt(fd, flavour, now);
+        self.tls.insert(id.key, Box::new(session));
+        id
+    }
+
+    /// Whether record `key` is a kTLS record (a session, but sent to as a plain record).
+    pub(super) fn is_ktls(&self, key: u32) -> bool {
+        !self.tls.is_empty() && !self.records[key as usize].has(TLS) && self.tls.contains_key(&key)
+    }
+
     /// Queues ciphertext made for record `key` alone (it is never shared with another).
     fn enqueue_cipher(&mut self, key: u32, cipher: Vec<u8>, now: u64) {
         let frame = self.share(Bytes::from(cipher));
@@ -45,12 +70,13 @@ impl<T: Default> PlaneCore<T> {
     /// record's own ciphertext for a TLS one (a failed seal ends the record).
     pub(super) fn enqueue(&mut self, key: u32, frame: FrameId, now: u64) {
         let rec = &self.records[key as usize];
-        if !rec.has(TLS) {
-            return self.enqueue_wire(key, frame, now);
-        }
         if rec.has(TLS_NOTIFIED) {
             // Nothing follows our close_notify (RFC 8446 §6.1): a late pong, say, is dropped.
             return;
+        }
+        if !rec.has(TLS) {
+            // A plain record, or a kTLS one: the kernel seals the shared frame.
+            return self.enqueue_wire(key, frame, now);
         }
         let sealed = match self.tls.get_mut(&key) {
             Some(session) => session.seal(self.frames.bytes(frame)),
@@ -71,6 +97,17 @@ impl<T: Default> PlaneCore<T> {
     /// Queues record `key`'s `close_notify` if it is a TLS record that has not sent it yet;
     /// true when something was queued.
     pub(super) fn queue_close_notify(&mut self, key: u32, now: u64) -> bool {
+        if self.owes_close_notify(key) && self.is_ktls(key) {
+            // Everything queued is written: the alert follows it straight away.
+            let rec = &mut self.records[key as usize];
+            rec.set(TLS_NOTIFIED, true);
+            let fd = rec.fd;
+            if let Some(session) = self.tls.get(&key) {
+                let alert = session.kernel_alert();
+                self.io.push_back(IoOp::SendAlert { fd, alert });
+            }
+            return false;
+        }
         let rec = &mut self.records[key as usize];
         if !rec.has(TLS) || rec.has(TLS_NOTIFIED) {
             return false;
@@ -93,9 +130,14 @@ impl<T: Default> PlaneCore<T> {
         let Some(id) = self.id_unless_dying(key) else {
             return;
         };
+        let ktls = self.is_ktls(key);
         let rec = &mut self.records[key as usize];
         // No close frame or close_notify can follow a fatal alert.
         rec.set(SESSION_CLOSED, true);
+        if ktls {
+            // Its fatal alert goes out (as the kernel's record) once the queue is written.
+            return self.finish(id, now);
+        }
         rec.set(TLS_NOTIFIED, true);
         if !alert.is_empty() {
             self.enqueue_cipher(key, alert, now);
@@ -106,7 +148,7 @@ impl<T: Default> PlaneCore<T> {
     /// Whether record `key` still owes its peer a `close_notify`.
     pub(super) fn owes_close_notify(&self, key: u32) -> bool {
         let rec = &self.records[key as usize];
-        rec.has(TLS) && !rec.has(TLS_NOTIFIED)
+        !rec.has(TLS_NOTIFIED) && (rec.has(TLS) || self.is_ktls(key))
     }
 
     /// Opens what a TLS record read: its plaintext goes to the record's protocol, a
@@ -119,6 +161,7 @@ impl<T: Default> PlaneCore<T> {
         let mut plain = Vec::new();
         let received = session.receive(data, &mut plain);
         let peer_closed = session.peer_closed();
+        let update_owed = session.update_owed();
         let alert = match received {
             Err(_) => session.take_fatal_alert(),
             Ok(()) => Vec::new(),
@@ -142,6 +185,14 @@ impl<T: Default> PlaneCore<T> {
                 self.fail_tls(key, alert, now);
             }
             Ok(()) if peer_closed => self.on_eof(key, now),
+            Ok(()) if update_owed && self.records[key as usize].phase == Phase::Open => {
+                // The kernel's key is not renewed here: end cleanly, the client reconnects.
+                tracing::debug!(key, "kTLS record asked for a KeyUpdate: closing");
+                self.counters.ktls_update_closes += 1;
+                if let Some(id) = self.id_unless_dying(key) {
+                    self.finish(id, now);
+                }
+            }
             Ok(()) => {}
         }
     }

@@ -24,6 +24,8 @@ use crate::server::compress;
 use crate::server::config::ServerConfig;
 use crate::server::metrics::WorkerStats;
 use crate::server::stream::CLOSE_HANDSHAKE_TIMEOUT;
+use crate::server::tls::ktls;
+use crate::server::tls::session::TlsSession;
 use crate::server::tls::socket::Socket;
 use crate::server::watch::{self, Subscriptions};
 use crate::server::worker::Worker;
@@ -115,9 +117,13 @@ pub fn adopt(
         let mut plane = worker.plane.borrow_mut();
         plane.churned = true;
         let id = match tls {
-            Some(session) => {
+            Some(mut session) => {
                 WorkerStats::add(&stats.tls_watchers, 1);
-                plane.core.adopt_tls(fd, flavour, now, session)
+                if kernel_tls(worker, fd, &mut session) {
+                    plane.core.adopt_ktls(fd, flavour, now, session)
+                } else {
+                    plane.core.adopt_tls(fd, flavour, now, session)
+                }
             }
             None => plane.core.adopt(fd, flavour, now),
         };
@@ -142,6 +148,31 @@ pub fn adopt(
     }
     pump(worker);
     id
+}
+
+/// Hands `session`'s sending side on socket `fd` to the kernel's TLS when this server uses
+/// kTLS and the session can go over (a TLS 1.3 session past its handshake with nothing
+/// unsent); true when it went.
+fn kernel_tls(worker: &Worker, fd: i32, session: &mut TlsSession) -> bool {
+    if !worker.shared.ktls {
+        return false;
+    }
+    let Some(tx) = session.kernel_tx() else {
+        return false;
+    };
+    let stats = worker.stats();
+    match ktls::enable_tx(fd, &tx) {
+        Ok(()) => {
+            session.hand_tx_to_kernel();
+            WorkerStats::add(&stats.ktls_watchers, 1);
+            true
+        }
+        Err(e) => {
+            tracing::debug!(fd, "kTLS refused, sealing in user space: {e}");
+            WorkerStats::add(&stats.ktls_refused, 1);
+            false
+        }
+    }
 }
 
 /// Submits what the plane has queued, reaps its completions and hands its events to the
@@ -250,6 +281,7 @@ fn add_counters(stats: &WorkerStats, c: PlaneCounters) {
     WorkerStats::add(&stats.tls_record_errors, c.tls_errors);
     WorkerStats::add(&stats.peer_eofs, c.peer_eofs);
     WorkerStats::add(&stats.io_errors, c.io_errors);
+    WorkerStats::add(&stats.ktls_update_closes, c.ktls_update_closes);
 }
 
 /// Hands one plane event to the application.

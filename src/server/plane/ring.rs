@@ -16,6 +16,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::core::{IoOp, PlaneCore};
 use crate::os::sys::{self, Transfer};
+use crate::server::tls::ktls;
 
 /// What a completion belongs to (the top two bits of its `user_data`).
 const TAG_POLL: u64 = 0;
@@ -123,6 +124,13 @@ impl PlaneRing {
                 IoOp::ShutdownWrite { fd } => {
                     // SAFETY: `fd` is the record's open socket (closed only by `Close`).
                     unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                    continue;
+                }
+                IoOp::SendAlert { fd, alert } => {
+                    let sent = ktls::send_record(fd, ktls::ALERT, &alert);
+                    if let Err(e) = sent {
+                        tracing::debug!(fd, "kTLS alert not sent: {e}");
+                    }
                     continue;
                 }
                 IoOp::Close { fd } => {

@@ -13,6 +13,8 @@
 //! - [`Certs`] holds the certificate of the moment; `SIGHUP` reloads it from the same files
 //!   ([`Certs::reload`]): new handshakes use the new one, open connections keep theirs, and a
 //!   bad new file keeps the old certificate.
+//! - [`ktls`] hands a TLS 1.3 watcher's sending side to the kernel (`--ktls auto`, where the
+//!   kernel has the `tls` ULP): the plane then sends it the shared plaintext frame.
 //! - [`tickets`] seals session tickets with keys kept in the data directory, so a client
 //!   that reconnects after a restart resumes.
 //!
@@ -20,6 +22,7 @@
 //! session moves there (`Socket::into_parts`) and seals each frame the record queues.
 
 pub mod key_schedule;
+pub mod ktls;
 pub mod records;
 pub mod secret_capture;
 pub mod session;

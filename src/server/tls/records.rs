@@ -20,6 +20,7 @@ use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::{ConnectionTrafficSecrets, Error, ExtractedSecrets};
 
 use super::key_schedule::{wipe, Suite, TrafficSecret, MAX_KEY};
+use super::ktls::TxInfo;
 use super::secret_capture::Captured;
 
 /// Most plaintext bytes in one record.
@@ -162,6 +163,11 @@ pub struct Records {
 const PEER_CLOSED: u8 = 1;
 /// Our `close_notify` (or a fatal alert) is sealed: nothing more is (§6.1).
 const SENT_CLOSE: u8 = 2;
+/// The kernel seals what this connection sends (kTLS): nothing is sealed here any more.
+const TX_IN_KERNEL: u8 = 4;
+/// The peer asked for our `KeyUpdate` while the kernel seals for us: the connection should
+/// end (see [`super::ktls`]).
+const UPDATE_OWED: u8 = 8;
 
 /// What [`Records::open`] found besides application data.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -228,6 +234,47 @@ impl Records {
         ))
     }
 
+    /// The sending state for the kernel's TLS (`TLS_TX`): the key and IV in use and the
+    /// sequence number of the next record; `None` once this layer may not seal any more.
+    pub fn kernel_tx(&self) -> Option<TxInfo> {
+        self.may_seal().ok()?;
+        let len = self.suite.aead().key_len();
+        Some(TxInfo::new(
+            self.suite,
+            &self.tx.key[..len],
+            &self.tx.iv,
+            u64::from(self.tx.seq),
+        ))
+    }
+
+    /// The kernel seals for this connection from now on (after [`kernel_tx`](Self::kernel_tx)
+    /// was handed over): the sending key and IV are wiped, nothing is sealed here again, and a
+    /// peer's request for our `KeyUpdate` is only noted ([`update_owed`](Self::update_owed)).
+    pub fn hand_tx_to_kernel(&mut self) {
+        self.flags |= TX_IN_KERNEL;
+        wipe(&mut self.tx.key);
+        wipe(&mut self.tx.iv);
+    }
+
+    /// Whether the kernel seals for this connection.
+    pub fn tx_in_kernel(&self) -> bool {
+        self.flags & TX_IN_KERNEL != 0
+    }
+
+    /// Whether the peer asked for our `KeyUpdate` while the kernel seals for us.
+    pub fn update_owed(&self) -> bool {
+        self.flags & UPDATE_OWED != 0
+    }
+
+    /// The body of the alert a kTLS connection ends with: its fatal error's (level 2), or a
+    /// `close_notify`.
+    pub fn kernel_alert(&self) -> [u8; 2] {
+        match self.failed {
+            Some(fatal) => [2, fatal as u8],
+            None => [1, 0],
+        }
+    }
+
     /// The fatal error that ended this layer, if one did.
     pub fn failure(&self) -> Option<Fatal> {
         self.failed
@@ -245,6 +292,9 @@ impl Records {
         let Some(fatal) = self.failed else {
             return;
         };
+        if self.flags & TX_IN_KERNEL != 0 {
+            return; // the kernel sends it: see `kernel_alert`
+        }
         let key = self.tx.aead(self.suite);
         let _ = self.seal_one(&key, &[2, fatal as u8], ALERT, out);
         // Never again, whatever the caller does.
@@ -286,6 +336,11 @@ impl Records {
     }
 
     fn may_seal(&self) -> Result<(), Error> {
+        if self.flags & TX_IN_KERNEL != 0 {
+            return Err(Error::General(
+                "the kernel seals for this connection".into(),
+            ));
+        }
         if self.failed.is_some() {
             return Err(Error::General("the TLS connection failed".into()));
         }
@@ -474,7 +529,9 @@ impl Records {
             secret: self.rx.secret.next(self.suite),
             seq: 0,
         };
-        if request == UPDATE_REQUESTED {
+        if request == UPDATE_REQUESTED && self.flags & TX_IN_KERNEL != 0 {
+            self.flags |= UPDATE_OWED;
+        } else if request == UPDATE_REQUESTED {
             let mut key = self.tx.aead(self.suite);
             self.update_tx(&mut key, out)?;
         }

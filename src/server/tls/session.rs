@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::ktls::TxInfo;
 use super::records::Records;
 use super::secret_capture::{self, Captured};
 
@@ -399,6 +400,42 @@ impl TlsSession {
         matches!(self.layer, Layer::Records(_))
     }
 
+    /// The sending state to hand to the kernel's TLS, when this connection can go over to it:
+    /// a TLS 1.3 connection past its handshake, with no ciphertext of ours still unsent (it
+    /// would otherwise be sealed a second time).
+    pub fn kernel_tx(&self) -> Option<TxInfo> {
+        match &self.layer {
+            Layer::Records(records) if self.buffers.outgoing().is_empty() => records.kernel_tx(),
+            _ => None,
+        }
+    }
+
+    /// The kernel now seals what this connection sends (see [`Records::hand_tx_to_kernel`]).
+    pub fn hand_tx_to_kernel(&mut self) {
+        if let Layer::Records(records) = &mut self.layer {
+            records.hand_tx_to_kernel();
+        }
+    }
+
+    /// Whether the kernel seals what this connection sends.
+    pub fn tx_in_kernel(&self) -> bool {
+        matches!(&self.layer, Layer::Records(r) if r.tx_in_kernel())
+    }
+
+    /// Whether the peer asked for our `KeyUpdate`, which a kTLS connection does not send: it
+    /// ends instead.
+    pub fn update_owed(&self) -> bool {
+        matches!(&self.layer, Layer::Records(r) if r.update_owed())
+    }
+
+    /// The alert body a kTLS connection ends with (its fatal error's, or `close_notify`).
+    pub fn kernel_alert(&self) -> [u8; 2] {
+        match &self.layer {
+            Layer::Records(records) => records.kernel_alert(),
+            _ => [1, 0],
+        }
+    }
+
     /// Whether the peer sent `close_notify`.
     pub fn peer_closed(&self) -> bool {
         match &self.layer {
@@ -464,4 +501,4 @@ fn append(
 
 #[cfg(test)]
 #[path = "session_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -248,3 +248,179 @@ fn a_client_key_update_is_followed_and_answered_in_every_suite() {
         }
     }
 }
+
+/// What the kernel's TLS 1.3 `TLS_TX` does with `tx` (`linux/net/tls`): seals `content` of
+/// `content_type` as one record with nonce `salt ‖ iv` XOR the record number; the record
+/// number moves on. A stand-in for the kernel, to check what the server hands it.
+fn kernel_seal(tx: &mut TxInfo, content: &[u8], content_type: u8) -> Vec<u8> {
+    use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+    let (alg, key, mut nonce, rec_seq): (_, Vec<u8>, [u8; 12], &mut [u8; 8]) = match tx {
+        TxInfo::Aes128Gcm(s) => {
+            let mut n = [0; 12];
+            n[..4].copy_from_slice(&s.salt);
+            n[4..].copy_from_slice(&s.iv);
+            (&aead::AES_128_GCM, s.key.to_vec(), n, &mut s.rec_seq)
+        }
+        TxInfo::Aes256Gcm(s) => {
+            let mut n = [0; 12];
+            n[..4].copy_from_slice(&s.salt);
+            n[4..].copy_from_slice(&s.iv);
+            (&aead::AES_256_GCM, s.key.to_vec(), n, &mut s.rec_seq)
+        }
+        TxInfo::Chacha20Poly1305(s) => (
+            &aead::CHACHA20_POLY1305,
+            s.key.to_vec(),
+            s.iv,
+            &mut s.rec_seq,
+        ),
+    };
+    let seq = u64::from_be_bytes(*rec_seq);
+    *rec_seq = (seq + 1).to_be_bytes();
+    for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+        *n ^= s;
+    }
+    let key = LessSafeKey::new(UnboundKey::new(alg, &key).unwrap());
+    let len = content.len() + 1 + 16;
+    let header = [23, 3, 3, (len >> 8) as u8, len as u8];
+    let mut body = content.to_vec();
+    body.push(content_type);
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(header),
+        &mut body,
+    )
+    .unwrap();
+    [&header[..], &body].concat()
+}
+
+/// Feeds `wire` to the client; returns the application data it reads.
+fn client_reads(client: &mut ClientConnection, wire: &[u8]) -> Vec<u8> {
+    let mut wire = wire;
+    let mut got = Vec::new();
+    while !wire.is_empty() {
+        client.read_tls(&mut wire).unwrap();
+        client.process_new_packets().unwrap();
+        let _ = client.reader().read_to_end(&mut got);
+    }
+    got
+}
+
+#[test]
+fn the_keys_handed_to_the_kernel_seal_what_the_client_expects_in_every_suite() {
+    use rustls::crypto::ring::cipher_suite::*;
+    let (server_config, _) = configs();
+    for suite in [
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        let mut server = TlsSession::new(server_config.clone()).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = ClientConnection::new(client_with(suite), name).unwrap();
+        client.writer().write_all(b"hello").unwrap();
+        assert_eq!(pump(&mut server, &mut client), b"hello");
+        // Some records sealed here first: the kernel must carry on from their count.
+        assert_eq!(server_to_client(&mut server, &mut client, b"101"), b"101");
+        let mut tx = server
+            .kernel_tx()
+            .expect("a TLS 1.3 session can go over to kTLS");
+        server.hand_tx_to_kernel();
+        assert!(server.tx_in_kernel());
+        assert!(server.kernel_tx().is_none(), "handed over once");
+        assert!(
+            server.encrypt(&[b"x"], 1).is_err(),
+            "nothing is sealed here any more"
+        );
+        for event in [&b"goal"[..], b"card", &[b'z'; 20_000][..16_384]] {
+            let wire = kernel_seal(&mut tx, event, 23);
+            assert_eq!(client_reads(&mut client, &wire), event, "{suite:?}");
+        }
+        // Still reading what the client sends.
+        client.writer().write_all(b"pong").unwrap();
+        assert_eq!(pump(&mut server, &mut client), b"pong");
+        // The closing alert, sent as the kernel's record of type 21.
+        assert_eq!(server.kernel_alert(), [1, 0]);
+        let wire = kernel_seal(&mut tx, &server.kernel_alert(), 21);
+        client_reads(&mut client, &wire);
+        let mut rest = Vec::new();
+        assert_eq!(
+            client.reader().read_to_end(&mut rest).unwrap(),
+            0,
+            "{suite:?}: the client saw a clean close_notify"
+        );
+    }
+}
+
+#[test]
+fn a_kernel_tls_session_notes_a_requested_key_update_and_seals_nothing() {
+    let (server_config, client_config) = configs();
+    let mut server = TlsSession::new(server_config).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client = ClientConnection::new(client_config, name).unwrap();
+    client.writer().write_all(b"hello").unwrap();
+    assert_eq!(pump(&mut server, &mut client), b"hello");
+    let _tx = server.kernel_tx().unwrap();
+    server.hand_tx_to_kernel();
+    assert!(!server.update_owed());
+    client.refresh_traffic_keys().unwrap();
+    client.writer().write_all(b"after").unwrap();
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    let mut plain = Vec::new();
+    server.receive(&wire, &mut plain).unwrap();
+    assert_eq!(plain, b"after", "the client's next key is followed");
+    assert!(server.update_owed(), "our KeyUpdate is owed");
+    assert!(server.pending().is_empty(), "and not sealed here");
+}
+
+#[test]
+fn a_session_with_ciphertext_unsent_does_not_go_over_to_the_kernel() {
+    let (server_config, client_config) = configs();
+    let mut server = TlsSession::new(server_config).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client = ClientConnection::new(client_config, name).unwrap();
+    client.writer().write_all(b"hello").unwrap();
+    pump(&mut server, &mut client);
+    server.encrypt(&[b"HTTP/1.1 101"], 12).unwrap();
+    assert!(server.kernel_tx().is_none(), "101 still unsent");
+    let out = server.pending().len();
+    server.consume(out);
+    assert!(server.kernel_tx().is_some());
+}
+
+/// A TLS 1.3 session past its handshake whose sending side went to a (stand-in) kernel: the
+/// session, its client, and the kernel's sending state for [`kernel_seal`]. For the plane's
+/// tests of kTLS records.
+pub(crate) fn kernel_tls_session() -> (TlsSession, ClientConnection, TxInfo) {
+    let (server_config, client_config) = configs();
+    let mut server = TlsSession::new(server_config).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client = ClientConnection::new(client_config, name).unwrap();
+    client.writer().write_all(b"GET").unwrap();
+    assert_eq!(pump(&mut server, &mut client), b"GET");
+    let tx = server.kernel_tx().unwrap();
+    server.hand_tx_to_kernel();
+    (server, client, tx)
+}
+
+/// What `client` sends after writing `plain`, as ciphertext.
+pub(crate) fn client_sends(client: &mut ClientConnection, plain: &[u8]) -> Vec<u8> {
+    client.writer().write_all(plain).unwrap();
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    wire
+}
+
+/// [`kernel_seal`] for the plane's tests.
+pub(crate) fn kernel_seals(tx: &mut TxInfo, content: &[u8], content_type: u8) -> Vec<u8> {
+    kernel_seal(tx, content, content_type)
+}
+
+/// [`client_reads`] for the plane's tests.
+pub(crate) fn client_gets(client: &mut ClientConnection, wire: &[u8]) -> Vec<u8> {
+    client_reads(client, wire)
+}
