@@ -7,7 +7,9 @@
 //! gone). Every close and ping goes through the record's WebSocket session; every deadline
 //! (keepalive, send timeout, close handshake) goes through one [`DeadlineWheel`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use bytes::Bytes;
 use slab::Slab;
@@ -234,8 +236,8 @@ impl<T: Default> PlaneCore<T> {
             next_serial: 0,
             fired: Vec::new(),
             read_owed: Vec::new(),
-            held: HashMap::new(),
-            tls: HashMap::new(),
+            held: HashMap::default(),
+            tls: HashMap::default(),
         }
     }
 

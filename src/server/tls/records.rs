@@ -302,6 +302,12 @@ impl Records {
         self.flags |= SENT_CLOSE;
     }
 
+    /// The ciphertext bytes [`seal`](Self::seal) makes of `plain` bytes (one record per
+    /// [`MAX_FRAGMENT`]; a `KeyUpdate` at a key's last record adds one more).
+    pub fn sealed_len(plain: usize) -> usize {
+        plain + plain.div_ceil(MAX_FRAGMENT) * (HEADER + 1 + TAG)
+    }
+
     /// Seals `slices` (as many records as they need, at most [`MAX_FRAGMENT`] bytes each, and
     /// no more than `max` plaintext bytes in all) onto `out`; returns the plaintext bytes
     /// taken.

@@ -329,6 +329,13 @@ impl TlsSession {
     /// Seals all of `plain` and returns its ciphertext (with any ciphertext still unsent
     /// before it): what a watcher-plane record queues instead of the shared plaintext frame.
     pub fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>, Error> {
+        if let (Layer::Records(records), true) = (&mut self.layer, self.buffers.0.is_none()) {
+            // The broadcast path: straight into a buffer of the exact size, no session buffer
+            // made and freed around it. On error it is dropped: nothing reaches the wire.
+            let mut out = Vec::with_capacity(Records::sealed_len(plain.len()));
+            records.seal(&[plain], plain.len(), &mut out)?;
+            return Ok(out);
+        }
         let mut taken = 0;
         while taken < plain.len() {
             let before = self.buffers.get().outgoing.len();

@@ -424,3 +424,28 @@ pub(crate) fn kernel_seals(tx: &mut TxInfo, content: &[u8], content_type: u8) ->
 pub(crate) fn client_gets(client: &mut ClientConnection, wire: &[u8]) -> Vec<u8> {
     client_reads(client, wire)
 }
+
+#[test]
+fn sealing_a_frame_makes_exactly_the_ciphertext_the_client_reads_and_holds_nothing() {
+    let (server_config, client_config) = configs();
+    let mut server = TlsSession::new(server_config).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client = ClientConnection::new(client_config, name).unwrap();
+    client.writer().write_all(b"hello").unwrap();
+    assert_eq!(pump(&mut server, &mut client), b"hello");
+    for len in [0, 1, 200, 16_384, 16_385, 40_000] {
+        let frame: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let cipher = server.seal(&frame).unwrap();
+        assert_eq!(cipher.len(), Records::sealed_len(len), "{len}");
+        assert_eq!(cipher.capacity(), cipher.len(), "{len}: no spare room held");
+        assert_eq!(client_reads(&mut client, &cipher), frame, "{len}");
+        assert_eq!(
+            server.buffered_capacity(),
+            0,
+            "{len}: the session keeps no buffer"
+        );
+    }
+    server.close_notify();
+    let _ = server.take_pending();
+    assert!(server.seal(b"late").is_err(), "nothing after close_notify");
+}
