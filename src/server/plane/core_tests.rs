@@ -652,7 +652,7 @@ fn a_burst_leaves_no_working_memory_behind_once_trimmed() {
 #[test]
 fn a_ktls_record_shares_the_plaintext_frame_reads_through_its_session_and_ends_with_an_alert() {
     use crate::server::tls::session::tests::{
-        client_gets, client_sends, kernel_seals, kernel_tls_session,
+        client_reads, client_sends, kernel_seal, kernel_tls_session,
     };
     let (session, mut client, mut kernel) = kernel_tls_session();
     let mut core = plane();
@@ -684,8 +684,8 @@ fn a_ktls_record_shares_the_plaintext_frame_reads_through_its_session_and_ends_w
     );
     assert_eq!(core.frames_alive(), 1, "shared, not sealed per record");
     // What the kernel makes of it is what the client reads.
-    let wire = kernel_seals(&mut kernel, core.frame_bytes(frame), 23);
-    assert_eq!(client_gets(&mut client, &wire), b"\x81\x05event");
+    let wire = kernel_seal(&mut kernel, core.frame_bytes(frame), 23);
+    assert_eq!(client_reads(&mut client, &wire), b"\x81\x05event");
     complete_sends(&mut core, &out, 2);
 
     // What the client sends is opened by the record's session.

@@ -95,6 +95,27 @@ fn pump(server: &mut TlsSession, client: &mut ClientConnection) -> Vec<u8> {
     plain
 }
 
+/// A session of a fresh configuration and that configuration's default client, past the
+/// handshake (the client sent "hello" through it).
+fn connected() -> (TlsSession, ClientConnection) {
+    let (server_config, client_config) = configs();
+    connected_with(&server_config, client_config)
+}
+
+/// A session of `server_config` and a client of `client` past the handshake (the client sent
+/// "hello" through it).
+fn connected_with(
+    server_config: &Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> (TlsSession, ClientConnection) {
+    let mut server = TlsSession::new(server_config.clone()).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client = ClientConnection::new(client, name).unwrap();
+    client.writer().write_all(b"hello").unwrap();
+    assert_eq!(pump(&mut server, &mut client), b"hello");
+    (server, client)
+}
+
 #[test]
 fn handshake_then_data_both_ways_and_an_idle_session_holds_no_buffer() {
     let (server_config, client_config) = configs();
@@ -206,14 +227,7 @@ fn server_to_client(
     server.encrypt(&[data], data.len()).unwrap();
     let out = server.pending().to_vec();
     server.consume(out.len());
-    let mut wire = &out[..];
-    let mut got = Vec::new();
-    while !wire.is_empty() {
-        client.read_tls(&mut wire).unwrap();
-        client.process_new_packets().unwrap();
-        let _ = client.reader().read_to_end(&mut got);
-    }
-    got
+    client_reads(client, &out)
 }
 
 #[test]
@@ -225,11 +239,7 @@ fn a_client_key_update_is_followed_and_answered_in_every_suite() {
         TLS13_AES_256_GCM_SHA384,
         TLS13_CHACHA20_POLY1305_SHA256,
     ] {
-        let mut server = TlsSession::new(server_config.clone()).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut client = ClientConnection::new(client_with(suite), name).unwrap();
-        client.writer().write_all(b"hello").unwrap();
-        assert_eq!(pump(&mut server, &mut client), b"hello");
+        let (mut server, mut client) = connected_with(&server_config, client_with(suite));
         assert!(server.on_records(), "{suite:?}");
         for round in 0..3 {
             // rustls asks for our update too (`update_requested`).
@@ -252,7 +262,7 @@ fn a_client_key_update_is_followed_and_answered_in_every_suite() {
 /// What the kernel's TLS 1.3 `TLS_TX` does with `tx` (`linux/net/tls`): seals `content` of
 /// `content_type` as one record with nonce `salt ‖ iv` XOR the record number; the record
 /// number moves on. A stand-in for the kernel, to check what the server hands it.
-fn kernel_seal(tx: &mut TxInfo, content: &[u8], content_type: u8) -> Vec<u8> {
+pub(crate) fn kernel_seal(tx: &mut TxInfo, content: &[u8], content_type: u8) -> Vec<u8> {
     use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
     let (alg, key, mut nonce, rec_seq): (_, Vec<u8>, [u8; 12], &mut [u8; 8]) = match tx {
         TxInfo::Aes128Gcm(s) => {
@@ -294,7 +304,7 @@ fn kernel_seal(tx: &mut TxInfo, content: &[u8], content_type: u8) -> Vec<u8> {
 }
 
 /// Feeds `wire` to the client; returns the application data it reads.
-fn client_reads(client: &mut ClientConnection, wire: &[u8]) -> Vec<u8> {
+pub(crate) fn client_reads(client: &mut ClientConnection, wire: &[u8]) -> Vec<u8> {
     let mut wire = wire;
     let mut got = Vec::new();
     while !wire.is_empty() {
@@ -314,11 +324,7 @@ fn the_keys_handed_to_the_kernel_seal_what_the_client_expects_in_every_suite() {
         TLS13_AES_256_GCM_SHA384,
         TLS13_CHACHA20_POLY1305_SHA256,
     ] {
-        let mut server = TlsSession::new(server_config.clone()).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut client = ClientConnection::new(client_with(suite), name).unwrap();
-        client.writer().write_all(b"hello").unwrap();
-        assert_eq!(pump(&mut server, &mut client), b"hello");
+        let (mut server, mut client) = connected_with(&server_config, client_with(suite));
         // Some records sealed here first: the kernel must carry on from their count.
         assert_eq!(server_to_client(&mut server, &mut client, b"101"), b"101");
         let mut tx = server
@@ -353,12 +359,7 @@ fn the_keys_handed_to_the_kernel_seal_what_the_client_expects_in_every_suite() {
 
 #[test]
 fn a_kernel_tls_session_notes_a_requested_key_update_and_seals_nothing() {
-    let (server_config, client_config) = configs();
-    let mut server = TlsSession::new(server_config).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut client = ClientConnection::new(client_config, name).unwrap();
-    client.writer().write_all(b"hello").unwrap();
-    assert_eq!(pump(&mut server, &mut client), b"hello");
+    let (mut server, mut client) = connected();
     let _tx = server.kernel_tx().unwrap();
     server.hand_tx_to_kernel();
     assert!(!server.update_owed());
@@ -377,12 +378,7 @@ fn a_kernel_tls_session_notes_a_requested_key_update_and_seals_nothing() {
 
 #[test]
 fn a_session_with_ciphertext_unsent_does_not_go_over_to_the_kernel() {
-    let (server_config, client_config) = configs();
-    let mut server = TlsSession::new(server_config).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut client = ClientConnection::new(client_config, name).unwrap();
-    client.writer().write_all(b"hello").unwrap();
-    pump(&mut server, &mut client);
+    let (mut server, _client) = connected();
     server.encrypt(&[b"HTTP/1.1 101"], 12).unwrap();
     assert!(server.kernel_tx().is_none(), "101 still unsent");
     let out = server.pending().len();
@@ -394,12 +390,7 @@ fn a_session_with_ciphertext_unsent_does_not_go_over_to_the_kernel() {
 /// session, its client, and the kernel's sending state for [`kernel_seal`]. For the plane's
 /// tests of kTLS records.
 pub(crate) fn kernel_tls_session() -> (TlsSession, ClientConnection, TxInfo) {
-    let (server_config, client_config) = configs();
-    let mut server = TlsSession::new(server_config).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut client = ClientConnection::new(client_config, name).unwrap();
-    client.writer().write_all(b"GET").unwrap();
-    assert_eq!(pump(&mut server, &mut client), b"GET");
+    let (mut server, client) = connected();
     let tx = server.kernel_tx().unwrap();
     server.hand_tx_to_kernel();
     (server, client, tx)
@@ -415,24 +406,9 @@ pub(crate) fn client_sends(client: &mut ClientConnection, plain: &[u8]) -> Vec<u
     wire
 }
 
-/// [`kernel_seal`] for the plane's tests.
-pub(crate) fn kernel_seals(tx: &mut TxInfo, content: &[u8], content_type: u8) -> Vec<u8> {
-    kernel_seal(tx, content, content_type)
-}
-
-/// [`client_reads`] for the plane's tests.
-pub(crate) fn client_gets(client: &mut ClientConnection, wire: &[u8]) -> Vec<u8> {
-    client_reads(client, wire)
-}
-
 #[test]
 fn sealing_a_frame_makes_exactly_the_ciphertext_the_client_reads_and_holds_nothing() {
-    let (server_config, client_config) = configs();
-    let mut server = TlsSession::new(server_config).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut client = ClientConnection::new(client_config, name).unwrap();
-    client.writer().write_all(b"hello").unwrap();
-    assert_eq!(pump(&mut server, &mut client), b"hello");
+    let (mut server, mut client) = connected();
     for len in [0, 1, 200, 16_384, 16_385, 40_000] {
         let frame: Vec<u8> = (0..len).map(|i| i as u8).collect();
         let cipher = server.seal(&frame).unwrap();
