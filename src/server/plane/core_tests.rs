@@ -757,3 +757,25 @@ fn a_ktls_record_whose_client_asks_for_a_key_update_is_closed_cleanly() {
     assert!(!core.record(id).unwrap().is_open(), "ended");
     assert_eq!(core.take_counters().ktls_update_closes, 1);
 }
+
+#[test]
+fn a_ktls_record_that_reads_a_bad_record_ends_with_its_fatal_alert() {
+    use crate::server::tls::session::tests::{client_sends, kernel_tls_session};
+    let (session, mut client, _) = kernel_tls_session();
+    let mut core = plane();
+    let id = core.adopt_ktls(11, Flavour::Ws, 0, session);
+    ops(&mut core);
+    let mut cipher = client_sends(&mut client, &client_frame(0x1, b"{}"));
+    let last = cipher.len() - 1;
+    cipher[last] ^= 1;
+    core.on_data(id.key, &cipher, 1);
+    let out = ops(&mut core);
+    assert!(
+        out.contains(&IoOp::SendAlert {
+            fd: 11,
+            alert: [2, 20]
+        }),
+        "bad_record_mac: {out:?}"
+    );
+    assert_eq!(core.take_counters().tls_errors, 1);
+}

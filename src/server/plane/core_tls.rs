@@ -102,8 +102,7 @@ impl<T: Default> PlaneCore<T> {
             let rec = &mut self.records[key as usize];
             rec.set(TLS_NOTIFIED, true);
             let fd = rec.fd;
-            if let Some(session) = self.tls.get(&key) {
-                let alert = session.kernel_alert();
+            if let Some(alert) = self.tls.get(&key).and_then(|s| s.kernel_alert()) {
                 self.io.push_back(IoOp::SendAlert { fd, alert });
             }
             return false;

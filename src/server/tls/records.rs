@@ -266,12 +266,14 @@ impl Records {
         self.flags & UPDATE_OWED != 0
     }
 
-    /// The body of the alert a kTLS connection ends with: its fatal error's (level 2), or a
-    /// `close_notify`.
-    pub fn kernel_alert(&self) -> [u8; 2] {
+    /// The body of the alert a kTLS connection ends with: its fatal error's (level 2), a
+    /// `close_notify`, or none after the peer's own fatal alert (§6: it is not answered).
+    pub fn kernel_alert(&self) -> Option<[u8; 2]> {
         match self.failed {
-            Some(fatal) => [2, fatal as u8],
-            None => [1, 0],
+            Some(fatal) => Some([2, fatal as u8]),
+            // In the kernel's hands only a peer's alert marks our side closed.
+            None if self.flags & SENT_CLOSE != 0 => None,
+            None => Some([1, 0]),
         }
     }
 

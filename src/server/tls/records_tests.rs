@@ -292,3 +292,36 @@ fn a_run_of_empty_records_is_refused() {
         .open(&mut one_more, &mut Vec::new(), &mut Vec::new())
         .is_err());
 }
+
+#[test]
+fn with_the_kernel_sealing_the_closing_alert_is_named_and_nothing_is_sealed_here() {
+    // A clean end: close_notify.
+    let (mut a, mut b) = aes128_pair();
+    let tx = b.kernel_tx().expect("handed over");
+    drop(tx);
+    b.hand_tx_to_kernel();
+    assert!(b.tx_in_kernel());
+    assert!(b.seal(&[b"x"], 1, &mut Vec::new()).is_err());
+    assert!(b.close_notify(&mut Vec::new()).is_err());
+    let mut wire = Vec::new();
+    a.seal(&[b"still read"], 100, &mut wire).unwrap();
+    assert_eq!(open_all(&mut b, &mut wire).unwrap(), b"still read");
+    assert_eq!(b.kernel_alert(), Some([1, 0]));
+
+    // A bad record: its fatal alert, which this layer does not seal itself.
+    let mut bad = raw_record(&mut a, b"data", 23);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(open_all(&mut b, &mut bad).is_err());
+    assert_eq!(b.kernel_alert(), Some([2, Fatal::BadRecordMac as u8]));
+    let mut out = Vec::new();
+    b.fatal_alert(&mut out);
+    assert!(out.is_empty(), "the kernel sends it");
+
+    // The peer's own fatal alert is not answered.
+    let (mut a, mut b) = aes128_pair();
+    b.hand_tx_to_kernel();
+    let mut alert = raw_record(&mut a, &[2, 40], 21);
+    assert!(open_all(&mut b, &mut alert).is_err());
+    assert_eq!(b.kernel_alert(), None);
+}

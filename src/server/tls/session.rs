@@ -435,11 +435,12 @@ impl TlsSession {
         matches!(&self.layer, Layer::Records(r) if r.update_owed())
     }
 
-    /// The alert body a kTLS connection ends with (its fatal error's, or `close_notify`).
-    pub fn kernel_alert(&self) -> [u8; 2] {
+    /// The alert body a kTLS connection ends with (its fatal error's, `close_notify`, or none
+    /// after the peer's own fatal alert).
+    pub fn kernel_alert(&self) -> Option<[u8; 2]> {
         match &self.layer {
             Layer::Records(records) => records.kernel_alert(),
-            _ => [1, 0],
+            _ => None,
         }
     }
 
