@@ -744,15 +744,22 @@ fn a_ktls_record_shares_the_plaintext_frame_reads_through_its_session_and_ends_w
     assert_eq!(core.tls_records(), 0, "the session went with the record");
 }
 
+/// A plane holding one kTLS record on socket `fd` (its poll already taken), and the rustls
+/// client at the other end of its session.
+fn plane_with_a_ktls_record(fd: i32) -> (PlaneCore<Vec<u32>>, RecordId, rustls::ClientConnection) {
+    let (session, client, _) = crate::server::tls::session::tests::kernel_tls_session();
+    let mut core = plane();
+    let id = core.adopt_ktls(fd, Flavour::Ws, 0, session);
+    ops(&mut core);
+    (core, id, client)
+}
+
 #[test]
 fn a_ktls_record_whose_client_asks_for_a_key_update_is_closed_cleanly() {
-    use crate::server::tls::session::tests::{client_sends, kernel_tls_session};
-    let (session, mut client, _) = kernel_tls_session();
-    let mut core = plane();
-    let id = core.adopt_ktls(11, Flavour::Ws, 0, session);
-    ops(&mut core);
+    let (mut core, id, mut client) = plane_with_a_ktls_record(11);
     client.refresh_traffic_keys().unwrap();
-    let cipher = client_sends(&mut client, &client_frame(0x9, b""));
+    let cipher =
+        crate::server::tls::session::tests::client_sends(&mut client, &client_frame(0x9, b""));
     core.on_data(id.key, &cipher, 1);
     assert!(!core.record(id).unwrap().is_open(), "ended");
     assert_eq!(core.take_counters().ktls_update_closes, 1);
@@ -760,12 +767,9 @@ fn a_ktls_record_whose_client_asks_for_a_key_update_is_closed_cleanly() {
 
 #[test]
 fn a_ktls_record_that_reads_a_bad_record_ends_with_its_fatal_alert() {
-    use crate::server::tls::session::tests::{client_sends, kernel_tls_session};
-    let (session, mut client, _) = kernel_tls_session();
-    let mut core = plane();
-    let id = core.adopt_ktls(11, Flavour::Ws, 0, session);
-    ops(&mut core);
-    let mut cipher = client_sends(&mut client, &client_frame(0x1, b"{}"));
+    let (mut core, id, mut client) = plane_with_a_ktls_record(11);
+    let mut cipher =
+        crate::server::tls::session::tests::client_sends(&mut client, &client_frame(0x1, b"{}"));
     let last = cipher.len() - 1;
     cipher[last] ^= 1;
     core.on_data(id.key, &cipher, 1);

@@ -102,6 +102,23 @@ fn connected() -> (TlsSession, ClientConnection) {
     connected_with(&server_config, client_config)
 }
 
+/// A session and its connected client (past the handshake) for each TLS 1.3 suite.
+fn connected_in_every_suite() -> Vec<(rustls::SupportedCipherSuite, TlsSession, ClientConnection)> {
+    use rustls::crypto::ring::cipher_suite::*;
+    let (server_config, _) = configs();
+    [
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+    ]
+    .into_iter()
+    .map(|suite| {
+        let (server, client) = connected_with(&server_config, client_with(suite));
+        (suite, server, client)
+    })
+    .collect()
+}
+
 /// A session of `server_config` and a client of `client` past the handshake (the client sent
 /// "hello" through it).
 fn connected_with(
@@ -232,14 +249,7 @@ fn server_to_client(
 
 #[test]
 fn a_client_key_update_is_followed_and_answered_in_every_suite() {
-    use rustls::crypto::ring::cipher_suite::*;
-    let (server_config, _) = configs();
-    for suite in [
-        TLS13_AES_128_GCM_SHA256,
-        TLS13_AES_256_GCM_SHA384,
-        TLS13_CHACHA20_POLY1305_SHA256,
-    ] {
-        let (mut server, mut client) = connected_with(&server_config, client_with(suite));
+    for (suite, mut server, mut client) in connected_in_every_suite() {
         assert!(server.on_records(), "{suite:?}");
         for round in 0..3 {
             // rustls asks for our update too (`update_requested`).
@@ -317,14 +327,7 @@ pub(crate) fn client_reads(client: &mut ClientConnection, wire: &[u8]) -> Vec<u8
 
 #[test]
 fn the_keys_handed_to_the_kernel_seal_what_the_client_expects_in_every_suite() {
-    use rustls::crypto::ring::cipher_suite::*;
-    let (server_config, _) = configs();
-    for suite in [
-        TLS13_AES_128_GCM_SHA256,
-        TLS13_AES_256_GCM_SHA384,
-        TLS13_CHACHA20_POLY1305_SHA256,
-    ] {
-        let (mut server, mut client) = connected_with(&server_config, client_with(suite));
+    for (suite, mut server, mut client) in connected_in_every_suite() {
         // Some records sealed here first: the kernel must carry on from their count.
         assert_eq!(server_to_client(&mut server, &mut client, b"101"), b"101");
         let mut tx = server
